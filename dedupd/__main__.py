@@ -1,0 +1,5 @@
+"""``python -m dedupd``."""
+
+from dedupd.cli import main
+
+main()

@@ -1,0 +1,461 @@
+"""Fingerprints: bytes or a path in, a :class:`~dedupd.models.Fingerprint` out.
+
+Pure functions: no database, no logging set-up.  Every file is read once,
+into memory; the exact hash, the pixel digest and the perceptual hashes are
+all computed from that one read.
+
+Tiers and how each is computed:
+
+* exact: SHA-256 of the file's bytes.
+* pixel: for JPEG, a digest of the coded picture (quantisation and Huffman
+  tables, frame header, scans) with the metadata segments (APP0-APP13,
+  APP15, COM) left out, so that editing or stripping EXIF/XMP/IPTC/ICC
+  leaves it unchanged without decoding anything.  For every other format the
+  picture is decoded in full anyway, and the digest is taken of the decoded
+  pixels, so a lossless conversion (PNG to TIFF, BMP to lossless WebP) is
+  a pixel match too.  The EXIF orientation is part of the digest: a copy
+  that displays rotated is not the same picture.
+* perceptual: pHash (64-bit DCT hash, the index key) and dHash (64-bit
+  gradient hash, an independent verifier) of a 64x64 thumbnail taken after
+  the EXIF orientation is applied and transparency is composited, plus a
+  4x4 grid of mean colours, which tells a light render from a dark one of
+  the same design.  Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale
+  (Pillow's draft mode), never in full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat as stat_module
+import warnings
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import scipy.fftpack
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dedupd import errors
+from dedupd.models import FileStat, Fingerprint, Hashes, Orientation
+
+try:  # HEIC/HEIF and AVIF
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    if hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+except ImportError:  # pragma: no cover - a declared dependency; formats just go missing
+    pillow_heif = None
+
+#: the side of the square thumbnail every perceptual hash is computed from
+THUMB = 64
+#: JPEGs are decoded at the smallest DCT scale that keeps both sides >= this
+DRAFT_SIDE = 2 * THUMB
+#: default pixel limit: above it an image is refused as a decompression bomb
+DEFAULT_MAX_PIXELS = 150_000_000
+#: default size limit: a file larger than this is not read into memory
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+_EXIF_ORIENTATION = 0x0112
+
+# EXIF orientation value -> the transpose that displays the stored pixels upright
+_ORIENT_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# The seven non-identity orientations, as transposes of the new picture that
+# would turn it back into a stored one.
+VARIANT_TRANSPOSES: dict[Orientation, Image.Transpose] = {
+    Orientation.ROT90: Image.Transpose.ROTATE_90,
+    Orientation.ROT180: Image.Transpose.ROTATE_180,
+    Orientation.ROT270: Image.Transpose.ROTATE_270,
+    Orientation.MIRROR: Image.Transpose.FLIP_LEFT_RIGHT,
+    Orientation.MIRROR_ROT90: Image.Transpose.TRANSPOSE,
+    Orientation.MIRROR_ROT180: Image.Transpose.FLIP_TOP_BOTTOM,
+    Orientation.MIRROR_ROT270: Image.Transpose.TRANSVERSE,
+}
+
+# In JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or RSTn;
+# anything else is the next marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_METADATA = frozenset([*range(0xE0, 0xEE), 0xEF, 0xFE])  # APP0-13, APP15, COM
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RSTn: no length
+
+
+# --- reading -----------------------------------------------------------------
+
+
+def read_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, FileStat]:
+    """Read a whole regular file, refusing symlinks, and detect a concurrent write.
+
+    Returns the bytes and the stat of the version that was read.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise errors.FileVanished(path, "no such file") from exc
+    except PermissionError as exc:
+        raise errors.UnreadableFile(path, "permission denied") from exc
+    except OSError as exc:
+        if exc.errno == getattr(os, "ELOOP", None) or os.path.islink(path):
+            raise errors.NotAnImage(path, "a symbolic link, not a file") from exc
+        raise errors.UnreadableFile(path, exc.strerror or str(exc)) from exc
+    try:
+        before = os.fstat(fd)
+        if not stat_module.S_ISREG(before.st_mode):
+            raise errors.NotAnImage(path, "not a regular file")
+        if before.st_size == 0:
+            raise errors.EmptyFile(path, "zero bytes")
+        if before.st_size > max_bytes:
+            raise errors.DecompressionBomb(
+                path, f"{before.st_size} bytes is more than the limit of {max_bytes}"
+            )
+        chunks = []
+        remaining = before.st_size + 1  # one more byte tells us it grew
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 8 * 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise errors.UnreadableFile(path, exc.strerror or str(exc)) from exc
+    finally:
+        os.close(fd)
+    if (
+        len(data) != before.st_size
+        or after.st_size != before.st_size
+        or after.st_mtime_ns != before.st_mtime_ns
+    ):
+        raise errors.FileChangedWhileReading(
+            path, f"size {before.st_size} -> {after.st_size} while reading {len(data)} bytes"
+        )
+    return data, FileStat.of(before)
+
+
+def fingerprint_file(
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    variants: bool = True,
+) -> tuple[FileStat, Fingerprint]:
+    """Read ``path`` once and fingerprint it."""
+    data, st = read_file(path, max_bytes=max_bytes)
+    return st, fingerprint_bytes(data, path=path, max_pixels=max_pixels, variants=variants)
+
+
+# --- fingerprinting ----------------------------------------------------------
+
+
+def fingerprint_bytes(
+    data: bytes,
+    *,
+    path: Path = Path("<bytes>"),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    variants: bool = True,
+) -> Fingerprint:
+    """Fingerprint an image file's bytes; ``path`` only names it in errors."""
+    if not data:
+        raise errors.EmptyFile(path, "zero bytes")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            # dedupd enforces its own limit, below, with a clear error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            return _fingerprint_image(im, data, sha256, path, max_pixels, variants)
+    except errors.FileSkipped:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise errors.DecompressionBomb(path, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
+        # Pillow reports truncated and corrupt data as any of these
+        raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
+
+
+def _fingerprint_image(
+    im: Image.Image,
+    data: bytes,
+    sha256: str,
+    path: Path,
+    max_pixels: int,
+    variants: bool,
+) -> Fingerprint:
+    fmt = im.format or "UNKNOWN"
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise errors.CorruptImage(path, f"impossible size {width}x{height}")
+    if width * height > max_pixels:
+        raise errors.DecompressionBomb(
+            path, f"{width}x{height} = {width * height} pixels, limit {max_pixels}"
+        )
+    orientation = _orientation(im)
+
+    if fmt == "JPEG":
+        digest, dc_end = _jpeg_picture_digest(data, orientation)
+        pixel_digest = "jpeg:" + digest
+        scale = min(width // DRAFT_SIDE, height // DRAFT_SIDE)
+        if dc_end is not None and scale >= 8:
+            # A progressive JPEG decoded at 1/8 scale needs only the DC
+            # coefficients, which its first scans carry: decode just those.
+            im = Image.open(io.BytesIO(data[:dc_end] + b"\xff\xd9"))
+        im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (DRAFT_SIDE, DRAFT_SIDE))
+        im.load()
+    elif fmt == "PNG":
+        pixel_digest = "png:" + _png_picture_digest(data, orientation)
+        im.load()
+    else:
+        im.load()  # first frame only for animations and multi-page files
+        pixel_digest = "pixels:" + _pixels_digest(im, orientation)
+
+    thumb = _thumbnail(im)
+    if orientation in _ORIENT_TRANSPOSE:
+        thumb = thumb.transpose(_ORIENT_TRANSPOSE[orientation])
+        if orientation >= 5:
+            width, height = height, width
+
+    grey = thumb.convert("L")
+    detail = float(np.asarray(grey, dtype=np.float32).std())
+    hashes, extra = _perceptual(thumb, grey, variants)
+    return Fingerprint(
+        sha256=sha256,
+        pixel_digest=pixel_digest,
+        hashes=hashes,
+        width=width,
+        height=height,
+        format=fmt,
+        detail=round(detail, 3),
+        variants=extra,
+    )
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return 1  # unreadable EXIF: display as stored
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _thumbnail(im: Image.Image) -> Image.Image:
+    """A THUMB x THUMB RGB thumbnail (aspect ratio ignored), alpha composited."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    elif mode == "LA":
+        im = im.convert("RGBA")
+    elif mode not in ("RGB", "RGBA", "L"):
+        im = im.convert("RGB")
+    small = im.resize((THUMB, THUMB), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if small.mode == "RGBA":
+        return _composite(small)
+    return small.convert("RGB")
+
+
+def _composite(rgba: Image.Image) -> Image.Image:
+    """Flatten transparency onto a background that contrasts with the picture.
+
+    Compositing onto a fixed colour would turn an image whose picture lives
+    only in its alpha channel (white shapes on transparency, say) into a flat
+    field of that colour; a background opposite to the picture's own mean
+    brightness keeps the shapes visible.
+    """
+    arr = np.asarray(rgba, dtype=np.float32)
+    alpha = arr[..., 3:4] / 255.0
+    if float(alpha.min()) >= 1.0:
+        return rgba.convert("RGB")
+    rgb = arr[..., :3]
+    weight = float(alpha.sum())
+    luma = (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    mean = float((luma * alpha).sum() / weight) if weight > 0 else 0.0
+    background = 0.0 if mean >= 128.0 else 255.0
+    out = rgb * alpha + background * (1.0 - alpha)
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def _perceptual(
+    thumb: Image.Image, grey: Image.Image, variants: bool
+) -> tuple[Hashes, tuple[tuple[Orientation, Hashes], ...]]:
+    """The hashes of the thumbnail, and of its seven other orientations.
+
+    The pHash is ``imagehash.phash``'s algorithm (a test holds them equal), with
+    the DCT computed here once: rotating or mirroring a picture only transposes
+    its DCT coefficients or flips the sign of the odd ones, so the other seven
+    orientations cost a few operations on an 8x8 block instead of seven DCTs.
+    """
+    small = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    block = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)[:8, :8]
+    ycc = np.asarray(thumb.convert("YCbCr"), dtype=np.float32)
+    grid = ycc.reshape(4, THUMB // 4, 4, THUMB // 4, 3).mean(axis=(1, 3))
+    base = _hashes_of(block, grid, grey)
+    if not variants:
+        return base, ()
+    extra = tuple(
+        (name, _hashes_of(_dct_transpose(block, t), _grid_transpose(grid, t), grey.transpose(t)))
+        for name, t in VARIANT_TRANSPOSES.items()
+    )
+    return base, extra
+
+
+_ODD = np.array([(-1) ** k for k in range(8)], dtype=np.float64)
+
+
+def _dct_transpose(block: np.ndarray, t: Image.Transpose) -> np.ndarray:
+    """The 8x8 DCT block of the picture transposed by ``t``.
+
+    Flipping left-right negates the odd horizontal frequencies, flipping top-bottom
+    the odd vertical ones; a transpose swaps the axes.
+    """
+    T = Image.Transpose
+    lr = block * _ODD[None, :]
+    tb = block * _ODD[:, None]
+    both = block * _ODD[:, None] * _ODD[None, :]
+    return {
+        T.FLIP_LEFT_RIGHT: lr,
+        T.FLIP_TOP_BOTTOM: tb,
+        T.ROTATE_180: both,
+        T.TRANSPOSE: block.T,
+        T.ROTATE_90: lr.T,  # counter-clockwise: mirror, then transpose
+        T.ROTATE_270: tb.T,
+        T.TRANSVERSE: both.T,
+    }[t]
+
+
+def _grid_transpose(grid: np.ndarray, t: Image.Transpose) -> np.ndarray:
+    T = Image.Transpose
+    return {
+        T.FLIP_LEFT_RIGHT: grid[:, ::-1],
+        T.FLIP_TOP_BOTTOM: grid[::-1, :],
+        T.ROTATE_180: grid[::-1, ::-1],
+        T.TRANSPOSE: grid.transpose(1, 0, 2),
+        T.ROTATE_90: np.rot90(grid, 1),
+        T.ROTATE_270: np.rot90(grid, -1),
+        T.TRANSVERSE: np.rot90(grid, 2).transpose(1, 0, 2),
+    }[t]
+
+
+def _hashes_of(block: np.ndarray, grid: np.ndarray, grey: Image.Image) -> Hashes:
+    bits = (block > np.median(block)).astype(np.uint8).ravel()
+    return Hashes(
+        phash=int.from_bytes(np.packbits(bits).tobytes(), "big"),
+        dhash=_to_int(imagehash.dhash(grey)),
+        colour=np.clip(grid + 0.5, 0, 255).astype(np.uint8).tobytes(),
+    )
+
+
+def _to_int(h: imagehash.ImageHash) -> int:
+    bits = np.asarray(h.hash, dtype=np.uint8).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _pixels_digest(im: Image.Image, orientation: int) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{im.mode}:{im.size[0]}x{im.size[1]}:{orientation}:".encode())
+    digest.update(im.tobytes())
+    return digest.hexdigest()
+
+
+def _jpeg_picture_digest(data: bytes, orientation: int) -> tuple[str, int | None]:
+    """Digest of a JPEG's coded picture, metadata segments left out.
+
+    Also returns, for a progressive JPEG, the offset where its first AC scan
+    starts (everything before it is enough to decode the picture at 1/8 scale),
+    or None.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"orientation:{orientation}:".encode())
+    pos = 2  # after SOI
+    end = len(data)
+    dc_end: int | None = None
+    progressive = False
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            raise errors.CorruptImage(Path("<jpeg>"), f"no JPEG marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI: anything after it is not the picture
+            break
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment_end = pos + 2 + length
+        if marker == 0xC2:
+            progressive = True
+        if marker == 0xDA and progressive and dc_end is None:
+            components = data[pos + 4]
+            spectral_start = data[pos + 5 + 2 * components]
+            if spectral_start > 0:
+                dc_end = pos
+        if marker not in _JPEG_METADATA:
+            digest.update(data[pos:segment_end])
+        pos = segment_end
+        if marker == 0xDA:  # SOS: entropy-coded data runs to the next marker
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            scan_end = found.start() if found else end
+            digest.update(data[pos:scan_end])
+            pos = scan_end
+    return digest.hexdigest(), dc_end
+
+
+# PNG chunks that make up the picture; the rest (text, time, EXIF, ICC, gamma,
+# physical size) is metadata.
+_PNG_PICTURE_CHUNKS = frozenset([b"IHDR", b"PLTE", b"IDAT", b"tRNS", b"acTL", b"fcTL", b"fdAT"])
+
+
+def _png_picture_digest(data: bytes, orientation: int) -> str:
+    """Digest of a PNG's picture chunks, metadata chunks left out."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"orientation:{orientation}:".encode())
+    view = memoryview(data)
+    pos = 8  # after the signature
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = bytes(data[pos + 4 : pos + 8])
+        if kind in _PNG_PICTURE_CHUNKS:
+            digest.update(view[pos + 4 : pos + 8 + length])
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return digest.hexdigest()
+
+
+# --- comparing ---------------------------------------------------------------
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def colour_distance(a: bytes, b: bytes) -> float:
+    """Mean absolute difference of two colour grids, 0..255."""
+    x = np.frombuffer(a, dtype=np.uint8).astype(np.int16)
+    y = np.frombuffer(b, dtype=np.uint8).astype(np.int16)
+    return float(np.abs(x - y).mean())

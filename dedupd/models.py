@@ -1,0 +1,112 @@
+"""Frozen values shared by every module: tiers, actions, stats, fingerprints, matches."""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat as stat_module
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Tier(enum.StrEnum):
+    """How two files were found to be the same picture, strongest first."""
+
+    EXACT = "exact"  # identical bytes
+    PIXEL = "pixel"  # identical picture, only metadata differs
+    NEAR = "near"  # perceptually the same picture (resized, re-encoded, edited)
+
+
+class Action(enum.StrEnum):
+    """What to do with a duplicate.  None of them deletes anything."""
+
+    LOG = "log"
+    QUARANTINE = "quarantine"
+    SYMLINK = "symlink"
+
+
+class Orientation(enum.StrEnum):
+    """The eight rotations and mirror images of a picture (the dihedral group D4).
+
+    The value names the transform that turns the *new* picture into the
+    stored one.
+    """
+
+    IDENTITY = "identity"
+    ROT90 = "rot90"
+    ROT180 = "rot180"
+    ROT270 = "rot270"
+    MIRROR = "mirror"
+    MIRROR_ROT90 = "mirror_rot90"
+    MIRROR_ROT180 = "mirror_rot180"
+    MIRROR_ROT270 = "mirror_rot270"
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What identifies one version of a file without reading it."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+    @classmethod
+    def from_path(cls, path: Path) -> FileStat:
+        """Stat without following a final symlink; raises OSError."""
+        st = os.lstat(path)
+        if not stat_module.S_ISREG(st.st_mode):
+            raise IsADirectoryError(f"not a regular file: {path}")
+        return cls.of(st)
+
+
+@dataclass(frozen=True, slots=True)
+class Hashes:
+    """The perceptual hashes of one orientation of a picture."""
+
+    phash: int  # 64-bit DCT hash: the index key
+    dhash: int  # 64-bit gradient hash: the independent verifier
+    colour: bytes  # 4x4 grid of mean colours (Y, Cb, Cr), 48 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Everything dedupd learns from one read of one file."""
+
+    sha256: str  # of the file's bytes: the exact tier
+    pixel_digest: str  # of the coded picture without metadata: the pixel tier
+    hashes: Hashes  # as displayed (EXIF orientation applied)
+    width: int  # as displayed
+    height: int
+    format: str  # Pillow's format name: JPEG, PNG, ...
+    detail: float  # standard deviation of the small grey thumbnail, 0..127
+    #: hashes of the other seven orientations, for rotated/mirrored copies
+    variants: tuple[tuple[Orientation, Hashes], ...] = ()
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True, slots=True)
+class Distances:
+    """How far apart two pictures are, hash by hash."""
+
+    phash: int  # bits out of 64
+    dhash: int  # bits out of 64
+    colour: float  # mean absolute difference of the colour grids, 0..255
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One file found to be a copy of another, and why."""
+
+    tier: Tier
+    distances: Distances
+    similarity: float  # percent, 100 = identical
+    orientation: Orientation
+    reason: str  # one line a person can read
