@@ -110,3 +110,26 @@ class Match:
     similarity: float  # percent, 100 = identical
     orientation: Orientation
     reason: str  # one line a person can read
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One indexed file as the store knows it."""
+
+    id: int
+    path: Path
+    stat: FileStat
+    fingerprint: Fingerprint | None  # None when the file could not be read
+    seq: int  # order in which dedupd first indexed this version of the file
+    error: str | None = None  # reason the file was skipped, when it was
+    #: the file's original, when this file is a duplicate (the group's root)
+    original_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to "are these two the same picture?", with the reason."""
+
+    match: Match | None
+    reason: str
+    distances: Distances | None = None

@@ -1,0 +1,287 @@
+"""The configuration: the only module that reads YAML.
+
+The file is turned into typed, frozen values once: paths expanded, enums
+parsed, thresholds range-checked.  An unknown key or a bad value is a
+:class:`~dedupd.errors.ConfigError` naming the file and the key.  Every
+default is embedded here, so dedupd runs with no file at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dedupd.errors import ConfigError
+from dedupd.hashing import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from dedupd.models import Action, Tier
+
+
+class KeepRule(enum.StrEnum):
+    """Rules that decide which file of a pair is the original, tried in order."""
+
+    REFERENCE = "reference"  # a file under a reference directory
+    HIGHEST_RESOLUTION = "highest_resolution"
+    LARGEST_FILE = "largest_file"
+    PREFERRED_FORMAT = "preferred_format"  # earlier in preferred_formats
+    OLDEST = "oldest"  # smallest modification time
+    FIRST_SEEN = "first_seen"  # the one dedupd indexed first
+
+
+DEFAULT_INCLUDE = (
+    "*.jpg", "*.jpeg", "*.jpe", "*.jfif", "*.png", "*.webp", "*.gif", "*.tif", "*.tiff",
+    "*.bmp", "*.heic", "*.heif", "*.avif",
+)  # fmt: skip
+DEFAULT_EXCLUDE = (
+    "*.part", "*.tmp", "*.crdownload", "*.partial", "*.download", "*.swp",
+    ".~*", "~$*", ".*.??????",  # rsync's temporary ".name.XXXXXX"
+    "@eaDir", ".thumbnails", "#recycle", "#snapshot", ".Trash-*", ".git", "lost+found",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """When two pictures count as the same.  Defaults are conservative."""
+
+    #: pHash Hamming distance (of 64 bits) at most, for a near-duplicate candidate
+    near_distance: int = 10
+    #: dHash Hamming distance (of 64 bits) at most, to confirm a candidate
+    verify_distance: int = 14
+    #: mean absolute difference of the 4x4 colour grids (0-255) at most
+    colour_distance: float = 14.0
+    #: pictures whose grey thumbnail has a standard deviation below this are
+    #: "low information" (flat, nearly flat) and never near-match anything
+    min_detail: float = 6.0
+    #: also match rotated (90/180/270) and mirrored copies
+    rotations: bool = True
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    """What to do with a duplicate of each tier."""
+
+    exact: Action = Action.LOG
+    pixel: Action = Action.LOG
+    near: Action = Action.LOG
+
+    def for_tier(self, tier: Tier) -> Action:
+        return Action(getattr(self, tier.value))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything dedupd can be told, with its embedded defaults."""
+
+    source: Path | None = None  # the file this came from, None for the defaults
+    db: Path | None = None  # None: the default location (see dedupd.store.default_db_path)
+    roots: tuple[Path, ...] = ()  # directories the daemon watches
+    reference_dirs: tuple[Path, ...] = ()  # never acted on; their files are originals
+    quarantine_dir: Path | None = None
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    match: MatchSettings = field(default_factory=MatchSettings)
+    actions: ActionSettings = field(default_factory=ActionSettings)
+    keep: tuple[KeepRule, ...] = (KeepRule.REFERENCE, KeepRule.FIRST_SEEN)
+    preferred_formats: tuple[str, ...] = ("PNG", "TIFF", "HEIF", "AVIF", "WEBP", "JPEG")
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_BYTES
+    workers: int = 0  # 0: one per CPU core
+    settle_seconds: float = 2.0
+    polling: bool | None = None  # None: poll only roots on network filesystems
+    poll_interval: float = 5.0
+    reconcile_interval: float = 0.0  # seconds; 0: only at start
+    max_actions_per_minute: int = 120
+    audit_jsonl: Path | None = None
+
+    def effective_workers(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain YAML-able values."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return value
+
+        out = plain(self)
+        out.pop("source")
+        return out  # type: ignore[no-any-return]
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+def load(path: Path | None) -> Config:
+    """Read and check a configuration file; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8 text", source=path) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=path) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("the top level must be a mapping of keys to values", source=path)
+    return from_mapping(data, source=path)
+
+
+def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
+    """Build a :class:`Config` from already-parsed values (a YAML document)."""
+    p = _Parser(source)
+    base = source.parent if source else Path.cwd()
+    kwargs: dict[str, Any] = {"source": source}
+    simple: dict[str, Callable[[str, Any], Any]] = {
+        "db": lambda k, v: p.path(k, v, base),
+        "roots": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
+        "reference_dirs": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
+        "quarantine_dir": lambda k, v: p.path(k, v, base),
+        "include": lambda k, v: tuple(p.string(k, x) for x in p.seq(k, v)),
+        "exclude": lambda k, v: tuple(p.string(k, x) for x in p.seq(k, v)),
+        "keep": lambda k, v: tuple(p.enum(k, x, KeepRule) for x in p.seq(k, v)),
+        "preferred_formats": lambda k, v: tuple(p.string(k, x).upper() for x in p.seq(k, v)),
+        "max_pixels": lambda k, v: p.number(k, v, int, 1, 10**12),
+        "max_file_bytes": lambda k, v: p.number(k, v, int, 1, 2**40),
+        "workers": lambda k, v: p.number(k, v, int, 0, 256),
+        "settle_seconds": lambda k, v: p.number(k, v, float, 0.0, 3600.0),
+        "polling": lambda k, v: None if v is None else p.boolean(k, v),
+        "poll_interval": lambda k, v: p.number(k, v, float, 0.1, 3600.0),
+        "reconcile_interval": lambda k, v: p.number(k, v, float, 0.0, 7 * 86400.0),
+        "max_actions_per_minute": lambda k, v: p.number(k, v, int, 1, 1_000_000),
+        "audit_jsonl": lambda k, v: p.path(k, v, base),
+    }
+    for key, value in data.items():
+        if key in simple:
+            kwargs[key] = None if value is None and key in _NULLABLE else simple[key](key, value)
+        elif key == "match":
+            kwargs[key] = _match(p, p.mapping(key, value))
+        elif key == "actions":
+            kwargs[key] = _actions(p, p.mapping(key, value))
+        else:
+            raise ConfigError(f"unknown key (known: {', '.join(sorted([*simple, 'match', 'actions']))})", source=source, key=str(key))
+    if kwargs.get("keep") == ():
+        raise ConfigError("needs at least one rule", source=source, key="keep")
+    return Config(**kwargs)
+
+
+_NULLABLE = frozenset({"db", "quarantine_dir", "audit_jsonl", "polling"})
+
+
+def _match(p: _Parser, data: Mapping[str, Any]) -> MatchSettings:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"match.{key}"
+        if key == "near_distance":
+            kwargs[key] = p.distance(name, value)
+        elif key == "verify_distance":
+            kwargs[key] = p.distance(name, value)
+        elif key == "colour_distance":
+            kwargs[key] = p.number(name, value, float, 0.0, 255.0)
+        elif key == "min_detail":
+            kwargs[key] = p.number(name, value, float, 0.0, 128.0)
+        elif key == "rotations":
+            kwargs[key] = p.boolean(name, value)
+        else:
+            raise ConfigError("unknown key", source=p.source, key=name)
+    return MatchSettings(**kwargs)
+
+
+def _actions(p: _Parser, data: Mapping[str, Any]) -> ActionSettings:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in {t.value for t in Tier}:
+            raise ConfigError("unknown tier (exact, pixel, near)", source=p.source, key=f"actions.{key}")
+        kwargs[key] = p.enum(f"actions.{key}", value, Action)
+    return ActionSettings(**kwargs)
+
+
+class _Parser:
+    """Checks one value at a time and names the key when it is wrong."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = source
+
+    def fail(self, key: str, detail: str) -> ConfigError:
+        return ConfigError(detail, source=self.source, key=key)
+
+    def mapping(self, key: str, value: Any) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "must be a mapping")
+        return value
+
+    def seq(self, key: str, value: Any) -> list[Any]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, list):
+            raise self.fail(key, "must be a list")
+        return value
+
+    def string(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def path(self, key: str, value: Any, base: Path) -> Path:
+        text = os.path.expandvars(os.path.expanduser(self.string(key, value)))
+        path = Path(text)
+        return path if path.is_absolute() else (base / path)
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def number(self, key: str, value: Any, kind: type, low: float, high: float) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number from {low} to {high}")
+        if kind is int and not isinstance(value, int):
+            raise self.fail(key, f"must be a whole number from {low} to {high}")
+        if not low <= value <= high:
+            raise self.fail(key, f"{value} is out of range ({low} to {high})")
+        return kind(value)
+
+    def enum(self, key: str, value: Any, kind: type[enum.StrEnum]) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in kind)
+            raise self.fail(key, f"{value!r} is not one of: {choices}") from None
+
+    def distance(self, key: str, value: Any) -> int:
+        """A Hamming distance in bits (``10``) or a similarity in percent (``"85%"``)."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                percent = float(value.strip()[:-1])
+            except ValueError:
+                raise self.fail(key, f"{value!r} is not a percentage") from None
+            if not 50.0 <= percent <= 100.0:
+                raise self.fail(key, f"{value} is out of range (50% to 100%)")
+            return distance_for_similarity(percent)
+        return int(self.number(key, value, int, 0, 32))
+
+
+def similarity_for_distance(distance: int, bits: int = 64) -> float:
+    """Similarity in percent for a Hamming distance: 0 bits apart is 100%."""
+    return round(100.0 * (1.0 - distance / bits), 1)
+
+
+def distance_for_similarity(percent: float, bits: int = 64) -> int:
+    """The largest Hamming distance whose similarity is at least ``percent``."""
+    return int((1.0 - percent / 100.0) * bits + 1e-9)

@@ -1,0 +1,60 @@
+"""Logging set-up: the one place that holds global logging state.
+
+Every module gets its logger with ``structlog.get_logger()`` and logs a
+constant snake_case event with its data as keyword arguments.  Nothing is
+configured at import time: the entry points call :func:`configure` once.
+
+Logs go to standard error, JSON lines when it is not a terminal (journald
+keeps them as they are; ``journalctl -o cat | jq``) and a readable console
+format on a terminal.  Standard error rather than standard output, so that
+``dedupd groups --format json | jq`` gets only the data it asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from dedupd.errors import display_path
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _safe_values(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Paths (and path-like bytes) become safe text: no control characters, no invalid UTF-8."""
+    for key, value in event.items():
+        if isinstance(value, (Path, bytes)):
+            event[key] = display_path(value)
+        elif isinstance(value, str) and key != "event" and not value.isprintable():
+            event[key] = display_path(value)
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog for this process.  ``fmt`` is ``json``, ``console`` or ``auto``."""
+    out = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if out.isatty() and os.environ.get("TERM") != "dumb" else "json"
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _safe_values,
+    ]
+    if fmt == "json":
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors += [structlog.dev.ConsoleRenderer(colors=out.isatty())]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,163 @@
+"""Deciding whether two fingerprints are the same picture, and which is the original.
+
+Pure functions over :class:`~dedupd.models.Fingerprint` values: the store
+and the index only find candidates; every verdict, in a scan, in the daemon
+and in ``dedupd compare``, is made here, and says why.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from dedupd.config import Config, KeepRule, MatchSettings
+from dedupd.hashing import colour_distance, hamming
+from dedupd.models import (
+    Distances,
+    Fingerprint,
+    Hashes,
+    Match,
+    Orientation,
+    Record,
+    Tier,
+    Verdict,
+)
+
+_ORIENTATION_WORDS = {
+    Orientation.IDENTITY: "",
+    Orientation.ROT90: ", rotated 90°",
+    Orientation.ROT180: ", rotated 180°",
+    Orientation.ROT270: ", rotated 270°",
+    Orientation.MIRROR: ", mirrored",
+    Orientation.MIRROR_ROT90: ", mirrored and rotated 90°",
+    Orientation.MIRROR_ROT180: ", flipped upside down",
+    Orientation.MIRROR_ROT270: ", mirrored and rotated 270°",
+}
+
+INVERSE = {
+    Orientation.ROT90: Orientation.ROT270,
+    Orientation.ROT270: Orientation.ROT90,
+}
+
+
+def similarity(d: Distances) -> float:
+    """One percentage for a pair: 100 minus the mean share of differing hash bits."""
+    return round(100.0 * (1.0 - (d.phash + d.dhash) / 128.0), 1)
+
+
+def compare(new: Fingerprint, old: Fingerprint, settings: MatchSettings) -> Verdict:
+    """Is ``new`` a copy of ``old``?  The strongest tier that holds, with its reason."""
+    zero = Distances(0, 0, 0.0)
+    if new.sha256 == old.sha256:
+        return Verdict(
+            Match(Tier.EXACT, zero, 100.0, Orientation.IDENTITY, "identical bytes (same SHA-256)"),
+            "identical bytes",
+            zero,
+        )
+    if new.pixel_digest == old.pixel_digest:
+        reason = "the same picture data; only metadata (EXIF, XMP, ICC, comments) differs"
+        return Verdict(Match(Tier.PIXEL, zero, 100.0, Orientation.IDENTITY, reason), reason, zero)
+
+    identity = _distances(new.hashes, old.hashes)
+    low = min(new.detail, old.detail)
+    if low < settings.min_detail:
+        return Verdict(
+            None,
+            f"not compared perceptually: too little detail to tell pictures apart "
+            f"(detail {low:.1f} < {settings.min_detail:g}; flat or nearly flat)",
+            identity,
+        )
+
+    tried: list[tuple[Orientation, Hashes]] = [(Orientation.IDENTITY, new.hashes)]
+    if settings.rotations:
+        tried.extend(new.variants)
+    best: tuple[Orientation, Distances] | None = None
+    for orientation, hashes in tried:
+        d = identity if orientation is Orientation.IDENTITY else _distances(hashes, old.hashes)
+        if _passes(d, settings) and (best is None or _score(d) < _score(best[1])):
+            best = (orientation, d)
+    if best is None:
+        return Verdict(None, _why_not(identity, settings), identity)
+    orientation, d = best
+    reason = (
+        f"looks the same{_ORIENTATION_WORDS[orientation]}: pHash {d.phash}/64 bits apart "
+        f"(limit {settings.near_distance}), dHash {d.dhash}/64 "
+        f"(limit {settings.verify_distance}), colour difference {d.colour:.1f} "
+        f"(limit {settings.colour_distance:g})"
+    )
+    return Verdict(Match(Tier.NEAR, d, similarity(d), orientation, reason), reason, d)
+
+
+def _distances(a: Hashes, b: Hashes) -> Distances:
+    return Distances(
+        phash=hamming(a.phash, b.phash),
+        dhash=hamming(a.dhash, b.dhash),
+        colour=colour_distance(a.colour, b.colour),
+    )
+
+
+def _passes(d: Distances, s: MatchSettings) -> bool:
+    return (
+        d.phash <= s.near_distance
+        and d.dhash <= s.verify_distance
+        and d.colour <= s.colour_distance
+    )
+
+
+def _score(d: Distances) -> float:
+    return d.phash + d.dhash + d.colour / 8.0
+
+
+def _why_not(d: Distances, s: MatchSettings) -> str:
+    failed = []
+    if d.phash > s.near_distance:
+        failed.append(f"pHash {d.phash}/64 bits apart (limit {s.near_distance})")
+    if d.dhash > s.verify_distance:
+        failed.append(f"dHash {d.dhash}/64 bits apart (limit {s.verify_distance})")
+    if d.colour > s.colour_distance:
+        failed.append(f"colour difference {d.colour:.1f} (limit {s.colour_distance:g})")
+    if not failed:  # identity passed nowhere only when rotations were off
+        failed.append("no orientation matched")
+    return "different pictures: " + ", ".join(failed)
+
+
+# --- which one is the original ------------------------------------------------
+
+
+class Decision(enum.Enum):
+    KEEP_OLD = "old"  # the stored file is the original
+    KEEP_NEW = "new"  # the new file is the original; the stored one is the duplicate
+    TIE = "tie"  # no rule decides: record the pair, act on neither
+
+
+def is_under(path: Path, dirs: tuple[Path, ...]) -> bool:
+    return any(path == d or path.is_relative_to(d) for d in dirs)
+
+
+def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision, str]:
+    """Apply the configured keep rules in order; the first that decides wins."""
+    assert new.fingerprint is not None and old.fingerprint is not None
+    nf, of = new.fingerprint, old.fingerprint
+    formats = [f.upper() for f in config.preferred_formats]
+
+    def fmt_rank(f: Fingerprint) -> int:
+        return formats.index(f.format.upper()) if f.format.upper() in formats else len(formats)
+
+    for rule in config.keep:
+        if rule is KeepRule.REFERENCE:
+            a, b = is_under(new.path, config.reference_dirs), is_under(old.path, config.reference_dirs)
+            key_new, key_old = (0 if a else 1), (0 if b else 1)
+        elif rule is KeepRule.HIGHEST_RESOLUTION:
+            key_new, key_old = -nf.pixels, -of.pixels
+        elif rule is KeepRule.LARGEST_FILE:
+            key_new, key_old = -new.stat.size, -old.stat.size
+        elif rule is KeepRule.PREFERRED_FORMAT:
+            key_new, key_old = fmt_rank(nf), fmt_rank(of)
+        elif rule is KeepRule.OLDEST:
+            key_new, key_old = new.stat.mtime_ns, old.stat.mtime_ns
+        else:  # FIRST_SEEN
+            key_new, key_old = new.seq, old.seq
+        if key_new != key_old:
+            winner = Decision.KEEP_NEW if key_new < key_old else Decision.KEEP_OLD
+            return winner, f"kept by rule {rule.value}"
+    return Decision.TIE, "no keep rule tells them apart: no action"

@@ -1,0 +1,146 @@
+"""``dedupd scan``: index a tree once, in parallel, with one writer.
+
+Files are walked in sorted order and fingerprinted by a pool of worker
+processes; results come back in submission order, so the same tree always
+gives the same groups.  At most a few files per worker are in flight, so
+memory stays flat however large the tree.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from tqdm import tqdm
+
+from dedupd import errors
+from dedupd.config import Config
+from dedupd.pipeline import (
+    Duplicate,
+    Failed,
+    Filter,
+    Fingerprinted,
+    Outcome,
+    Pipeline,
+    Step,
+    fingerprint_job,
+    unique_roots,
+    walk,
+)
+from dedupd.store import Store
+
+log = structlog.get_logger()
+
+#: results awaited per worker before the walk submits more
+IN_FLIGHT_PER_WORKER = 4
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    fingerprinted: int = 0
+    unchanged: int = 0
+    renamed: int = 0
+    removed: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    duplicates: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seen": self.seen,
+            "fingerprinted": self.fingerprinted,
+            "unchanged": self.unchanged,
+            "renamed": self.renamed,
+            "removed": self.removed,
+            "errors": sum(self.errors.values()),
+            "errors_by_reason": dict(sorted(self.errors.items())),
+            "duplicates": dict(sorted(self.duplicates.items())),
+        }
+
+
+def scan(
+    paths: list[Path],
+    store: Store,
+    config: Config,
+    *,
+    on_duplicate: Callable[[Duplicate], None] | None = None,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> Summary:
+    """Index ``paths`` (directories or single files) and match what is new or changed."""
+    for p in paths:
+        if not p.exists():
+            raise errors.InputPathError(f"{errors.display_path(p)}: no such file or directory")
+    roots = unique_roots([*paths, *config.reference_dirs])
+    pipeline = Pipeline(store, config)
+    filt = Filter(config)
+    summary = Summary()
+    seen_ids: set[int] = set()
+    n_workers = workers or config.effective_workers()
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(desc="scanning", unit=" files", disable=not show, file=sys.stderr, dynamic_ncols=True)
+
+    def consume(outcome: Outcome) -> None:
+        if outcome.error is not None:
+            summary.errors[outcome.error.reason] += 1
+            return
+        summary.fingerprinted += 1
+        assert outcome.record is not None
+        seen_ids.add(outcome.record.id)
+        if outcome.duplicate is not None:
+            summary.duplicates[outcome.duplicate.match.tier.value] += 1
+            if on_duplicate is not None:
+                on_duplicate(outcome.duplicate)
+
+    def jobs() -> Iterator[Path]:
+        for root in roots:
+            files = walk(root, filt) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
+            for path in files:
+                summary.seen += 1
+                bar.update(1)
+                try:
+                    plan = pipeline.plan(path)
+                except OSError as exc:
+                    consume(Outcome(None, error=pipeline.record_failure(
+                        Failed(path, None, "vanished", exc.strerror or str(exc)))))
+                    continue
+                if plan.step is Step.UNCHANGED:
+                    summary.unchanged += 1
+                    assert plan.record is not None
+                    seen_ids.add(plan.record.id)
+                elif plan.step is Step.RENAMED:
+                    summary.renamed += 1
+                    seen_ids.add(pipeline.follow_rename(plan).id)
+                else:
+                    yield path
+
+    try:
+        if n_workers <= 1:
+            for path in jobs():
+                consume(pipeline.ingest(fingerprint_job(path, config.max_pixels, config.max_file_bytes)))
+        else:
+            with cf.ProcessPoolExecutor(max_workers=n_workers) as pool:
+                window: collections.deque[cf.Future[Fingerprinted | Failed]] = collections.deque()
+                for path in jobs():
+                    window.append(pool.submit(fingerprint_job, path, config.max_pixels, config.max_file_bytes))
+                    while len(window) >= n_workers * IN_FLIGHT_PER_WORKER:
+                        consume(pipeline.ingest(window.popleft().result()))
+                while window:
+                    consume(pipeline.ingest(window.popleft().result()))
+        # files under a scanned directory that are no longer there
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for file_id, path in list(store.ids_under(root)):
+                if file_id not in seen_ids and not os.path.lexists(path):
+                    if pipeline.forget(path):
+                        summary.removed += 1
+    finally:
+        bar.close()
+    return summary

@@ -1,0 +1,391 @@
+"""The fingerprint store: the only module that imports sqlite-utils.
+
+One SQLite file in WAL mode, so readers (``dedupd groups``, ``dedupd status``)
+never block the writer.  Every write goes through :meth:`Store.atomic`.
+The schema is built by :data:`migrations`; paths are stored as bytes
+(``os.fsencode``) so that a file name that is not valid UTF-8 round-trips.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from dedupd.errors import StoreError
+from dedupd.models import (
+    Distances,
+    FileStat,
+    Fingerprint,
+    Hashes,
+    Match,
+    Orientation,
+    Record,
+    Tier,
+)
+
+migrations = Migrations("dedupd")
+
+
+@migrations()
+def m001_files_and_matches(db: sqlite_utils.Database) -> None:
+    db["files"].create(
+        {
+            "id": int,
+            "path": bytes,
+            "dev": int,
+            "ino": int,
+            "size": int,
+            "mtime_ns": int,
+            "seq": int,
+            "sha256": str,
+            "pixel_digest": str,
+            "phash": int,  # signed 64-bit: SQLite integers are signed
+            "dhash": int,
+            "colour": bytes,
+            "width": int,
+            "height": int,
+            "format": str,
+            "detail": float,
+            "error": str,  # NULL when fingerprinted, else the reason it was skipped
+            "error_detail": str,
+            "indexed_at": float,
+        },
+        pk="id",
+        not_null={"path", "dev", "ino", "size", "mtime_ns", "seq"},
+    )
+    db["files"].create_index(["path"], unique=True)
+    db["files"].create_index(["dev", "ino"])
+    db["files"].create_index(["sha256"])
+    db["files"].create_index(["pixel_digest"])
+    db["matches"].create(
+        {
+            "file_id": int,  # the duplicate
+            "original_id": int,  # its original, the root of the group
+            "tier": str,
+            "phash_distance": int,
+            "dhash_distance": int,
+            "colour_distance": float,
+            "similarity": float,
+            "orientation": str,
+            "reason": str,
+            "tie": int,  # 1: no keep rule decided which is the original
+            "matched_at": float,
+        },
+        pk="file_id",
+        foreign_keys=[("file_id", "files", "id"), ("original_id", "files", "id")],
+    )
+    db["matches"].create_index(["original_id"])
+
+
+def default_db_path() -> Path:
+    """``$STATE_DIRECTORY`` under systemd, else ``$XDG_STATE_HOME/dedupd``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / "dedupd.db"
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(xdg) / "dedupd" / "dedupd.db"
+
+
+def to_signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def to_unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _path_key(path: Path) -> bytes:
+    return os.fsencode(path)
+
+
+class Store:
+    """A connection to the store; open with :meth:`open`."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        """Open (creating and migrating unless ``readonly``) the store at ``path``."""
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StoreError(f"{path}: no store here yet (run 'dedupd scan' first)")
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+                )
+                db = sqlite_utils.Database(conn)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+                db = sqlite_utils.Database(conn)
+                db.enable_wal()
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                migrations.apply(db)
+            db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A transaction: everything inside is written, or nothing is."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    # --- files -------------------------------------------------------------
+
+    def record_for_path(self, path: Path) -> Record | None:
+        rows = self._records("f.path = ?", [_path_key(path)])
+        return rows[0] if rows else None
+
+    def record(self, file_id: int) -> Record | None:
+        rows = self._records("f.id = ?", [file_id])
+        return rows[0] if rows else None
+
+    def records(self, ids: Iterable[int]) -> dict[int, Record]:
+        wanted = list(set(ids))
+        out: dict[int, Record] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((r.id, r) for r in self._records(f"f.id IN ({marks})", chunk))
+        return out
+
+    def records_by_inode(self, st: FileStat) -> list[Record]:
+        return self._records(
+            "f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ?",
+            [st.dev, st.ino, st.size, st.mtime_ns],
+        )
+
+    def ids_with(self, column: str, value: str) -> list[int]:
+        assert column in ("sha256", "pixel_digest")
+        return [
+            row[0]
+            for row in self.db.execute(
+                f"SELECT id FROM files WHERE {column} = ? AND error IS NULL", [value]
+            ).fetchall()
+        ]
+
+    def ids_under(self, root: Path) -> Iterator[tuple[int, Path]]:
+        """Every record whose path is ``root`` or below it."""
+        key = _path_key(root).rstrip(b"/")
+        for file_id, path in self.db.execute(
+            "SELECT id, path FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            [key, key + b"/", key + b"0"],  # '0' sorts right after '/'
+        ):
+            yield file_id, Path(os.fsdecode(path))
+
+    def all_hashes(self) -> Iterator[tuple[int, int]]:
+        """(id, unsigned pHash) of every fingerprinted file, for the index."""
+        for file_id, phash in self.db.execute(
+            "SELECT id, phash FROM files WHERE error IS NULL AND phash IS NOT NULL"
+        ):
+            yield file_id, to_unsigned(phash)
+
+    def next_seq(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()
+        return int(row[0])
+
+    def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int) -> int:
+        values: dict[str, Any] = {
+            "path": _path_key(path),
+            "dev": st.dev,
+            "ino": st.ino,
+            "size": st.size,
+            "mtime_ns": st.mtime_ns,
+            "seq": seq,
+            "sha256": fp.sha256,
+            "pixel_digest": fp.pixel_digest,
+            "phash": to_signed(fp.hashes.phash),
+            "dhash": to_signed(fp.hashes.dhash),
+            "colour": fp.hashes.colour,
+            "width": fp.width,
+            "height": fp.height,
+            "format": fp.format,
+            "detail": fp.detail,
+            "error": None,
+            "error_detail": None,
+            "indexed_at": time.time(),
+        }
+        return self._upsert(values)
+
+    def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int) -> int:
+        values: dict[str, Any] = {
+            "path": _path_key(path),
+            "dev": st.dev,
+            "ino": st.ino,
+            "size": st.size,
+            "mtime_ns": st.mtime_ns,
+            "seq": seq,
+            "sha256": None,
+            "pixel_digest": None,
+            "phash": None,
+            "dhash": None,
+            "colour": None,
+            "width": None,
+            "height": None,
+            "format": None,
+            "detail": None,
+            "error": reason,
+            "error_detail": detail,
+            "indexed_at": time.time(),
+        }
+        return self._upsert(values)
+
+    def _upsert(self, values: dict[str, Any]) -> int:
+        existing = self.db.execute("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
+        if existing:
+            self.db["files"].update(existing[0], values)
+            return int(existing[0])
+        return int(self.db["files"].insert(values).last_pk)  # type: ignore[arg-type]
+
+    def move_file(self, file_id: int, new_path: Path) -> None:
+        """A rename: the same file (device, inode, size, mtime) at a new path."""
+        self.db.execute("DELETE FROM files WHERE path = ? AND id != ?", [_path_key(new_path), file_id])
+        self.db.execute("UPDATE files SET path = ? WHERE id = ?", [_path_key(new_path), file_id])
+
+    def delete_file(self, file_id: int) -> list[int]:
+        """Forget a file; returns the ids of the duplicates it was the original of."""
+        orphans = self.duplicates_of(file_id)
+        self.db.execute("DELETE FROM matches WHERE file_id = ? OR original_id = ?", [file_id, file_id])
+        self.db.execute("DELETE FROM files WHERE id = ?", [file_id])
+        return orphans
+
+    # --- matches -----------------------------------------------------------
+
+    def set_match(self, file_id: int, original_id: int, match: Match, *, tie: bool) -> None:
+        self.db["matches"].upsert(
+            {
+                "file_id": file_id,
+                "original_id": original_id,
+                "tier": match.tier.value,
+                "phash_distance": match.distances.phash,
+                "dhash_distance": match.distances.dhash,
+                "colour_distance": round(match.distances.colour, 2),
+                "similarity": match.similarity,
+                "orientation": match.orientation.value,
+                "reason": match.reason,
+                "tie": int(tie),
+                "matched_at": time.time(),
+            },
+            pk="file_id",
+        )
+
+    def clear_match(self, file_id: int) -> None:
+        self.db.execute("DELETE FROM matches WHERE file_id = ?", [file_id])
+
+    def match_of(self, file_id: int) -> tuple[int, Match, bool] | None:
+        row = self.db.execute(
+            "SELECT original_id, tier, phash_distance, dhash_distance, colour_distance,"
+            " similarity, orientation, reason, tie FROM matches WHERE file_id = ?",
+            [file_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], _match_from_row(row[1:8]), bool(row[8])
+
+    def duplicates_of(self, original_id: int) -> list[int]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT file_id FROM matches WHERE original_id = ? ORDER BY file_id", [original_id]
+            )
+        ]
+
+    def groups(self) -> Iterator[tuple[Path, list[tuple[Path, Match, bool]]]]:
+        """Every group, original first, in a stable order (by the original's path)."""
+        rows = self.db.execute(
+            "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
+            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie"
+            " FROM matches m JOIN files o ON o.id = m.original_id"
+            " JOIN files d ON d.id = m.file_id ORDER BY o.path, d.path"
+        )
+        current: bytes | None = None
+        members: list[tuple[Path, Match, bool]] = []
+        for row in rows:
+            if row[0] != current:
+                if current is not None:
+                    yield Path(os.fsdecode(current)), members
+                current, members = row[0], []
+            members.append((Path(os.fsdecode(row[1])), _match_from_row(row[2:9]), bool(row[9])))
+        if current is not None:
+            yield Path(os.fsdecode(current)), members
+
+    def counts(self) -> dict[str, int]:
+        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
+        out = {
+            "files": one("SELECT COUNT(*) FROM files WHERE error IS NULL"),
+            "errors": one("SELECT COUNT(*) FROM files WHERE error IS NOT NULL"),
+            "groups": one("SELECT COUNT(DISTINCT original_id) FROM matches"),
+            "duplicates": one("SELECT COUNT(*) FROM matches"),
+        }
+        for tier in Tier:
+            out[f"duplicates_{tier.value}"] = int(
+                self.db.execute("SELECT COUNT(*) FROM matches WHERE tier = ?", [tier.value]).fetchone()[0]
+            )
+        return out
+
+    # --- helpers -----------------------------------------------------------
+
+    def _records(self, where: str, params: list[Any]) -> list[Record]:
+        sql = (
+            "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
+            " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
+            " f.detail, f.error, m.original_id"
+            f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
+        )
+        return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
+
+
+def _record_from_row(row: tuple[Any, ...]) -> Record:
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig) = row
+    fp = None
+    if err is None and sha is not None:
+        fp = Fingerprint(
+            sha256=sha,
+            pixel_digest=pix,
+            hashes=Hashes(phash=to_unsigned(ph), dhash=to_unsigned(dh), colour=bytes(col)),
+            width=w,
+            height=h,
+            format=fmt,
+            detail=det,
+        )
+    return Record(
+        id=fid,
+        path=Path(os.fsdecode(path)),
+        stat=FileStat(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns),
+        fingerprint=fp,
+        seq=seq,
+        error=err,
+        original_id=orig,
+    )
+
+
+def _match_from_row(row: tuple[Any, ...]) -> Match:
+    tier, pd, dd, cd, sim, orient, reason = row
+    return Match(
+        tier=Tier(tier),
+        distances=Distances(phash=pd, dhash=dd, colour=cd),
+        similarity=sim,
+        orientation=Orientation(orient),
+        reason=reason,
+    )
