@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +138,26 @@ def scan(
     that are gone are forgotten. Each duplicate found gets the action the
     config gives its tier (by default: log only).
     """
-    from dedupd.actions import Actor
+    from dedupd.actions import Actor, resolve_intents
+    from dedupd.audit import Audit
     from dedupd.scan import scan as run_scan
 
     ctx = Context(config_path, db)
     store = ctx.store()
-    try:
-        actor = Actor(store, ctx.config, dry_run=dry_run)
-        summary = run_scan(
-            list(paths), store, ctx.config, on_duplicate=actor.handle, progress=progress, workers=workers
-        )
-    finally:
-        store.close()
+    with tempfile.TemporaryDirectory(prefix="dedupd-dry-run-") as scratch:
+        if dry_run:  # work on a private copy: the real store and every file stay as they are
+            real, store = store, store.snapshot(Path(scratch) / "dry-run.db")
+            real.close()
+        else:
+            resolve_intents(store, Audit(store))
+        try:
+            roots = tuple(Path(os.path.abspath(p)) for p in paths)
+            actor = Actor(store, ctx.config, roots=roots, dry_run=dry_run)
+            summary = run_scan(
+                list(paths), store, ctx.config, on_duplicate=actor.handle, progress=progress, workers=workers
+            )
+        finally:
+            store.close()
     result = summary.as_dict()
     result["actions"] = dict(sorted(actor.counts.items()))
     log.info("scan_finished", db=ctx.db_path, dry_run=dry_run, **result)
@@ -264,6 +275,146 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
         verdict_word = f"DUPLICATE ({out['tier']}, {out['similarity']}% similar)" if m else "NOT duplicates"
         click.echo(f"{verdict_word}: {out['reason']}")
     sys.exit(0 if m is not None else 1)
+
+
+def parse_since(text: str) -> float:
+    """``2h``, ``3d``, ``30m``, ``1w`` ago, or an ISO 8601 date/time; returns a Unix time."""
+    import datetime as dt
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip()
+    if t[:-1].isdigit() and t[-1:] in units:
+        return time.time() - int(t[:-1]) * units[t[-1]]
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use 30m, 2h, 3d, 1w or an ISO date such as 2026-11-01T12:00") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.timestamp()
+
+
+@cli.command()
+@db_option
+@config_option
+@log_options
+@click.option("--since", help="Only entries newer than this: 30m, 2h, 3d, 1w or an ISO date.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit(db: Path | None, config_path: Path | None, since: str | None, fmt: str) -> None:
+    """Show the audit log: every action taken or skipped, on which file,
+    because of which original, how similar they were, and why."""
+    from dedupd.audit import Audit
+
+    ctx = Context(config_path, db)
+    store = ctx.store(readonly=True)
+    try:
+        rows = Audit(store).rows("at >= ?", [parse_since(since)]) if since else Audit(store).rows()
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+        line = f"#{r.id:<5} {when}  {r.action:<10} {r.outcome:<8} {display_path(str(r.path))}"
+        if r.original is not None:
+            line += f"\n         original: {display_path(str(r.original))}"
+        if r.tier:
+            line += f" ({r.tier}, {r.similarity}% similar, distance {r.phash_distance})"
+        if r.destination is not None and r.action != "restore":
+            line += f"\n         now at:   {display_path(str(r.destination))}"
+        line += f"\n         {r.detail}"
+        click.echo(line)
+    click.echo(f"{len(rows)} entries")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--since", help="Restore every move newer than this: 30m, 2h, 3d, 1w or an ISO date.")
+@click.option("--all", "everything", is_flag=True, help="Restore every move not yet restored.")
+@click.option("--dry-run", is_flag=True, help="Say what would be restored; move nothing.")
+@db_option
+@config_option
+@log_options
+def restore(
+    ids: tuple[int, ...], since: str | None, everything: bool, dry_run: bool, db: Path | None, config_path: Path | None
+) -> None:
+    """Undo moves: put quarantined (or symlinked) files back where they were.
+
+    IDS are audit entry numbers (see 'dedupd audit'). Each file comes back
+    byte-identical (verified by SHA-256), never over a file that now exists
+    at its path, and the pair is remembered as "not duplicates" so that
+    dedupd does not act on it again. Exits 3 if any could not be restored.
+    """
+    from dedupd.actions import restore as restore_one
+    from dedupd.audit import Audit
+
+    if sum(bool(x) for x in (ids, since, everything)) != 1:
+        raise click.UsageError("give audit IDS, or --since, or --all")
+    ctx = Context(config_path, db)
+    store = ctx.store()
+    failed = 0
+    try:
+        trail = Audit(store, ctx.config.audit_jsonl)
+        moves = "action IN ('quarantine', 'symlink') AND outcome = 'done'"
+        if ids:
+            rows = []
+            for i in ids:
+                row = trail.get(i)
+                if row is None:
+                    raise errors.InputPathError(f"no audit entry #{i}")
+                rows.append(row)
+        elif since:
+            rows = trail.rows(f"{moves} AND at >= ?", [parse_since(since)])
+        else:
+            rows = trail.rows(moves)
+        if not ids:  # skip what is already restored rather than report it
+            rows = [r for r in rows if (it := trail.intent_for_audit(r.id)) is not None and it.state == "done"]
+        for row in rows:
+            result = restore_one(store, trail, row, dry_run=dry_run)
+            failed += not result.ok
+            mark = "ok  " if result.ok else "FAIL"
+            click.echo(f"{mark} #{row.id} {display_path(str(result.path))}: {result.detail}")
+        click.echo(f"{len(rows) - failed} restored{' (dry run)' if dry_run else ''}, {failed} refused")
+    finally:
+        store.close()
+    if failed:
+        sys.exit(errors.EX_PARTIAL)
+
+
+@cli.command()
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@config_option
+@log_options
+def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
+    """Remember that A and B are not duplicates: dedupd will not pair them again.
+
+    The decision is kept by content (SHA-256), so it survives renames.
+    """
+    from dedupd.audit import Audit
+    from dedupd.fileops import sha256_of
+
+    ctx = Context(config_path, db)
+    store = ctx.store()
+    try:
+        trail = Audit(store, ctx.config.audit_jsonl)
+        sha_a, sha_b = sha256_of(a), sha256_of(b)
+        with store.atomic():
+            new = trail.ignore(sha_a, sha_b, "dedupd ignore")
+            if new:
+                trail.append(action="ignore", outcome="done", path=b, original=a, sha256=sha_b,
+                             original_sha256=sha_a, detail="a person marked these as not duplicates")
+            for path in (a, b):  # undo a grouping already made between them
+                rec = store.record_for_path(Path(os.path.abspath(path)))
+                if rec is not None and rec.original_id is not None:
+                    other = store.record(rec.original_id)
+                    if other is not None and other.fingerprint and {other.fingerprint.sha256, rec.fingerprint.sha256 if rec.fingerprint else ""} == {sha_a, sha_b}:
+                        store.clear_match(rec.id)
+    finally:
+        store.close()
+    click.echo("recorded: not duplicates" if new else "already recorded")
 
 
 def main() -> None:

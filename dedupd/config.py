@@ -180,7 +180,15 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
             raise ConfigError(f"unknown key (known: {', '.join(sorted([*simple, 'match', 'actions']))})", source=source, key=str(key))
     if kwargs.get("keep") == ():
         raise ConfigError("needs at least one rule", source=source, key="keep")
-    return Config(**kwargs)
+    config = Config(**kwargs)
+    acts = config.actions
+    if config.quarantine_dir is None and any(
+        acts.for_tier(t) is not Action.LOG for t in Tier
+    ):
+        raise ConfigError(
+            "quarantine and symlink actions need a quarantine_dir", source=source, key="quarantine_dir"
+        )
+    return config
 
 
 _NULLABLE = frozenset({"db", "quarantine_dir", "audit_jsonl", "polling"})

@@ -218,6 +218,9 @@ class Pipeline:
         for root in originals.values():
             if root.fingerprint is None:
                 continue
+            if self.store.is_ignored(fp.sha256, root.fingerprint.sha256):
+                log.info("pair_ignored", path=new.path, original=root.path)
+                continue
             verdict = compare(fp, root.fingerprint, settings)
             if verdict.match is None:
                 continue

@@ -142,6 +142,15 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def snapshot(self, dest: Path) -> Store:
+        """A private copy of this store at ``dest`` (for dry runs), opened for writing."""
+        target = sqlite3.connect(str(dest))
+        try:
+            self.db.conn.backup(target)
+        finally:
+            target.close()
+        return Store.open(dest)
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """A transaction: everything inside is written, or nothing is."""
@@ -330,6 +339,12 @@ class Store:
         if current is not None:
             yield Path(os.fsdecode(current)), members
 
+    def is_ignored(self, sha_a: str, sha_b: str) -> bool:
+        """Did a person decide these two contents are not to be deduplicated?"""
+        a, b = sorted((sha_a, sha_b))
+        row = self.db.execute("SELECT 1 FROM ignores WHERE sha_a = ? AND sha_b = ?", [a, b]).fetchone()
+        return row is not None
+
     def counts(self) -> dict[str, int]:
         one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
         out = {
@@ -388,4 +403,65 @@ def _match_from_row(row: tuple[Any, ...]) -> Match:
         similarity=sim,
         orientation=Orientation(orient),
         reason=reason,
+    )
+
+
+@migrations()
+def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
+    # Append-only: one row per thing done (or not done) to a file.  Never updated.
+    db["audit"].create(
+        {
+            "id": int,
+            "at": float,
+            "action": str,  # log, quarantine, symlink, restore, ignore
+            "outcome": str,  # done, skipped, failed, dry_run
+            "path": bytes,
+            "original": bytes,
+            "tier": str,
+            "phash_distance": int,
+            "dhash_distance": int,
+            "colour_distance": float,
+            "similarity": float,
+            "size": int,
+            "sha256": str,
+            "original_sha256": str,
+            "reason": str,  # why it matched, in words
+            "detail": str,  # why it was done or skipped, in words
+            "destination": bytes,  # where the file went
+            "intent_id": int,
+            "restores": int,  # for a restore: the audit id it undid
+            "dedup_key": str,  # the same event twice is recorded once
+        },
+        pk="id",
+    )
+    db["audit"].create_index(["dedup_key"], unique=True)
+    db["audit"].create_index(["at"])
+    # Mutable: what is being moved right now, so a crash can be resolved on start.
+    db["intents"].create(
+        {
+            "id": int,
+            "created_at": float,
+            "action": str,
+            "state": str,  # pending, done, abandoned, restored
+            "path": bytes,
+            "destination": bytes,
+            "temp": bytes,  # the copy being written across filesystems, if any
+            "link_target": bytes,  # for symlink: what the link points to
+            "dev": int,
+            "ino": int,
+            "size": int,
+            "mtime_ns": int,
+            "sha256": str,
+            "original": bytes,
+            "original_sha256": str,
+            "audit_id": int,
+            "updated_at": float,
+        },
+        pk="id",
+    )
+    db["intents"].create_index(["state"])
+    # Pairs a person decided are not to be deduplicated (by content, so renames keep it).
+    db["ignores"].create(
+        {"sha_a": str, "sha_b": str, "decided_at": float, "note": str},
+        pk=("sha_a", "sha_b"),
     )
