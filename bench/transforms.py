@@ -86,7 +86,6 @@ class Encoding:
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     alpha: bool = False  # can hold an 8-bit alpha channel (as Pillow writes the format)
     icc: bool = False  # can embed an ICC profile
-    codec: str | None = None  # an optional codec to probe for: "WEBP", "HEIF", "AVIF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +108,19 @@ class Transform:
     category: Category
     description: str
     apply: PixelOp = _identity
-    encoding: Encoding | None = None  # None: the source's own kind of file (``encoding_like``)
+    encoding: Encoding | None = None  # None: the source's own kind of file (``encoding_for``)
     orientation: int | None = None  # EXIF Orientation tag to write with the pixels
     rewrite: MetadataOp | None = None  # set for metadata transforms: pixels are untouched
 
-    @property
-    def codec(self) -> str | None:
-        return self.encoding.codec if self.encoding is not None else None
+    def encoding_for(self, source_format: str) -> Encoding:
+        """The encoding of this transform's copy of a source in ``source_format``."""
+        if self.encoding is not None:
+            return self.encoding
+        if self.orientation is not None:
+            # Meant to display exactly like the source: as little loss as a re-encode
+            # allows (Pillow cannot rotate JPEG data losslessly).
+            return working_copy_encoding(source_format)
+        return encoding_like(source_format)
 
 
 # --- encodings -------------------------------------------------------------------------
@@ -625,7 +630,6 @@ def _metadata_stripped(data: bytes, fmt: str) -> bytes:
 _T = Transform
 _C = Category
 _R = Image.Resampling
-_WEBP, _HEIF, _AVIF = "WEBP", "HEIF", "AVIF"
 # x265 settings that cut its CPU time by two thirds (about 4.3 s to 1.4 s for 2.3 MP)
 # at the same mean error (measured 1.14/255 either way): simpler rate-distortion
 # decisions and intra search.  Without them HEIC alone would take half the run.
@@ -662,13 +666,13 @@ TRANSFORMS: tuple[Transform, ...] = (
     _T("to_png", _C.FORMAT, "PNG", encoding=PNG),
     _T("to_webp_q80", _C.FORMAT, "lossy WebP quality 80",
        encoding=Encoding("WEBP", "webp", MappingProxyType({"quality": 80}), alpha=True,
-                         icc=True, codec=_WEBP)),
+                         icc=True)),
     # method=0, quality=0: the least effort (a seventh of the default's time); lossless
     # output decodes to the same pixels at any effort.
     _T("to_webp_lossless", _C.FORMAT, "lossless WebP",
        encoding=Encoding("WEBP", "webp",
                          MappingProxyType({"lossless": True, "method": 0, "quality": 0}),
-                         alpha=True, icc=True, codec=_WEBP)),
+                         alpha=True, icc=True)),
     _T("to_tiff", _C.FORMAT, "TIFF, deflate compression",
        encoding=Encoding("TIFF", "tif", MappingProxyType({"compression": "tiff_deflate"}),
                          alpha=True, icc=True)),
@@ -679,10 +683,10 @@ TRANSFORMS: tuple[Transform, ...] = (
     _T("to_heic", _C.FORMAT, "HEIC quality 80 (pillow-heif, x265)",
        encoding=Encoding("HEIF", "heic",
                          MappingProxyType({"quality": 80, "enc_params": _X265_FAST}),
-                         alpha=True, icc=True, codec=_HEIF)),
+                         alpha=True, icc=True)),
     _T("to_avif", _C.FORMAT, "AVIF quality 75",
        encoding=Encoding("AVIF", "avif", MappingProxyType({"quality": 75, "speed": 8}),
-                         alpha=True, icc=True, codec=_AVIF)),
+                         alpha=True, icc=True)),
     # photometric_mild: results stay the source's kind of file
     _T("brightness_up10", _C.PHOTOMETRIC_MILD, "brightness +10%",
        _enhance(ImageEnhance.Brightness, 1.10)),

@@ -151,8 +151,13 @@ class Audit:
         rows = self.rows("id = ?", [audit_id])
         return rows[0] if rows else None
 
-    def rows(self, where: str = "1", params: list[Any] | None = None) -> list[AuditRow]:
+    def rows(
+        self, where: str = "1", params: list[Any] | None = None, *, newest: int | None = None
+    ) -> list[AuditRow]:
+        """Rows in order; with ``newest=N`` only the last N, newest first."""
         sql = f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE {where} ORDER BY id"
+        if newest is not None:
+            sql += f" DESC LIMIT {int(newest)}"
         out = []
         for r in self.store.db.execute(sql, params or []).fetchall():
             values = list(r)

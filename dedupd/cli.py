@@ -144,6 +144,7 @@ def scan(
 
     ctx = Context(config_path, db)
     store = ctx.store()
+    store.lock_writer()
     with tempfile.TemporaryDirectory(prefix="dedupd-dry-run-") as scratch:
         if dry_run:  # work on a private copy: the real store and every file stay as they are
             real, store = store, store.snapshot(Path(scratch) / "dry-run.db")
@@ -275,6 +276,99 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
         verdict_word = f"DUPLICATE ({out['tier']}, {out['similarity']}% similar)" if m else "NOT duplicates"
         click.echo(f"{verdict_word}: {out['reason']}")
     sys.exit(0 if m is not None else 1)
+
+
+@cli.command()
+@click.option("--watch", "watch", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A directory to watch (repeatable); added to 'roots' from the config.")
+@db_option
+@config_option
+@log_options
+def run(watch: tuple[Path, ...], db: Path | None, config_path: Path | None) -> None:
+    """Run the daemon: watch directories and handle images as they arrive.
+
+    On start it catches up with what changed while it was stopped (without
+    re-reading unchanged files), then handles each file once it is complete
+    (closed after writing, or unchanged for settle_seconds). SIGTERM/SIGINT
+    finish the file in hand and exit 0; SIGHUP reloads the config (an
+    invalid one is refused and the running one kept). Speaks systemd's
+    notify protocol when NOTIFY_SOCKET is set.
+    """
+    import dataclasses
+
+    from dedupd.daemon import run as run_daemon
+
+    ctx = Context(config_path, db)
+    cfg = ctx.config
+    if watch:
+        roots = tuple(dict.fromkeys([*cfg.roots, *(Path(os.path.abspath(w)) for w in watch)]))
+        cfg = dataclasses.replace(cfg, roots=roots)
+    for root in cfg.roots:
+        if not root.is_dir():
+            raise errors.InputPathError(f"{display_path(root)}: not a directory")
+    sys.exit(run_daemon(cfg, ctx.db_path, config_path))
+
+
+@cli.command()
+@db_option
+@config_option
+@log_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
+    """Whether a daemon is running on this store, what it watches and how, and what it has done."""
+    from dedupd.audit import Audit
+    from dedupd.store import read_daemon_status
+
+    ctx = Context(config_path, db)
+    store = ctx.store(readonly=True)
+    try:
+        pid = store.writer_pid()
+        daemon = read_daemon_status(store)
+        counts = store.counts()
+        actions = dict(store.db.execute(
+            "SELECT action || '_' || outcome, COUNT(*) FROM audit GROUP BY 1 ORDER BY 1").fetchall()) if "audit" in store.db.table_names() else {}
+        last = [r.as_json() for r in Audit(store).rows("action != 'log'", newest=5)] if actions else []
+    finally:
+        store.close()
+    running = pid is not None and daemon is not None and daemon.get("pid") == pid and daemon.get("state") == "running"
+    out: dict[str, Any] = {
+        "db": str(ctx.db_path),
+        "daemon": {"running": running, "pid": pid, **({k: v for k, v in daemon.items() if k != "pid"} if daemon else {})},
+        **counts,
+        "actions": actions,
+        "last_actions": last,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"store:    {display_path(str(ctx.db_path))}")
+    if running and daemon:
+        age = time.time() - daemon["heartbeat_at"]
+        click.echo(f"daemon:   running, pid {pid}, last heartbeat {age:.0f}s ago, queue {daemon.get('queue_depth', 0)}")
+        for r in daemon.get("roots", []):
+            breaker = f"  CIRCUIT BREAKER: {r['circuit_breaker']}" if r.get("circuit_breaker") else ""
+            click.echo(f"  root {display_path(r['path'])}: {r['observer']} ({r['why']}){breaker}")
+        if daemon.get("rate_breaker"):
+            click.echo("  CIRCUIT BREAKER: too many actions per minute; actions paused until reload")
+    else:
+        click.echo("daemon:   not running" + (f" (a writer holds the store: pid {pid})" if pid else ""))
+    click.echo(f"files:    {counts['files']} indexed, {counts['errors']} errors")
+    click.echo(f"groups:   {counts['groups']} ({counts['duplicates']} duplicates: exact {counts['duplicates_exact']}, "
+               f"pixel {counts['duplicates_pixel']}, near {counts['duplicates_near']})")
+    click.echo("actions:  " + (", ".join(f"{k} {v}" for k, v in actions.items()) or "none"))
+    for r in last:
+        click.echo(f"  #{r['id']} {r['time']} {r['action']} {r['outcome']} {display_path(r['path'])}")
+
+
+@cli.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@log_options
+def check_config(file: Path) -> None:
+    """Validate a config file and print the effective configuration (exit 78 if invalid)."""
+    import yaml
+
+    cfg = config_module.load(file)
+    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
 def parse_since(text: str) -> float:

@@ -177,7 +177,9 @@ def fingerprint_bytes(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             return _fingerprint_image(im, data, sha256, path, max_pixels, variants)
-    except errors.FileSkipped:
+    except errors.FileSkipped as exc:
+        if exc.path != path and str(exc.path).startswith("<"):
+            raise type(exc)(path, exc.cause) from exc
         raise
     except Image.DecompressionBombError as exc:
         raise errors.DecompressionBomb(path, str(exc)) from exc
@@ -393,7 +395,8 @@ def _jpeg_picture_digest(data: bytes, orientation: int) -> tuple[str, int | None
     end = len(data)
     dc_end: int | None = None
     progressive = False
-    while pos + 4 <= end:
+    complete = False
+    while pos + 2 <= end:
         if data[pos] != 0xFF:
             raise errors.CorruptImage(Path("<jpeg>"), f"no JPEG marker at byte {pos}")
         marker = data[pos + 1]
@@ -401,12 +404,15 @@ def _jpeg_picture_digest(data: bytes, orientation: int) -> tuple[str, int | None
             pos += 1
             continue
         if marker == 0xD9:  # EOI: anything after it is not the picture
+            complete = True
             break
         if marker in _JPEG_STANDALONE:
             pos += 2
             continue
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         segment_end = pos + 2 + length
+        if length < 2 or segment_end > end:
+            break
         if marker == 0xC2:
             progressive = True
         if marker == 0xDA and progressive and dc_end is None:
@@ -422,6 +428,10 @@ def _jpeg_picture_digest(data: bytes, orientation: int) -> tuple[str, int | None
             scan_end = found.start() if found else end
             digest.update(data[pos:scan_end])
             pos = scan_end
+    if not complete:
+        # A file cut short (an upload still arriving, a failed copy) must not
+        # be fingerprinted: its first scans alone would decode to the picture.
+        raise errors.CorruptImage(Path("<jpeg>"), "truncated: no end-of-image marker")
     return digest.hexdigest(), dc_end
 
 
@@ -442,9 +452,9 @@ def _png_picture_digest(data: bytes, orientation: int) -> str:
         if kind in _PNG_PICTURE_CHUNKS:
             digest.update(view[pos + 4 : pos + 8 + length])
         if kind == b"IEND":
-            break
+            return digest.hexdigest()
         pos += 12 + length
-    return digest.hexdigest()
+    raise errors.CorruptImage(Path("<png>"), "truncated: no IEND chunk")
 
 
 # --- comparing ---------------------------------------------------------------

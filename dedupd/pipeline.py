@@ -309,11 +309,11 @@ def _with_fingerprint(record: Record, fp: Fingerprint) -> Record:
 class Filter:
     """Include/exclude patterns on file and directory names (case-insensitive)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, extra_never: tuple[Path, ...] = ()) -> None:
         self.include = tuple(p.lower() for p in config.include)
         self.exclude = tuple(p.lower() for p in config.exclude)
         self.never = tuple(
-            p for p in (config.quarantine_dir, config.db, config.audit_jsonl) if p is not None
+            p for p in (config.quarantine_dir, config.db, config.audit_jsonl, *extra_never) if p is not None
         )
 
     def excluded_name(self, name: str) -> bool:

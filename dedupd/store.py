@@ -8,6 +8,8 @@ The schema is built by :data:`migrations`; paths are stored as bytes
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -19,7 +21,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from dedupd.errors import StoreError
+from dedupd.errors import StoreError, StoreLockedError
 from dedupd.models import (
     Distances,
     FileStat,
@@ -112,6 +114,7 @@ class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.db = db
         self.path = path
+        self._lock_fd: int | None = None
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> Store:
@@ -141,6 +144,44 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def lock_writer(self) -> None:
+        """Become this store's only writer process, or raise StoreLockedError."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path} (another 'dedupd run' or 'dedupd scan' holds {self.lock_path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def writer_pid(self) -> int | None:
+        """The pid of the process holding the writer lock, or None when nobody does."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def snapshot(self, dest: Path) -> Store:
         """A private copy of this store at ``dest`` (for dry runs), opened for writing."""
@@ -465,3 +506,36 @@ def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
         {"sha_a": str, "sha_b": str, "decided_at": float, "note": str},
         pk=("sha_a", "sha_b"),
     )
+
+
+@migrations()
+def m003_daemon_status(db: sqlite_utils.Database) -> None:
+    # One row per store: what the running daemon last said about itself.
+    db["daemon"].create(
+        {"id": int, "pid": int, "started_at": float, "heartbeat_at": float, "state": str, "data": str},
+        pk="id",
+    )
+
+
+def write_daemon_status(store: Store, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
+    with store.atomic():
+        store.db["daemon"].upsert(
+            {
+                "id": 1,
+                "pid": pid,
+                "started_at": started_at,
+                "heartbeat_at": time.time(),
+                "state": state,
+                "data": json.dumps(data, default=str),
+            },
+            pk="id",
+        )
+
+
+def read_daemon_status(store: Store) -> dict[str, Any] | None:
+    if "daemon" not in store.db.table_names():
+        return None
+    row = store.db.execute("SELECT pid, started_at, heartbeat_at, state, data FROM daemon WHERE id = 1").fetchone()
+    if row is None:
+        return None
+    return {"pid": row[0], "started_at": row[1], "heartbeat_at": row[2], "state": row[3], **json.loads(row[4])}

@@ -1,0 +1,444 @@
+"""``dedupd run``: watch, settle, fingerprint, match, act; signals and systemd.
+
+Threads: watchdog's observer threads only enqueue events (``watcher.py``);
+everything else runs on the main thread, which is the store's only writer.
+Fingerprinting runs in a pool of worker processes.  The main loop wakes at
+least every quarter second, so signals, settle timers, the systemd watchdog
+and the circuit breakers are all served from one place.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from dedupd import config as config_module
+from dedupd.actions import Actor, resolve_intents
+from dedupd.audit import Audit
+from dedupd.config import Config
+from dedupd.errors import ConfigError
+from dedupd.models import Action, FileStat, Tier
+from dedupd.pipeline import Failed, Filter, Fingerprinted, Pipeline, Step, fingerprint_job, walk
+from dedupd.sdnotify import Notifier, watchdog_interval
+from dedupd.store import Store, write_daemon_status
+from dedupd.watcher import Event, Kind, Watch, listen_for_overflow, start_watch, stop_watch
+
+log = structlog.get_logger()
+
+TICK = 0.25  # seconds between passes of the main loop at most
+CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
+STATUS_EVERY = 2.0
+EVENT_QUEUE_SIZE = 10_000
+CATCH_UP_BATCH = 64  # files planned per pass while catching up
+
+
+@dataclass
+class Pending:
+    """A file waiting to be complete: its size and mtime must hold still."""
+
+    root: Path
+    changed_at: float = 0.0  # monotonic time of the last change seen
+    seen: FileStat | None = None  # what the last look saw
+    closed_at: float | None = None  # monotonic time of the last close-after-write
+    from_walk: bool = False  # found by a catch-up walk rather than an event
+
+
+@dataclass
+class RootState:
+    root: Path
+    dev: int
+    watch: Watch | None = None
+    tripped: str | None = None
+    indexed: int = 0
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    fingerprinted: int = 0
+    errors: int = 0
+    duplicates: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Daemon:
+    def __init__(self, config: Config, db_path: Path, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.db_path = db_path
+        self.notifier = Notifier.from_environment()
+        self.watchdog_every = watchdog_interval()
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self.overflow = threading.Event()
+        self.events: queue.Queue[Event] = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self.pending: dict[Path, Pending] = {}
+        self.in_flight: dict[Path, cf.Future[Fingerprinted | Failed]] = {}
+        self.catch_up: collections.deque[tuple[Path, Iterator[Path], bool]] = collections.deque()
+        self.roots: dict[Path, RootState] = {}
+        self.counters = Counters()
+        self.started_at = time.time()
+
+    # --- lifecycle --------------------------------------------------------
+
+    def run(self) -> int:
+        self.store = Store.open(self.db_path)
+        self.store.lock_writer()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        overflow_log = listen_for_overflow(self.overflow)
+        workers = self.config.effective_workers()
+        # forkserver: never fork a process that runs observer threads
+        self.pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        self.max_in_flight = workers * 2
+        try:
+            settled = resolve_intents(self.store, Audit(self.store))
+            if settled:
+                log.warning("intents_resolved", count=settled)
+            self.pipeline = Pipeline(self.store, self.config)
+            self.actor = Actor(self.store, self.config, roots=self.config.roots)
+            self._warn_destructive()
+            self._start_roots()
+            self.notifier.ready(self._status_line())
+            log.info("daemon_ready", roots=[str(r) for r in self.roots], db=self.db_path, workers=workers)
+            self._loop()
+        finally:
+            self.notifier.stopping()
+            for state in self.roots.values():
+                if state.watch is not None:
+                    stop_watch(state.watch)
+            self._drain()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self._write_status("stopped")
+            self.store.close()
+            import logging
+
+            logging.getLogger("watchdog").removeHandler(overflow_log)
+            log.info("daemon_stopped")
+        return 0
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested.set()
+
+    def _warn_destructive(self) -> None:
+        near = self.config.actions.for_tier(Tier.NEAR)
+        if near is not Action.LOG:
+            log.warning(
+                "destructive_near_action",
+                action=near.value,
+                note="near duplicates are judged by perceptual hashes; every move is reversible "
+                "with 'dedupd restore', but review 'dedupd groups' first",
+            )
+
+    # --- roots ----------------------------------------------------------------
+
+    def _start_roots(self) -> None:
+        filt = self._filter()
+        for root in self.config.roots:
+            try:
+                st = os.stat(root)
+            except OSError as exc:
+                raise ConfigError(f"{root}: {exc.strerror}", source=self.config_path, key="roots") from exc
+            state = RootState(root, st.st_dev)
+            state.watch = start_watch(
+                root, filt, self.events, self.overflow,
+                polling=self.config.polling, poll_interval=self.config.poll_interval,
+            )
+            state.indexed = sum(1 for _ in self.store.ids_under(root))
+            self.roots[root] = state
+            self._queue_catch_up(root)
+
+    def _filter(self) -> Filter:
+        return Filter(self.config, extra_never=(self.db_path,))
+
+    def _queue_catch_up(self, root: Path) -> None:
+        self.catch_up.append((root, walk(root, self._filter()), True))
+        log.info("catch_up_started", root=root)
+
+    def _check_roots(self) -> None:
+        """Trip a root's breaker if it vanished, changed device or emptied."""
+        for state in self.roots.values():
+            why = None
+            try:
+                st = os.stat(state.root)
+                if st.st_dev != state.dev:
+                    why = "the root is on a different device now (unmounted or remounted?)"
+                elif state.indexed and not any(True for _ in os.scandir(state.root)):
+                    why = f"the root is empty but {state.indexed} files are indexed (unmounted?)"
+            except OSError as exc:
+                why = f"the root is not accessible: {exc.strerror}"
+            if why and state.tripped is None:
+                state.tripped = why
+                self.actor.paused[state.root] = why
+                log.error("circuit_breaker_tripped", root=state.root, cause=why,
+                          note="actions and forgetting paused on this root until reload or restart")
+
+    # --- the loop ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_status = last_ping = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
+            if self.overflow.is_set():
+                self.overflow.clear()
+                log.warning("events_lost", action="rescanning every root")
+                for root in self.roots:
+                    self._queue_catch_up(root)
+            self._check_roots()
+            self._take_events()
+            self._advance_catch_up()
+            self._submit_ready(now)
+            self._collect()
+            if self.watchdog_every and now - last_ping >= self.watchdog_every:
+                self.notifier.watchdog()
+                last_ping = now
+            if now - last_status >= STATUS_EVERY:
+                self.notifier.status(self._status_line())
+                self._write_status("running")
+                last_status = now
+            self._wait()
+
+    def _wait(self) -> None:
+        if self.in_flight:
+            cf.wait(list(self.in_flight.values()), timeout=TICK, return_when=cf.FIRST_COMPLETED)
+        elif self.events.empty() and not self.catch_up:
+            self.stop.wait(TICK)
+
+    def _take_events(self) -> None:
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self.counters.events += 1
+            if event.kind is Kind.GONE:
+                self.pending.pop(event.path, None)
+                self._gone(event.path, event.root)
+            elif event.kind is Kind.DIRECTORY:
+                self.catch_up.append((event.root, walk(event.path, self._filter()), False))
+            else:
+                p = self.pending.setdefault(event.path, Pending(event.root))
+                p.from_walk = False
+                if event.kind is Kind.CLOSED:
+                    p.closed_at = time.monotonic()
+                else:
+                    p.closed_at = None
+                    p.changed_at = time.monotonic()
+
+    def _gone(self, path: Path, root: Path) -> None:
+        state = self.roots.get(root)
+        if state is not None and state.tripped:
+            return  # a storm of deletes on a vanished share: forget nothing
+        if not os.path.lexists(path):
+            forgotten = [p for _, p in self.store.ids_under(path)]  # a directory, or the file itself
+            for p in forgotten:
+                if not os.path.lexists(p):
+                    self.pipeline.forget(p)
+
+    def _advance_catch_up(self) -> None:
+        budget = CATCH_UP_BATCH
+        while self.catch_up and budget and len(self.pending) < EVENT_QUEUE_SIZE:
+            root, walker, whole_root = self.catch_up[0]
+            for path in walker:
+                budget -= 1
+                self.pending.setdefault(path, Pending(root, from_walk=True))
+                if not budget:
+                    break
+            else:
+                self.catch_up.popleft()
+                if whole_root:
+                    self._finish_catch_up(root)
+
+    def _finish_catch_up(self, root: Path) -> None:
+        state = self.roots.get(root)
+        if state is None or state.tripped:
+            return
+        gone = [p for _, p in self.store.ids_under(root) if not os.path.lexists(p)]
+        for p in gone:
+            self.pipeline.forget(p)
+        state.indexed = sum(1 for _ in self.store.ids_under(root))
+        log.info("catch_up_finished", root=root, forgotten=len(gone), indexed=state.indexed)
+
+    def _submit_ready(self, now: float) -> None:
+        """Hand complete files to the workers.
+
+        Complete means: closed after writing (where the observer says so) and
+        not written again for a short grace, or size and mtime unchanged for
+        the settle time.  Any change seen restarts the clock.
+        """
+        settle = self.config.settle_seconds
+        for path in list(self.pending):
+            if len(self.in_flight) >= self.max_in_flight:
+                return
+            if path in self.in_flight:
+                continue
+            p = self.pending[path]
+            try:
+                st = FileStat.from_path(path)
+            except OSError:  # gone, or no longer a regular file
+                del self.pending[path]
+                continue
+            if st != p.seen:
+                first = p.seen is None
+                p.seen = st
+                written_before = time.time() - st.mtime_ns / 1e9 >= settle
+                if first and p.from_walk and written_before:
+                    p.changed_at = now - settle  # found by a walk, untouched for a while
+                else:
+                    p.changed_at = now
+                    continue
+            closed = p.closed_at is not None and now - p.closed_at >= CLOSE_GRACE and now - p.changed_at >= CLOSE_GRACE
+            if not (closed or now - p.changed_at >= settle):
+                continue
+            del self.pending[path]
+            self._handle(path, st)
+
+    def _handle(self, path: Path, st: FileStat) -> None:
+        try:
+            plan = self.pipeline.plan(path)
+        except OSError:
+            return
+        if plan.step is Step.UNCHANGED:
+            return
+        if plan.step is Step.RENAMED:
+            self.pipeline.follow_rename(plan)
+            return
+        future = self.pool.submit(fingerprint_job, path, self.config.max_pixels, self.config.max_file_bytes)
+        self.in_flight[path] = future
+
+    def _collect(self) -> None:
+        for path, future in list(self.in_flight.items()):
+            if future.done():
+                del self.in_flight[path]
+                self._ingest(future.result())
+
+    def _drain(self) -> None:
+        """On stop: finish the files in hand."""
+        for path, future in list(self.in_flight.items()):
+            try:
+                self._ingest(future.result(timeout=60))
+            except (cf.TimeoutError, cf.CancelledError):
+                log.warning("file_abandoned_on_stop", path=path)
+        self.in_flight.clear()
+
+    def _ingest(self, result: Fingerprinted | Failed) -> None:
+        if isinstance(result, Fingerprinted):
+            try:
+                if FileStat.from_path(result.path) != result.stat:
+                    self.pending.setdefault(result.path, Pending(self._root_of(result.path), changed_at=time.monotonic()))
+                    return  # changed while we read it: settle again
+            except OSError:
+                return
+        outcome = self.pipeline.ingest(result)
+        if outcome.error is not None:
+            self.counters.errors += 1
+            return
+        self.counters.fingerprinted += 1
+        if outcome.duplicate is not None:
+            self.counters.duplicates[outcome.duplicate.match.tier.value] += 1
+            self.actor.handle(outcome.duplicate)
+
+    def _root_of(self, path: Path) -> Path:
+        for root in self.roots:
+            if path.is_relative_to(root):
+                return root
+        return path.parent
+
+    # --- reload and status ------------------------------------------------
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        log.info("config_reloading", path=self.config_path)
+        try:
+            new = config_module.load(self.config_path)
+            if not new.roots:
+                new = config_module.from_mapping({**new.to_dict(), "roots": [str(r) for r in self.config.roots]}, source=self.config_path)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=exc.message, note="keeping the running configuration")
+            self.notifier.ready(self._status_line())
+            return
+        old_roots = set(self.roots)
+        self.config = new
+        self.pipeline.config = new
+        self.actor = Actor(self.store, new, roots=new.roots)
+        for root in old_roots - set(new.roots):
+            state = self.roots.pop(root)
+            if state.watch is not None:
+                stop_watch(state.watch)
+        for state in self.roots.values():  # a reload is the person saying "go on"
+            state.tripped = None
+            try:
+                state.dev = os.stat(state.root).st_dev
+            except OSError:
+                pass
+        added = [r for r in new.roots if r not in old_roots]
+        if added:
+            self.config = new
+            filt = self._filter()
+            for root in added:
+                state = RootState(root, os.stat(root).st_dev)
+                state.watch = start_watch(root, filt, self.events, self.overflow, polling=new.polling, poll_interval=new.poll_interval)
+                self.roots[root] = state
+                self._queue_catch_up(root)
+        self._warn_destructive()
+        log.info("config_reloaded", path=self.config_path)
+        self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        counts = self.store.counts()
+        last = self.actor.last_action if hasattr(self, "actor") else None
+        return (
+            f"{counts['files']} files indexed, {len(self.pending) + len(self.in_flight)} queued, "
+            f"{counts['duplicates']} duplicates"
+            + (f", last action: {last['action']} {last['path']}" if last else "")
+        )
+
+    def status_data(self) -> dict[str, Any]:
+        return {
+            "roots": [
+                {
+                    "path": str(s.root),
+                    "observer": ("polling" if s.watch.polling else "inotify") if s.watch else None,
+                    "why": s.watch.why if s.watch else None,
+                    "circuit_breaker": s.tripped,
+                }
+                for s in self.roots.values()
+            ],
+            "queue_depth": len(self.pending) + len(self.in_flight) + self.events.qsize(),
+            "catching_up": len(self.catch_up),
+            "events": self.counters.events,
+            "fingerprinted": self.counters.fingerprinted,
+            "errors": self.counters.errors,
+            "duplicates": dict(self.counters.duplicates),
+            "actions": dict(self.actor.counts),
+            "rate_breaker": self.actor.breaker.tripped_at,
+            "last_action": self.actor.last_action,
+        }
+
+    def _write_status(self, state: str) -> None:
+        write_daemon_status(self.store, pid=os.getpid(), started_at=self.started_at, state=state, data=self.status_data())
+
+
+def run(config: Config, db_path: Path, config_path: Path | None) -> int:
+    if not config.roots:
+        raise ConfigError("nothing to watch: give --watch DIR or 'roots' in the config", source=config_path, key="roots")
+    return Daemon(config, db_path, config_path).run()

@@ -1,0 +1,232 @@
+"""Image factories and byte-level editors shared by the test modules.
+
+Pictures are generated from a seed so every test is reproducible: a smooth
+random colour field (low-resolution noise scaled up) with random shapes drawn
+over it.  That gives real structure at several scales, the way a photo has,
+so distinct seeds are clearly different pictures to a perceptual hash, and a
+resized or re-encoded copy of one is clearly the same.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from dedupd import hashing  # noqa: F401  (registers the HEIF opener with Pillow)
+
+PHOTOS = Path("/work/shared/photos")
+
+#: file suffix -> Pillow format name
+FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".gif": "GIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".heic": "HEIF",
+    ".avif": "AVIF",
+}
+
+#: EXIF orientation value -> the transpose that turns the upright picture
+#: into the stored pixels (the inverse of what a viewer applies)
+STORE_ROTATED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+# --- pictures ---------------------------------------------------------------
+
+
+def _smooth_field(rng: np.random.Generator, size: tuple[int, int], cells: int) -> np.ndarray:
+    """A smooth random RGB field: ``cells`` x ``cells`` random colours scaled up."""
+    coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+    field = Image.fromarray(coarse, "RGB").resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(field, dtype=np.float32)
+
+
+def photo(seed: int, size: tuple[int, int] = (384, 288)) -> Image.Image:
+    """A textured synthetic RGB "photo": smooth fields at two scales plus shapes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = 0.7 * _smooth_field(rng, size, 4) + 0.3 * _smooth_field(rng, size, 9)
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(6, 10))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, x1 = sorted(int(v) for v in rng.integers(-w // 4, w + w // 4, 2))
+        y0, y1 = sorted(int(v) for v in rng.integers(-h // 4, h + h // 4, 2))
+        x1, y1 = max(x1, x0 + w // 8), max(y1, y0 + h // 8)
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            points = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(3)]
+            draw.polygon(points, fill=colour)
+    # a little fine grain, so that the picture is not flat between edges
+    grain = rng.normal(0, 4, (h, w, 3))
+    out = np.asarray(im, dtype=np.float32) + grain
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def flat(colour: tuple[int, int, int] = (90, 140, 200), size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A picture of one colour."""
+    return Image.new("RGB", size, colour)
+
+
+def near_flat(seed: int, size: tuple[int, int] = (320, 240), spread: float = 3.0) -> Image.Image:
+    """A nearly flat picture: one colour with faint smooth variation."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(60, 200, 3)
+    wobble = (_smooth_field(rng, size, 3) - 127.5) / 127.5 * spread
+    arr = base[None, None, :] + wobble
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def alpha_only(seed: int, size: tuple[int, int] = (384, 288), rgb: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """An RGBA picture whose RGB is flat and whose whole picture is in the alpha channel."""
+    alpha = photo(seed, size).convert("L")
+    alpha = ImageOps.autocontrast(alpha)
+    im = Image.new("RGBA", size, (*rgb, 0))
+    im.putalpha(alpha)
+    return im
+
+
+def inverted(im: Image.Image) -> Image.Image:
+    """The colour negative of an RGB picture."""
+    return ImageOps.invert(im.convert("RGB"))
+
+
+# --- files ------------------------------------------------------------------
+
+
+def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
+    """The bytes of ``im`` saved in Pillow format ``fmt`` (sensible defaults per format)."""
+    fmt = fmt.upper()
+    if fmt == "JPEG":
+        params.setdefault("quality", 92)
+        if im.mode not in ("RGB", "L", "CMYK"):
+            im = im.convert("RGB")
+    elif fmt == "GIF" and im.mode not in ("P", "L"):
+        im = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    elif fmt in ("HEIF", "AVIF"):
+        params.setdefault("quality", 90)
+    elif fmt == "WEBP":
+        params.setdefault("quality", 90)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def save(im: Image.Image, path: Path, **params: object) -> Path:
+    """Save ``im`` at ``path`` in the format its suffix names; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode(im, FORMATS[path.suffix.lower()], **params))
+    return path
+
+
+def exif_bytes(orientation: int | None = None, **tags: object) -> bytes:
+    """An EXIF block (as Pillow's ``exif=`` takes it) with the given orientation."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    names = {"software": 0x0131, "artist": 0x013B, "description": 0x010E}
+    for name, value in tags.items():
+        exif[names[name]] = value
+    return exif.tobytes()
+
+
+# --- byte-level edits: metadata changes that leave the coded picture alone ---
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg_insert_segment(data: bytes, marker: int, payload: bytes) -> bytes:
+    """Insert one marker segment after SOI and any APP0 (JFIF) segment."""
+    assert data[:2] == b"\xff\xd8", "not a JPEG"
+    pos = 2
+    if data[pos : pos + 2] == b"\xff\xe0":
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return data[:pos] + _jpeg_segment(marker, payload) + data[pos:]
+
+
+def jpeg_with_comment(data: bytes, text: bytes) -> bytes:
+    """The same JPEG with a COM segment added."""
+    return jpeg_insert_segment(data, 0xFE, text)
+
+
+def jpeg_with_exif(data: bytes, orientation: int | None = None, **tags: object) -> bytes:
+    """The same JPEG with an APP1 EXIF segment added (the coded picture untouched)."""
+    block = exif_bytes(orientation, **tags)
+    if not block.startswith(b"Exif\x00\x00"):
+        block = b"Exif\x00\x00" + block
+    return jpeg_insert_segment(data, 0xE1, block)
+
+
+def jpeg_with_xmp(data: bytes, xml: bytes) -> bytes:
+    """The same JPEG with an APP1 XMP packet added."""
+    return jpeg_insert_segment(data, 0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xml)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk with its length and CRC."""
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_insert_chunk(data: bytes, kind: bytes, payload: bytes) -> bytes:
+    """Insert a chunk right before the first IDAT."""
+    at = data.index(b"IDAT") - 4
+    return data[:at] + png_chunk(kind, payload) + data[at:]
+
+
+def png_flip_idat_bytes(data: bytes, count: int = 16) -> bytes:
+    """Corrupt the compressed picture: invert ``count`` bytes in the middle of the first IDAT."""
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    start = at + 4 + length // 2
+    body = bytearray(data)
+    for i in range(start, min(start + count, at + 4 + length)):
+        body[i] ^= 0xFF
+    return bytes(body)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A complete, valid 1-bit greyscale PNG of ``width`` x ``height`` zeros: tiny file, huge picture."""
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    z = zlib.compressobj(9)
+    parts = [z.compress(row) for _ in range(height)]
+    parts.append(z.flush())
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", b"".join(parts))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def file_state(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under ``root``: its bytes, inode and mtime, keyed by relative path."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
+    return out
