@@ -193,8 +193,14 @@ class Daemon:
 
     def _loop(self) -> None:
         last_status = last_ping = 0.0
+        last_reconcile = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
+            every = self.config.reconcile_interval
+            if every and now - last_reconcile >= every and not self.catch_up:
+                last_reconcile = now
+                for root in self.roots:
+                    self._queue_catch_up(root)
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from dedupd.pipeline import (
     Outcome,
     Pipeline,
     Step,
+    fingerprint_batch,
     fingerprint_job,
     unique_roots,
     walk,
@@ -37,8 +39,14 @@ from dedupd.store import Store
 
 log = structlog.get_logger()
 
-#: results awaited per worker before the walk submits more
-IN_FLIGHT_PER_WORKER = 4
+#: batches in flight per worker before the walk submits more
+IN_FLIGHT_PER_WORKER = 3
+#: a worker task holds up to this many files, or this many bytes, whichever
+#: comes first: small files travel in batches (a process pool's per-task cost
+#: is close to that of fingerprinting a small JPEG), large ones alone, so the
+#: workers stay evenly loaded (see pipeline.fingerprint_batch)
+BATCH_FILES = 8
+BATCH_BYTES = 1 << 20
 
 
 @dataclass
@@ -62,6 +70,20 @@ class Summary:
             "errors_by_reason": dict(sorted(self.errors.items())),
             "duplicates": dict(sorted(self.duplicates.items())),
         }
+
+
+def batches(items: Iterator[tuple[Path, int]]) -> Iterator[list[Path]]:
+    """Group (path, size) into worker tasks of at most BATCH_FILES files or BATCH_BYTES bytes."""
+    batch: list[Path] = []
+    size = 0
+    for path, n in items:
+        batch.append(path)
+        size += n
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def scan(
@@ -98,7 +120,7 @@ def scan(
             if on_duplicate is not None:
                 on_duplicate(outcome.duplicate)
 
-    def jobs() -> Iterator[Path]:
+    def jobs() -> Iterator[tuple[Path, int]]:
         for root in roots:
             files = walk(root, filt) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
             for path in files:
@@ -118,21 +140,29 @@ def scan(
                     summary.renamed += 1
                     seen_ids.add(pipeline.follow_rename(plan).id)
                 else:
-                    yield path
+                    yield path, plan.stat.size
 
     try:
         if n_workers <= 1:
-            for path in jobs():
+            for path, _ in jobs():
                 consume(pipeline.ingest(fingerprint_job(path, config.max_pixels, config.max_file_bytes)))
         else:
-            with cf.ProcessPoolExecutor(max_workers=n_workers) as pool:
-                window: collections.deque[cf.Future[Fingerprinted | Failed]] = collections.deque()
-                for path in jobs():
-                    window.append(pool.submit(fingerprint_job, path, config.max_pixels, config.max_file_bytes))
+            # forkserver: the progress bar runs a thread, and forking a threaded process is unsafe
+            ctx = multiprocessing.get_context("forkserver")
+            with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+                window: collections.deque[cf.Future[list[Fingerprinted | Failed]]] = collections.deque()
+
+                def submit(batch: list[Path]) -> None:
+                    window.append(pool.submit(fingerprint_batch, batch, config.max_pixels, config.max_file_bytes))
                     while len(window) >= n_workers * IN_FLIGHT_PER_WORKER:
-                        consume(pipeline.ingest(window.popleft().result()))
+                        for result in window.popleft().result():
+                            consume(pipeline.ingest(result))
+
+                for batch in batches(jobs()):
+                    submit(batch)
                 while window:
-                    consume(pipeline.ingest(window.popleft().result()))
+                    for result in window.popleft().result():
+                        consume(pipeline.ingest(result))
         # files under a scanned directory that are no longer there
         for root in roots:
             if not root.is_dir():

@@ -10,6 +10,8 @@ resized or re-encoded copy of one is clearly the same.
 from __future__ import annotations
 
 import io
+import json
+import sqlite3
 import struct
 import zlib
 from pathlib import Path
@@ -230,3 +232,25 @@ def file_state(root: Path) -> dict[str, tuple[bytes, int, int]]:
             st = p.stat()
             out[str(p.relative_to(root))] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
     return out
+
+
+# --- reading what the CLI left behind ---------------------------------------
+
+
+def log_events(stderr: str) -> list[dict[str, object]]:
+    """The JSON log lines the CLI wrote on stderr (logs are JSON when stderr is not a TTY)."""
+    out = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def db_rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Rows of a query on the store, read with the standard library's sqlite3."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()

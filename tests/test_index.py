@@ -1,0 +1,127 @@
+"""Tests for dedupd.index.HashIndex against a brute-force reference."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupd.index import HashIndex
+
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+IDS = st.integers(min_value=1, max_value=60)
+
+
+def brute_force(entries: dict[int, int], probe: int, max_distance: int) -> list[tuple[int, int]]:
+    """The reference answer: every (id, distance) within reach, nearest first, then by id."""
+    hits = [(fid, (h ^ probe).bit_count()) for fid, h in entries.items()]
+    return sorted(((fid, d) for fid, d in hits if d <= max_distance), key=lambda x: (x[1], x[0]))
+
+
+def near(value: int, flips: list[int]) -> int:
+    """``value`` with the given bit positions flipped."""
+    for bit in flips:
+        value ^= 1 << bit
+    return value
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), IDS, U64),
+        st.tuples(st.just("remove"), IDS, st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=OPS, probe=U64, flips=st.lists(st.integers(0, 63), max_size=12), max_distance=st.integers(0, 64))
+def test_search_equals_brute_force_after_any_adds_and_removes(
+    ops: list[tuple[str, int, int]], probe: int, flips: list[int], max_distance: int
+) -> None:
+    """After any sequence of add/replace/remove, search returns exactly the ids within the distance, nearest first."""
+    index = HashIndex(capacity=4)  # small, so that growing is exercised
+    reference: dict[int, int] = {}
+    for op, fid, value in ops:
+        if op == "add":
+            index.add(fid, value)
+            reference[fid] = value
+        else:
+            index.remove(fid)
+            reference.pop(fid, None)
+    assert len(index) == len(reference)
+    # probe both at random and next to a stored hash, so that hits are common
+    probes = [probe] + [near(h, flips) for h in list(reference.values())[:3]]
+    for p in probes:
+        assert index.search(p, max_distance) == brute_force(reference, p, max_distance)
+
+
+@settings(max_examples=50, deadline=None)
+@given(items=st.dictionaries(IDS, U64, max_size=40), probe=U64, max_distance=st.integers(0, 64))
+def test_build_equals_brute_force(items: dict[int, int], probe: int, max_distance: int) -> None:
+    """An index built from (id, hash) pairs answers like the brute-force reference."""
+    index = HashIndex.build(items.items())
+    assert index.search(probe, max_distance) == brute_force(items, probe, max_distance)
+
+
+def test_distance_boundary_is_inclusive() -> None:
+    """A hash exactly max_distance bits away is found; one more bit away is not."""
+    index = HashIndex()
+    base = 0x0123_4567_89AB_CDEF
+    index.add(1, near(base, [0, 5, 63]))
+    index.add(2, near(base, [0, 5, 63, 30]))
+    assert index.search(base, 3) == [(1, 3)]
+    assert index.search(base, 4) == [(1, 3), (2, 4)]
+    assert index.search(base, 2) == []
+
+
+def test_extreme_values_round_trip() -> None:
+    """0 and 2**64-1 are stored and compared as unsigned 64-bit values."""
+    index = HashIndex()
+    index.add(1, 0)
+    index.add(2, 2**64 - 1)
+    index.add(3, 1 << 63)
+    assert index.search(0, 0) == [(1, 0)]
+    assert index.search(2**64 - 1, 0) == [(2, 0)]
+    assert index.search(1 << 63, 1) == [(3, 0), (1, 1)]
+    assert index.search(0, 64) == [(1, 0), (3, 1), (2, 64)]
+
+
+def test_remove_then_re_add_and_replace() -> None:
+    """A removed id is gone, comes back when re-added, and an add replaces an id's hash."""
+    index = HashIndex()
+    for fid in range(1, 6):
+        index.add(fid, fid << 20)
+    index.remove(3)
+    assert [f for f, _ in index.search(3 << 20, 0)] == []
+    assert len(index) == 4
+    index.remove(3)  # removing twice is harmless
+    assert len(index) == 4
+    index.add(3, 3 << 20)
+    assert index.search(3 << 20, 0) == [(3, 0)]
+    index.add(3, 7)  # replace
+    assert index.search(3 << 20, 0) == []
+    assert index.search(7, 0) == [(3, 0)]
+    assert len(index) == 5
+
+
+def test_remove_moves_the_last_entry_correctly() -> None:
+    """Removing from the middle keeps every other id findable by its own hash."""
+    rng = random.Random(7)
+    index = HashIndex(capacity=2)
+    values = {fid: rng.getrandbits(64) for fid in range(1, 3000)}
+    for fid, v in values.items():
+        index.add(fid, v)
+    for fid in range(1, 3000, 3):
+        index.remove(fid)
+        del values[fid]
+    for fid, v in list(values.items())[::97]:
+        assert (fid, 0) in index.search(v, 0)
+    assert len(index) == len(values)
+
+
+def test_empty_index_finds_nothing() -> None:
+    """An empty index answers every query with nothing."""
+    assert HashIndex().search(12345, 64) == []
+    assert HashIndex(capacity=0).search(0, 64) == []
