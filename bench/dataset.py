@@ -12,9 +12,10 @@ with its source, transform, category and duplicate group, and is written last, s
 dataset with a manifest is complete.
 
 Sources above ``MAX_PIXELS`` (2.5 MP) are downscaled once, and that working copy
-(transform ``downscale_2_5mp``) is the parent of all their other copies: the dataset stays
-small and fast to build, and the original file is kept too, so original <-> copy pairs
-exist.  Each manifest entry names its ``parent``.
+(transform ``downscale_2_5mp``) is the parent of all their other copies, which keeps the
+dataset (about 2 GB) and the build time (about a minute on two cores) down; the original
+file is kept too, so original <-> copy pairs exist.  Each manifest entry names its
+``parent``.
 
 Ground truth (``labels.json`` in the photos folder, applied by ``expected_relation``):
 
@@ -44,18 +45,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.ExifTags import Base
 
 try:
     from bench import transforms as tf
 except ModuleNotFoundError:  # run as a script: bench/ itself is on sys.path
-    import transforms as tf  # type: ignore[no-redef]
+    import transforms as tf  # type: ignore[import-not-found, no-redef]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dedupd-eval/1"
@@ -63,8 +65,9 @@ MAX_PIXELS = 2_500_000
 ORIGINAL = "original"  # transform and category name of a source's own copy
 WORKING_COPY = "downscale_2_5mp"  # transform name of the downscaled working copy
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
-# Mean absolute error allowed between an EXIF-rotated copy, as displayed, and its
-# parent: JPEG re-encodes at quality 90 (lossless formats must match exactly).
+# Mean absolute error (of 255) allowed between an EXIF-rotated copy, as displayed, and
+# its parent: JPEG copies are re-encoded at quality 95, 4:4:4 (measured at most 1.8);
+# lossless ones must match exactly.
 ROTATED_JPEG_TOLERANCE = 3.0
 
 EX_USAGE, EX_NOINPUT, EX_CANTCREAT = 64, 66, 73  # sysexits.h
@@ -76,8 +79,10 @@ RULES = (
     "otherwise, files whose sources share an ambiguous set are not scored (ambiguous)",
     "otherwise, files of different groups are distinct",
     "otherwise (same group) they are duplicates",
-    "a pair that would be a duplicate but has a copy from an unscored category (strong) "
-    "is ambiguous instead",
+    (
+        "a pair that would be a duplicate but has a copy from an unscored category "
+        "(strong) is ambiguous instead"
+    ),
 )
 
 
@@ -107,40 +112,42 @@ class FileLabel:
     source: str
     group: str
     scored: bool  # False for the strong edits, which are reported for information only
+    ambiguous_sets: frozenset[int]  # indices of the manifest's ambiguous sets it is in
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A dataset's manifest, indexed for ``expected_relation``."""
+    """A dataset's manifest (``raw``), indexed for ``expected_relation``."""
 
     raw: Mapping[str, Any]
-    root: Path | None
-    labels: Mapping[str, FileLabel]
-    ambiguous_sets: Mapping[str, frozenset[int]]  # file -> indices of the sets it is in
+    root: Path | None  # the dataset folder, when known
+    labels: Mapping[str, FileLabel]  # by path relative to the dataset folder
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], root: Path | None = None) -> Manifest:
+        """Index a parsed manifest."""
         unscored = {
             name for name, info in raw["transforms"].items() if not info.get("scored", True)
-        }
-        labels = {
-            entry["path"]: FileLabel(
-                entry["source"], entry["group"], entry["transform"] not in unscored
-            )
-            for entry in raw["files"]
         }
         member_of: dict[str, set[int]] = {}
         for index, ambiguous in enumerate(raw["ambiguous_sets"]):
             for path in ambiguous["files"]:
                 member_of.setdefault(path, set()).add(index)
-        return cls(
-            raw, root, labels, {path: frozenset(sets) for path, sets in member_of.items()}
-        )
+        labels = {
+            entry["path"]: FileLabel(
+                entry["source"],
+                entry["group"],
+                entry["transform"] not in unscored,
+                frozenset(member_of.get(entry["path"], ())),
+            )
+            for entry in raw["files"]
+        }
+        return cls(raw, root, labels)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
         """Read ``DIR/manifest.json`` (``path`` may be the directory or the file)."""
-        file = path / MANIFEST_NAME if path.is_dir() else path
+        file = path if path.suffix == ".json" else path / MANIFEST_NAME
         try:
             raw = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
@@ -151,6 +158,8 @@ class Manifest:
 
     def key(self, path: str | os.PathLike[str]) -> str:
         """A file's manifest key: its path relative to the dataset, with '/' separators."""
+        if isinstance(path, str) and not os.path.isabs(path) and os.sep == "/":
+            return path  # the common case, kept cheap: benchmarks ask about many pairs
         candidate = Path(path)
         if candidate.is_absolute():
             if self.root is None:
@@ -159,6 +168,7 @@ class Manifest:
         return PurePosixPath(candidate).as_posix()
 
     def label(self, path: str | os.PathLike[str]) -> FileLabel:
+        """The ground-truth label of a dataset file; KeyError if it is not listed."""
         key = self.key(path)
         try:
             return self.labels[key]
@@ -187,20 +197,18 @@ def expected_relation(
     if not isinstance(manifest, Manifest):
         manifest = Manifest.from_json(manifest)
     first, second = manifest.label(a), manifest.label(b)
-    same_source = first.source == second.source
-    if not same_source and manifest.ambiguous_sets.get(
-        manifest.key(a), frozenset()
-    ) & manifest.ambiguous_sets.get(manifest.key(b), frozenset()):
-        return Relation.AMBIGUOUS
-    if not same_source and first.group != second.group:
-        return Relation.DISTINCT
-    if not (first.scored and second.scored):
-        return Relation.AMBIGUOUS
-    return Relation.DUPLICATE
+    if first.source != second.source:
+        if first.ambiguous_sets & second.ambiguous_sets:
+            return Relation.AMBIGUOUS
+        if first.group != second.group:
+            return Relation.DISTINCT
+    return Relation.DUPLICATE if first.scored and second.scored else Relation.AMBIGUOUS
 
 
 @dataclass(frozen=True, slots=True)
 class AmbiguousSet:
+    """A set of sources whose pairs labels.json leaves unscored, and why."""
+
     why: str
     sources: tuple[str, ...]
 
@@ -230,6 +238,7 @@ class Labels:
             raise DatasetError(f"cannot read {file}: {error}", EX_NOINPUT) from error
 
     def named(self) -> set[str]:
+        """Every file the labels mention."""
         return {name for group in self.duplicates for name in group} | {
             name for s in self.ambiguous for name in s.sources
         }
@@ -306,6 +315,7 @@ class Entry:
     notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON object for this file (``notes`` only when there are some)."""
         data = asdict(self)
         data["notes"] = list(self.notes)
         if not self.notes:
@@ -315,6 +325,8 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
+    """A copy that was not made, and why."""
+
     source: str
     transform: str
     reason: str
@@ -322,8 +334,10 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class SourceResult:
+    """What a worker made of one source."""
+
     entries: tuple[Entry, ...]
-    skipped: tuple[Skip, ...] = field(default=())
+    skipped: tuple[Skip, ...] = ()
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -337,17 +351,29 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 def _normalised(img: Image.Image) -> Image.Image:
-    """The picture as displayed (EXIF orientation applied), in RGB or RGBA."""
+    """The picture as displayed (EXIF orientation applied), in RGB or RGBA, no metadata.
+
+    ``info`` is emptied because some Pillow writers pick metadata up from it (a JPEG
+    comment, a PNG's ICC profile): copies carry only what ``encode`` is given.
+    """
     shown = ImageOps.exif_transpose(img)
-    return shown.convert("RGBA" if shown.has_transparency_data else "RGB")
+    picture = shown.convert("RGBA" if shown.has_transparency_data else "RGB")
+    picture.info.clear()
+    return picture
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
+    """A decoded source or working copy."""
+
     picture: Image.Image  # as displayed, RGB or RGBA
     format: str  # Pillow's format name; MPO (multi-picture JPEG) counts as JPEG
     icc_profile: bytes | None  # an RGB profile to carry over to the copies
     stored_size: tuple[int, int]  # before applying the EXIF orientation
+    # EXIF (without Orientation) and JPEG comment, as save options: carried over to the
+    # working copy, as an editor's export would, so that its metadata copies have
+    # something to edit and strip.
+    metadata: Mapping[str, object]
 
 
 def _decode(data: bytes) -> Decoded:
@@ -356,7 +382,14 @@ def _decode(data: bytes) -> Decoded:
         icc = img.info.get("icc_profile")
         # A grey or CMYK profile would not fit the RGB copies.
         keep_icc = icc if img.mode in ("RGB", "RGBA") else None
-        return Decoded(_normalised(img), fmt, keep_icc, img.size)
+        metadata: dict[str, object] = {}
+        exif = img.getexif()
+        exif.pop(Base.Orientation, None)  # copies are stored as displayed
+        if len(exif):
+            metadata["exif"] = exif.tobytes()
+        if fmt == "JPEG" and img.info.get("comment"):
+            metadata["comment"] = img.info["comment"]
+        return Decoded(_normalised(img), fmt, keep_icc, img.size, metadata)
 
 
 def make_source_copies(job: SourceJob) -> SourceResult:
@@ -364,20 +397,52 @@ def make_source_copies(job: SourceJob) -> SourceResult:
     rel = PurePosixPath(job.source)
     stem = rel.with_suffix("")  # keeps the sub-folder
     data = (job.photos / rel).read_bytes()
+    try:
+        decoded = _decode(data)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        return SourceResult((), (Skip(job.source, "*", f"unreadable source: {error}"),))
     entries: list[Entry] = []
     skipped: list[Skip] = []
 
-    def add(path: PurePosixPath, blob: bytes, transform: str, category: str,
-            parent: str | None, fmt: str, size: tuple[int, int], notes: tuple[str, ...]) -> None:
+    def add(  # write one file and list it
+        path: PurePosixPath,
+        blob: bytes,
+        *,
+        transform: str,
+        category: str,
+        parent: str | None,
+        fmt: str,
+        size: tuple[int, int],
+        notes: tuple[str, ...] = (),
+    ) -> None:
         _write_new(job.out / path, blob)
-        entries.append(Entry(
-            path.as_posix(), job.source, transform, category, job.group, parent, fmt,
-            size[0], size[1], len(blob), hashlib.sha256(blob).hexdigest(), notes,
-        ))
+        entries.append(
+            Entry(
+                path.as_posix(),
+                job.source,
+                transform,
+                category,
+                job.group,
+                parent,
+                fmt,
+                size[0],
+                size[1],
+                len(blob),
+                hashlib.sha256(blob).hexdigest(),
+                notes,
+            )
+        )
 
-    decoded = _decode(data)
     picture, fmt, icc = decoded.picture, decoded.format, decoded.icc_profile
-    add(rel, data, ORIGINAL, ORIGINAL, None, fmt, decoded.stored_size, ())
+    add(
+        rel,
+        data,
+        transform=ORIGINAL,
+        category=ORIGINAL,
+        parent=None,
+        fmt=fmt,
+        size=decoded.stored_size,
+    )
     parent_path, parent_data, parent_fmt, parent_size = rel, data, fmt, decoded.stored_size
 
     width, height = picture.size
@@ -387,11 +452,18 @@ def make_source_copies(job: SourceJob) -> SourceResult:
         # reducing_gap: a fast box reduction first, then Lanczos; same result to the eye.
         small = picture.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
         encoding = tf.working_copy_encoding(fmt)
-        encoded = tf.encode(small, encoding, icc_profile=icc)
+        encoded = tf.encode(small, encoding, icc_profile=icc, metadata=decoded.metadata)
         parent_path = PurePosixPath(f"{stem}__{WORKING_COPY}.{encoding.ext}")
-        add(parent_path, encoded.data, WORKING_COPY, tf.Category.RESIZE.value,
-            rel.as_posix(), encoding.format, small.size,
-            (f"working copy: downscaled from {width}x{height}",) + encoded.notes)
+        add(
+            parent_path,
+            encoded.data,
+            transform=WORKING_COPY,
+            category=tf.Category.RESIZE.value,
+            parent=rel.as_posix(),
+            fmt=encoding.format,
+            size=small.size,
+            notes=(f"working copy: downscaled from {width}x{height}", *encoded.notes),
+        )
         parent_data, parent_fmt, parent_size = encoded.data, encoding.format, small.size
         # Copies are made from the working copy as written, so each file's ``parent``
         # is exactly what it was made from.
@@ -404,8 +476,6 @@ def make_source_copies(job: SourceJob) -> SourceResult:
                 blob = transform.rewrite(parent_data, parent_fmt)
                 ext, out_fmt, size = parent_path.suffix.lstrip("."), parent_fmt, parent_size
                 notes: tuple[str, ...] = ()
-                if blob == parent_data:
-                    notes = ("byte-identical to its parent: no metadata to change",)
             else:
                 result = transform.apply(picture)
                 encoding = transform.encoding_for(parent_fmt)
@@ -414,14 +484,22 @@ def make_source_copies(job: SourceJob) -> SourceResult:
                 )
                 blob, ext, out_fmt = encoded.data, encoding.ext, encoding.format
                 size, notes = result.size, encoded.notes
-        except tf.NotApplicable as reason:
+        except tf.NotApplicableError as reason:
             skipped.append(Skip(job.source, name, str(reason)))
             continue
         except (OSError, ValueError) as error:  # an encoder refusing this picture
             skipped.append(Skip(job.source, name, f"{type(error).__name__}: {error}"))
             continue
-        add(PurePosixPath(f"{stem}__{name}.{ext}"), blob, name, transform.category.value,
-            parent_path.as_posix(), out_fmt, size, notes)
+        add(
+            PurePosixPath(f"{stem}__{name}.{ext}"),
+            blob,
+            transform=name,
+            category=transform.category.value,
+            parent=parent_path.as_posix(),
+            fmt=out_fmt,
+            size=size,
+            notes=notes,
+        )
     return SourceResult(tuple(entries), tuple(skipped))
 
 
@@ -430,6 +508,8 @@ def make_source_copies(job: SourceJob) -> SourceResult:
 
 @dataclass(frozen=True, slots=True)
 class BuildReport:
+    """What ``build_dataset`` made, how long it took, and what it could not make."""
+
     files: int
     seconds: float
     unavailable: tuple[tuple[str, str], ...]  # (transform, reason)
@@ -458,20 +538,26 @@ def _cost(photos: Path, source: str, max_pixels: int) -> float:
     return min(pixels, max_pixels) * (3.0 if lossless else 1.0) + 0.05 * pixels
 
 
-def _transform_table() -> dict[str, dict[str, Any]]:
+def _transform_table(max_pixels: int) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {
-        ORIGINAL: {"category": ORIGINAL, "description": "the source file, copied unchanged",
-                   "scored": True},
+        ORIGINAL: {
+            "category": ORIGINAL,
+            "description": "the source file, copied unchanged",
+            "scored": True,
+        },
         WORKING_COPY: {
             "category": tf.Category.RESIZE.value,
-            "description": f"downscaled (Lanczos) to about {MAX_PIXELS / 1e6:g} MP; made only "
+            "description": f"downscaled (Lanczos) to about {max_pixels / 1e6:g} MP; made only "
             "for larger sources, and the parent of their other copies",
             "scored": True,
         },
     }
     for t in tf.TRANSFORMS:
-        table[t.name] = {"category": t.category.value, "description": t.description,
-                         "scored": t.category.scored}
+        table[t.name] = {
+            "category": t.category.value,
+            "description": t.description,
+            "scored": t.category.scored,
+        }
     return table
 
 
@@ -539,7 +625,7 @@ def build_dataset(
         "max_pixels": max_pixels,
         "rules": RULES,
         "categories": {c.value: {"scored": c.scored} for c in tf.Category},
-        "transforms": _transform_table(),
+        "transforms": _transform_table(max_pixels),
         "unavailable": [{"transform": n, "reason": r} for n, r in unavailable],
         "skipped": [asdict(s) for s in skipped],
         "groups": members,
@@ -547,7 +633,7 @@ def build_dataset(
             {
                 "why": a.why,
                 "sources": [s for s in a.sources if s in chosen],
-                "files": sorted(p for s in a.sources if s in chosen for p in files_of[s]),
+                "files": sorted(p for s in a.sources for p in files_of.get(s, [])),
             }
             for a in labels.ambiguous
         ],
@@ -565,6 +651,8 @@ def build_dataset(
 
 @dataclass(frozen=True, slots=True)
 class CheckJob:
+    """One manifest entry to check, with its parent's entry."""
+
     root: Path
     entry: Mapping[str, Any]
     parent: Mapping[str, Any] | None
@@ -592,30 +680,33 @@ def check_entry(job: CheckJob) -> list[str]:
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         return [*problems, f"{where}: does not open with Pillow: {error}"]
     if stored.size != (entry["width"], entry["height"]):
-        problems.append(f"{where}: size {stored.size} but manifest says "
-                        f"{(entry['width'], entry['height'])}")
+        problems.append(
+            f"{where}: size {stored.size} but manifest says {(entry['width'], entry['height'])}"
+        )
     if job.parent is None or entry["category"] not in ("metadata", "exif_rotated"):
         return problems
 
     parent_data = (job.root / job.parent["path"]).read_bytes()
     with Image.open(io.BytesIO(parent_data)) as parent_img:
         parent_img.load()
-        parent = parent_img.copy()
+        parent_stored = parent_img.copy()
     if entry["category"] == "metadata":
         if tf.coded_image_data(data, fmt) != tf.coded_image_data(parent_data, fmt):
             problems.append(f"{where}: coded image data differ from {job.parent['path']}")
-        if not np.array_equal(_pixels(stored), _pixels(parent)):
+        if not np.array_equal(_pixels(stored), _pixels(parent_stored)):
             problems.append(f"{where}: decoded pixels differ from {job.parent['path']}")
-    else:  # exif_rotated: as displayed, the copy must look like its parent
-        shown = ImageOps.exif_transpose(stored)
+    else:  # exif_rotated: as displayed, the copy must look like its parent as displayed
+        shown, parent = ImageOps.exif_transpose(stored), ImageOps.exif_transpose(parent_stored)
         if shown.size != parent.size:
             problems.append(f"{where}: displayed size {shown.size} != parent {parent.size}")
         else:
-            error = float(np.abs(_pixels(shown).astype(np.int16) - _pixels(parent)).mean())
+            mean_error = float(np.abs(_pixels(shown).astype(np.int16) - _pixels(parent)).mean())
             limit = ROTATED_JPEG_TOLERANCE if fmt == "JPEG" else 0.0
-            if error > limit:
-                problems.append(f"{where}: displayed picture differs from its parent "
-                                f"(mean error {error:.2f} > {limit})")
+            if mean_error > limit:
+                problems.append(
+                    f"{where}: displayed picture differs from its parent "
+                    f"(mean error {mean_error:.2f} > {limit})"
+                )
     return problems
 
 
@@ -648,13 +739,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--photos", type=Path, help="the source photos folder (read only)")
     parser.add_argument("--out", type=Path, help="the dataset folder to create (must be empty)")
-    parser.add_argument("--transforms", metavar="NAMES",
-                        help="comma-separated transform and/or category names (default: all)")
-    parser.add_argument("--limit", type=int, metavar="N",
-                        help="only the first N sources (sorted by path)")
+    parser.add_argument(
+        "--transforms",
+        metavar="NAMES",
+        help="comma-separated transform and/or category names (default: all)",
+    )
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N sources (sorted by path)"
+    )
     parser.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: CPUs)")
-    parser.add_argument("--check", action="store_true",
-                        help="verify the dataset in --out (after building it, if --photos)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="verify the dataset in --out (after building it, if --photos)",
+    )
     parser.add_argument("--list", action="store_true", help="list the transforms and exit")
     return parser
 
@@ -686,20 +784,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.photos is not None:
-            report = build_dataset(args.photos, args.out, transforms=chosen, limit=args.limit,
-                                   jobs=args.jobs, warn=warn)
+            report = build_dataset(
+                args.photos,
+                args.out,
+                transforms=chosen,
+                limit=args.limit,
+                jobs=args.jobs,
+                warn=warn,
+            )
             reasons = Counter((s.transform, s.reason) for s in report.skipped)
             for (name, reason), count in sorted(reasons.items()):
                 warn(f"warning: {name} skipped for {count} source(s): {reason}")
-            print(f"wrote {report.files} files and {args.out / MANIFEST_NAME} "
-                  f"in {report.seconds:.1f} s")
+            print(
+                f"wrote {report.files} files and {args.out / MANIFEST_NAME} "
+                f"in {report.seconds:.1f} s"
+            )
         if args.check:
             started = time.monotonic()
             checked, problems = check_dataset(args.out, args.jobs)
             for problem in problems:
                 print(f"check: {problem}", file=sys.stderr)
-            print(f"checked {checked} files in {time.monotonic() - started:.1f} s: "
-                  f"{len(problems)} problem(s)")
+            print(
+                f"checked {checked} files in {time.monotonic() - started:.1f} s: "
+                f"{len(problems)} problem(s)"
+            )
             if problems:
                 return 1
     except DatasetError as error:

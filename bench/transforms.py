@@ -73,8 +73,8 @@ class Category(enum.StrEnum):
         return self is not Category.STRONG
 
 
-class NotApplicable(Exception):
-    """The transform does not apply to this source."""
+class NotApplicableError(Exception):
+    """The transform does not apply to this source (the detail says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +160,14 @@ def flatten_alpha(img: Image.Image) -> tuple[Image.Image, str]:
     For an opaque picture the choice makes no difference.
     """
     rgba = img.convert("RGBA")
+    # A quarter-size sample is plenty for a mean.
     sample = np.asarray(rgba.reduce(4) if min(rgba.size) >= 64 else rgba, dtype=np.float64)
     alpha = sample[..., 3] / 255.0
     luma = sample[..., :3] @ np.array([0.299, 0.587, 0.114])
     weight = float(alpha.sum())
     mean_luma = float((luma * alpha).sum() / weight) if weight > 0 else 0.0
-    name, colour = ("white", (255, 255, 255, 255)) if mean_luma < 128 else ("black", (0, 0, 0, 255))
+    dark = mean_luma < 128  # the middle of 0..255
+    name, colour = ("white", (255, 255, 255, 255)) if dark else ("black", (0, 0, 0, 255))
     flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("RGB")
     return (flat.convert("L") if img.mode == "LA" else flat), name
 
@@ -176,8 +178,12 @@ def encode(
     *,
     icc_profile: bytes | None = None,
     orientation: int | None = None,
+    metadata: Mapping[str, object] | None = None,
 ) -> Encoded:
-    """Encode a picture; flatten alpha and drop the ICC profile where the format needs it."""
+    """Encode a picture; flatten alpha and drop the ICC profile where the format needs it.
+
+    ``metadata``: extra save options such as ``exif`` or ``comment``, passed through.
+    """
     notes: list[str] = []
     if img.mode in ("RGBA", "LA") and not encoding.alpha:
         img, background = flatten_alpha(img)
@@ -195,6 +201,7 @@ def encode(
     # An RGB profile only makes sense on RGB pixels (not on a grayscale copy).
     if icc_profile and encoding.icc and img.mode in ("RGB", "RGBA"):
         options["icc_profile"] = icc_profile
+    options.update(metadata or {})
     if orientation is not None:
         exif = Image.Exif()
         exif[Base.Orientation] = orientation
@@ -215,7 +222,7 @@ def register_optional_codecs() -> None:
     in 0.22, so ``register_avif_opener`` is only used when Pillow lacks AVIF.
     """
     try:
-        import pillow_heif  # noqa: PLC0415 - optional dependency, imported on demand
+        import pillow_heif  # an optional dependency, imported on demand
     except ImportError:
         return
     pillow_heif.register_heif_opener()
@@ -233,7 +240,7 @@ def probe_codec(encoding: Encoding) -> str | None:
             decoded.load()
     except (OSError, ValueError, KeyError, UnidentifiedImageError) as error:
         # KeyError: Pillow has no save handler for the format at all.
-        return f"{encoding.format} not supported by this Pillow ({type(error).__name__}: {error})"
+        return f"cannot write {encoding.format} here ({type(error).__name__}: {error})"
     return None
 
 
@@ -264,7 +271,7 @@ def _scale(factor: float, resample: Image.Resampling) -> PixelOp:
 def _thumbnail(max_side: int) -> PixelOp:
     def op(img: Image.Image) -> Image.Image:
         if max(img.size) <= max_side:
-            raise NotApplicable(f"already within {max_side} px")
+            raise NotApplicableError(f"already within {max_side} px")
         thumb = img.copy()
         thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         return thumb
@@ -280,7 +287,7 @@ def _enhance(kind: _Enhancer, factor: float) -> PixelOp:
 
 
 def _gamma(exponent: float) -> PixelOp:
-    """out = 255 * (in / 255) ** exponent on every colour channel."""
+    """Map every colour channel through out = 255 * (in / 255) ** exponent."""
     table = [round(255 * (i / 255) ** exponent) for i in range(256)]
     return _on_colour(lambda img: img.point(table * len(img.getbands())))
 
@@ -328,9 +335,13 @@ def _gaussian_noise(sigma: float) -> PixelOp:
         # Seeded by the picture itself: the same input always gets the same noise,
         # and different sources get different noise.
         rng = np.random.default_rng(zlib.crc32(img.resize((16, 16)).tobytes()))
-        pixels = np.asarray(img, dtype=np.float32)
-        noisy = pixels + sigma * rng.standard_normal(pixels.shape, dtype=np.float32)
-        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), img.mode)
+        pixels = np.asarray(img)
+        noisy = rng.standard_normal(pixels.shape, dtype=np.float32)
+        noisy *= sigma
+        noisy += pixels
+        np.rint(noisy, out=noisy)
+        np.clip(noisy, 0, 255, out=noisy)
+        return Image.fromarray(noisy.astype(np.uint8), img.mode)
 
     return _on_colour(op)
 
@@ -356,8 +367,8 @@ def _crop_to_aspect(long_side: int, short_side: int) -> PixelOp:
     def op(img: Image.Image) -> Image.Image:
         w, h = img.size
         target = long_side / short_side if w >= h else short_side / long_side
-        if abs(w / h - target) / target < 0.01:
-            raise NotApplicable(f"already {long_side}:{short_side}")
+        if abs(w / h - target) / target < 0.01:  # within 1%
+            raise NotApplicableError(f"already {long_side}:{short_side}")
         if w / h > target:  # too wide: cut the sides
             new_w, new_h = round(h * target), h
         else:  # too tall: cut top and bottom
@@ -385,7 +396,11 @@ def _text_watermark(img: Image.Image) -> Image.Image:
     margin = round(min(img.size) * 0.02)
     xy = (img.width - margin - (x1 - x0) - x0, img.height - margin - (y1 - y0) - y0)
     draw.text(
-        xy, text, font=font, fill=(255, 255, 255, 170), stroke_width=stroke,
+        xy,
+        text,
+        font=font,
+        fill=(255, 255, 255, 170),
+        stroke_width=stroke,
         stroke_fill=(0, 0, 0, 120),
     )
     return _composite(img, layer)
@@ -399,7 +414,8 @@ def _logo_watermark(img: Image.Image) -> Image.Image:
     cx, cy = img.width // 2, img.height // 2
     draw.ellipse(
         (cx - radius, cy - radius, cx + radius, cy + radius),
-        outline=(255, 255, 255, 90), width=max(2, radius // 8),
+        outline=(255, 255, 255, 90),
+        width=max(2, radius // 8),
     )
     font = ImageFont.load_default(size=max(8, round(radius * 0.55)))
     draw.text((cx, cy), "STOCK", font=font, fill=(255, 255, 255, 90), anchor="mm")
@@ -414,8 +430,11 @@ def _banner_watermark(img: Image.Image) -> Image.Image:
     draw.rectangle((0, img.height - band, img.width, img.height), fill=(0, 0, 0, 128))
     font = ImageFont.load_default(size=max(6, round(band * 0.5)))
     draw.text(
-        (img.width // 2, img.height - band // 2), "www.example.com  \u2022  all rights reserved",
-        font=font, fill=(255, 255, 255, 230), anchor="mm",
+        (img.width // 2, img.height - band // 2),
+        "www.example.com | all rights reserved",
+        font=font,
+        fill=(255, 255, 255, 230),
+        anchor="mm",
     )
     return _composite(img, layer)
 
@@ -441,8 +460,23 @@ _invert = _on_colour(ImageOps.invert)
 # --- metadata rewriting (byte level) ---------------------------------------------------
 
 _JPEG_SOI = b"\xff\xd8"
+_JPEG_MARK = 0xFF  # every marker starts with it; repeated, it is fill
 _JPEG_SOS = 0xDA
 _JPEG_APP0, _JPEG_APP1, _JPEG_APP2, _JPEG_APP14, _JPEG_COM = 0xE0, 0xE1, 0xE2, 0xEE, 0xFE
+_JPEG_APP15 = 0xEF
+_JPEG_MAX_PAYLOAD = 0xFFFF - 2  # the 16-bit length field counts itself
+_JPEG_TEM, _JPEG_RST0, _JPEG_RST7 = 0x01, 0xD0, 0xD7  # markers without a length field
+
+
+def _standalone(marker: int) -> bool:
+    return marker == _JPEG_TEM or _JPEG_RST0 <= marker <= _JPEG_RST7
+
+
+def _metadata_marker(marker: int) -> bool:
+    """APPn and COM segments: metadata, as opposed to the tables that shape the pixels."""
+    return _JPEG_APP0 <= marker <= _JPEG_APP15 or marker == _JPEG_COM
+
+
 _EXIF_HEADER = b"Exif\x00\x00"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -460,13 +494,13 @@ def split_jpeg(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     segments: list[tuple[int, bytes]] = []
     pos = 2
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+        if data[pos] != _JPEG_MARK:
             raise ValueError(f"JPEG marker expected at byte {pos}")
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
+        if marker == _JPEG_MARK:  # fill byte before a marker
             pos += 1
             continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length field
+        if _standalone(marker):
             segments.append((marker, b""))
             pos += 2
             continue
@@ -482,12 +516,14 @@ def join_jpeg(segments: list[tuple[int, bytes]], scans: bytes) -> bytes:
     """The inverse of ``split_jpeg``."""
     parts = [_JPEG_SOI]
     for marker, payload in segments:
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            parts.append(bytes((0xFF, marker)))
+        if _standalone(marker):
+            parts.append(bytes((_JPEG_MARK, marker)))
             continue
-        if len(payload) > 0xFFFF - 2:
-            raise NotApplicable(f"a JPEG segment is limited to 65533 bytes, not {len(payload)}")
-        parts.append(struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload)
+        if len(payload) > _JPEG_MAX_PAYLOAD:
+            raise NotApplicableError(
+                f"a JPEG segment is limited to 65533 bytes, not {len(payload)}"
+            )
+        parts.append(struct.pack(">BBH", _JPEG_MARK, marker, len(payload) + 2) + payload)
     parts.append(scans)
     return b"".join(parts)
 
@@ -528,12 +564,12 @@ def coded_image_data(data: bytes, fmt: str) -> bytes:
     """
     if fmt == "JPEG":
         segments, scans = split_jpeg(data)
-        tables = [(m, p) for m, p in segments if not (0xE0 <= m <= 0xEF or m == _JPEG_COM)]
+        tables = [(m, p) for m, p in segments if not _metadata_marker(m)]
         return join_jpeg(tables, scans)
     if fmt == "PNG":
         keep = (b"IHDR", b"PLTE", b"tRNS", b"IDAT")
         return b"".join(kind + body for kind, body in split_png(data) if kind in keep)
-    raise NotApplicable(f"no byte-level metadata editing for {fmt}")
+    raise NotApplicableError(f"no byte-level metadata editing for {fmt}")
 
 
 def _existing_exif(data: bytes) -> Image.Exif:
@@ -562,14 +598,14 @@ def _set_exif(data: bytes, fmt: str, exif: Image.Exif, comment: str | None = Non
         return join_jpeg(segments, scans)
     if fmt == "PNG":
         chunks = [(k, b) for k, b in split_png(data) if k != b"eXIf"]
-        at = next((i for i, (k, _) in enumerate(chunks) if k == b"IDAT"), None)
-        if at is None:
+        idat = next((i for i, (k, _) in enumerate(chunks) if k == b"IDAT"), None)
+        if idat is None:
             raise ValueError("PNG has no IDAT chunk")
         new = [(b"eXIf", payload[len(_EXIF_HEADER) :])]  # PNG stores bare TIFF data
         if comment is not None:
             new.append((b"tEXt", b"Comment\x00" + comment.encode("latin-1")))
-        return join_png(chunks[:at] + new + chunks[at:])
-    raise NotApplicable(f"no byte-level metadata editing for {fmt}")
+        return join_png(chunks[:idat] + new + chunks[idat:])
+    raise NotApplicableError(f"no byte-level metadata editing for {fmt}")
 
 
 def _exif_added(data: bytes, fmt: str) -> bytes:
@@ -607,34 +643,63 @@ def _metadata_stripped(data: bytes, fmt: str) -> bytes:
     """Remove EXIF, XMP, IPTC and comments; keep what changes how pixels are shown.
 
     Kept: JPEG's JFIF (APP0), ICC profile (APP2) and Adobe colour-transform (APP14)
-    segments; PNG's iCCP/sRGB/gAMA/cHRM colour chunks and pHYs.
+    segments; PNG's iCCP/sRGB/gAMA/cHRM colour chunks and pHYs.  A file with nothing
+    to remove is not applicable: its "stripped" copy would be an exact byte copy.
     """
     if fmt == "JPEG":
         segments, scans = split_jpeg(data)
         kept = [
             (m, p)
             for m, p in segments
-            if not (0xE0 <= m <= 0xEF or m == _JPEG_COM)
+            if not _metadata_marker(m)
             or m in (_JPEG_APP0, _JPEG_APP14)
             or (m == _JPEG_APP2 and p.startswith(b"ICC_PROFILE\x00"))
         ]
-        return join_jpeg(kept, scans)
-    if fmt == "PNG":
+        stripped = join_jpeg(kept, scans)
+    elif fmt == "PNG":
         dropped = (b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME")
-        return join_png([(k, b) for k, b in split_png(data) if k not in dropped])
-    raise NotApplicable(f"no byte-level metadata editing for {fmt}")
+        stripped = join_png([(k, b) for k, b in split_png(data) if k not in dropped])
+    else:
+        raise NotApplicableError(f"no byte-level metadata editing for {fmt}")
+    if stripped == data:
+        raise NotApplicableError("no metadata to strip")
+    return stripped
 
 
 # --- the registry ----------------------------------------------------------------------
 
-_T = Transform
-_C = Category
-_R = Image.Resampling
-# x265's "ultrafast" preset: an eighth of the default's CPU time (4.2 s to 0.5 s for
-# 2.3 MP) for a slightly larger error (mean 1.2/255 instead of 1.1/255).  With the
-# default preset HEIC alone took a third of the run.
-_X265_FAST = MappingProxyType({"preset": "ultrafast"})
+# Encodings of the format category.  Encoder efforts are turned down where the default
+# is slow, because the bytes matter less than the run time (measured on 2.3-2.5 MP):
+# lossless WebP at method 0 / quality 0 takes a seventh of the default's time and
+# decodes to the same pixels; AVIF at speed 10 a ninth (2.2 s to 0.25 s, 3% larger);
+# x265's "ultrafast" preset an eighth (4.2 s to 0.5 s, mean error 1.2/255 instead of
+# 1.1/255).  With default efforts HEIC alone took a third of the run.
+WEBP_Q80 = Encoding("WEBP", "webp", MappingProxyType({"quality": 80}), alpha=True, icc=True)
+WEBP_LOSSLESS = Encoding(
+    "WEBP", "webp", MappingProxyType({"lossless": True, "method": 0, "quality": 0}),
+    alpha=True, icc=True,
+)  # fmt: skip
+TIFF = Encoding(
+    "TIFF", "tif", MappingProxyType({"compression": "tiff_deflate"}), alpha=True, icc=True
+)
+BMP = Encoding("BMP", "bmp")  # Pillow writes RGBA as 32-bit BMP, which reads back as RGB
+GIF = Encoding("GIF", "gif")  # quantised by ``encode``
+HEIC = Encoding(
+    "HEIF", "heic",
+    MappingProxyType({"quality": 80, "enc_params": MappingProxyType({"preset": "ultrafast"})}),
+    alpha=True, icc=True,
+)  # fmt: skip
+AVIF = Encoding(
+    "AVIF", "avif", MappingProxyType({"quality": 75, "speed": 10}), alpha=True, icc=True
+)
 
+_T, _C, _R = Transform, Category, Image.Resampling
+_ROT90, _ROT180, _ROT270 = (
+    Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+)  # fmt: skip
+
+# One entry per transform: name, category, description, pixel operation, options.
+# fmt: off
 TRANSFORMS: tuple[Transform, ...] = (
     # reencode: always JPEG (for a PNG source this is also a format change)
     _T("jpeg_q95", _C.REENCODE, "JPEG quality 95", encoding=_jpeg(quality=95)),
@@ -646,7 +711,7 @@ TRANSFORMS: tuple[Transform, ...] = (
        encoding=_jpeg(quality=90, subsampling="4:2:0")),
     _T("jpeg_444", _C.REENCODE, "JPEG quality 90, no chroma subsampling (4:4:4)",
        encoding=_jpeg(quality=90, subsampling="4:4:4")),
-    # resize
+    # resize: the results stay the source's kind of file, like every pixel edit below
     _T("scale_075", _C.RESIZE, "scaled to 75% (Lanczos)", _scale(0.75, _R.LANCZOS)),
     _T("scale_050", _C.RESIZE, "scaled to 50% (Lanczos)", _scale(0.5, _R.LANCZOS)),
     _T("scale_025", _C.RESIZE, "scaled to 25% (Lanczos)", _scale(0.25, _R.LANCZOS)),
@@ -654,30 +719,14 @@ TRANSFORMS: tuple[Transform, ...] = (
     _T("thumbnail_800", _C.RESIZE, "thumbnail, longer side 800 px", _thumbnail(800)),
     # format
     _T("to_png", _C.FORMAT, "PNG", encoding=PNG),
-    _T("to_webp_q80", _C.FORMAT, "lossy WebP quality 80",
-       encoding=Encoding("WEBP", "webp", MappingProxyType({"quality": 80}), alpha=True,
-                         icc=True)),
-    # method=0, quality=0: the least effort (a seventh of the default's time); lossless
-    # output decodes to the same pixels at any effort.
-    _T("to_webp_lossless", _C.FORMAT, "lossless WebP",
-       encoding=Encoding("WEBP", "webp",
-                         MappingProxyType({"lossless": True, "method": 0, "quality": 0}),
-                         alpha=True, icc=True)),
-    _T("to_tiff", _C.FORMAT, "TIFF, deflate compression",
-       encoding=Encoding("TIFF", "tif", MappingProxyType({"compression": "tiff_deflate"}),
-                         alpha=True, icc=True)),
-    _T("to_bmp", _C.FORMAT, "24-bit BMP (alpha flattened: Pillow's 32-bit BMP is read back as RGB)",
-       encoding=Encoding("BMP", "bmp")),
-    _T("to_gif", _C.FORMAT, "GIF, adaptive 256-colour palette (lossy)",
-       encoding=Encoding("GIF", "gif")),
-    _T("to_heic", _C.FORMAT, "HEIC quality 80 (pillow-heif, x265)",
-       encoding=Encoding("HEIF", "heic",
-                         MappingProxyType({"quality": 80, "enc_params": _X265_FAST}),
-                         alpha=True, icc=True)),
-    _T("to_avif", _C.FORMAT, "AVIF quality 75",
-       encoding=Encoding("AVIF", "avif", MappingProxyType({"quality": 75, "speed": 8}),
-                         alpha=True, icc=True)),
-    # photometric_mild: results stay the source's kind of file
+    _T("to_webp_q80", _C.FORMAT, "lossy WebP quality 80", encoding=WEBP_Q80),
+    _T("to_webp_lossless", _C.FORMAT, "lossless WebP", encoding=WEBP_LOSSLESS),
+    _T("to_tiff", _C.FORMAT, "TIFF, deflate compression", encoding=TIFF),
+    _T("to_bmp", _C.FORMAT, "24-bit BMP (alpha flattened)", encoding=BMP),
+    _T("to_gif", _C.FORMAT, "GIF, adaptive 256-colour palette (lossy)", encoding=GIF),
+    _T("to_heic", _C.FORMAT, "HEIC quality 80 (pillow-heif, x265)", encoding=HEIC),
+    _T("to_avif", _C.FORMAT, "AVIF quality 75", encoding=AVIF),
+    # photometric_mild
     _T("brightness_up10", _C.PHOTOMETRIC_MILD, "brightness +10%",
        _enhance(ImageEnhance.Brightness, 1.10)),
     _T("brightness_down10", _C.PHOTOMETRIC_MILD, "brightness -10%",
@@ -699,32 +748,30 @@ TRANSFORMS: tuple[Transform, ...] = (
        _filter(ImageFilter.UnsharpMask(radius=2, percent=100, threshold=3))),
     _T("noise_sigma3", _C.PHOTOMETRIC_MILD, "gaussian noise, sigma 3 (of 255)",
        _gaussian_noise(3.0)),
-    # metadata: byte-level edits, coded image data copied unchanged
+    # metadata: byte-level edits, the coded image data copied unchanged
     _T("exif_added", _C.METADATA, "camera EXIF tags and GPS added", rewrite=_exif_added),
     _T("exif_edited", _C.METADATA, "author/copyright/date/software edited, comment added",
        rewrite=_exif_edited),
     _T("exif_stripped", _C.METADATA, "EXIF, XMP, IPTC and comments removed (ICC kept)",
        rewrite=_metadata_stripped),
     # exif_rotated: displayed (after applying the Orientation tag) like the source
-    _T("exif_rotated_90", _C.EXIF_ROTATED,
-       "pixels stored rotated 90 degrees counter-clockwise, EXIF Orientation 6 undoes it",
-       _transpose(Image.Transpose.ROTATE_90), orientation=6),
-    _T("exif_rotated_270", _C.EXIF_ROTATED,
-       "pixels stored rotated 90 degrees clockwise, EXIF Orientation 8 undoes it",
-       _transpose(Image.Transpose.ROTATE_270), orientation=8),
+    _T("exif_rotated_90", _C.EXIF_ROTATED, "stored rotated 90 degrees counter-clockwise, "
+       "EXIF Orientation 6", _transpose(_ROT90), orientation=6),
+    _T("exif_rotated_270", _C.EXIF_ROTATED, "stored rotated 90 degrees clockwise, "
+       "EXIF Orientation 8", _transpose(_ROT270), orientation=8),
     # geometric
-    _T("rotate_90", _C.GEOMETRIC, "rotated 90 degrees counter-clockwise",
-       _transpose(Image.Transpose.ROTATE_90)),
-    _T("rotate_180", _C.GEOMETRIC, "rotated 180 degrees", _transpose(Image.Transpose.ROTATE_180)),
-    _T("rotate_270", _C.GEOMETRIC, "rotated 90 degrees clockwise",
-       _transpose(Image.Transpose.ROTATE_270)),
+    _T("rotate_90", _C.GEOMETRIC, "rotated 90 degrees counter-clockwise", _transpose(_ROT90)),
+    _T("rotate_180", _C.GEOMETRIC, "rotated 180 degrees", _transpose(_ROT180)),
+    _T("rotate_270", _C.GEOMETRIC, "rotated 90 degrees clockwise", _transpose(_ROT270)),
     _T("mirror_lr", _C.GEOMETRIC, "mirrored left-right",
        _transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-    _T("flip_tb", _C.GEOMETRIC, "flipped top-bottom", _transpose(Image.Transpose.FLIP_TOP_BOTTOM)),
+    _T("flip_tb", _C.GEOMETRIC, "flipped top-bottom",
+       _transpose(Image.Transpose.FLIP_TOP_BOTTOM)),
     # crop
     _T("crop_5pct_right", _C.CROP, "5% of the width cut off the right side",
        _crop_fractions(0, 0, 0.05, 0)),
-    _T("crop_5pct_all", _C.CROP, "5% cut off every side", _crop_fractions(0.05, 0.05, 0.05, 0.05)),
+    _T("crop_5pct_all", _C.CROP, "5% cut off every side",
+       _crop_fractions(0.05, 0.05, 0.05, 0.05)),
     _T("crop_10pct_all", _C.CROP, "10% cut off every side",
        _crop_fractions(0.10, 0.10, 0.10, 0.10)),
     _T("crop_center_4x3", _C.CROP, "centre crop to 4:3 (3:4 for a portrait picture)",
@@ -745,13 +792,14 @@ TRANSFORMS: tuple[Transform, ...] = (
     _T("sepia", _C.STRONG, "sepia tone", _sepia),
     _T("hue_shift_60", _C.STRONG, "hue rotated by 60 degrees", _hue_rotate(60)),
     _T("invert", _C.STRONG, "colours inverted (negative)", _invert),
-    _T("crop_heavy_30pct", _C.STRONG,
-       "30% of width and height cut off, off-centre (20% left/top, 10% right/bottom)",
-       _crop_fractions(0.20, 0.20, 0.10, 0.10)),
+    _T("crop_heavy_30pct", _C.STRONG, "30% of width and height cut off, off-centre "
+       "(20% left/top, 10% right/bottom)", _crop_fractions(0.20, 0.20, 0.10, 0.10)),
 )
+# fmt: on
 
 BY_NAME: Mapping[str, Transform] = MappingProxyType({t.name: t for t in TRANSFORMS})
-assert len(BY_NAME) == len(TRANSFORMS), "transform names must be unique"
+if len(BY_NAME) != len(TRANSFORMS):
+    raise RuntimeError("transform names must be unique")
 
 
 def select(names: str | None) -> tuple[Transform, ...]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CLI_TIMEOUT = 120.0
-THREAD_GRACE = 5.0
+import helpers as H  # noqa: E402  (needs the package on sys.path)
 
-#: subcommands that take --db
-_DB_COMMANDS = {"scan", "groups", "status", "audit", "restore", "ignore", "run"}
+THREAD_GRACE = 5.0
 
 
 @pytest.fixture(autouse=True)
@@ -42,16 +39,7 @@ def no_leaked_threads() -> Iterator[None]:
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """An environment for the CLI whose state, config and cache dirs are under tmp_path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        XDG_STATE_HOME=str(tmp_path / "xdg-state"),
-        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
-        XDG_CACHE_HOME=str(tmp_path / "xdg-cache"),
-        LC_ALL="C.UTF-8",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
+    return H.cli_environment(tmp_path)
 
 
 @pytest.fixture
@@ -60,31 +48,12 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "dedupd.db"
 
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
-
-
 @pytest.fixture
-def run_cli(tmp_path: Path, db_path: Path, cli_env: dict[str, str]) -> RunCli:
-    """Run ``python -m dedupd ARGS`` with this test's store; ``--db`` is added where it applies."""
+def run_cli(tmp_path: Path, db_path: Path, cli_env: dict[str, str]) -> H.RunCli:
+    """Run ``python -m dedupd ARGS`` with this test's store (``--db`` added where it applies) and env."""
 
-    def run(
-        *args: str | Path,
-        db: Path | None = None,
-        cwd: Path | None = None,
-        prefix: tuple[str, ...] = (),
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [str(a) for a in args]
-        if argv and argv[0] in _DB_COMMANDS and "--db" not in argv:
-            argv[1:1] = ["--db", str(db or db_path)]
-        return subprocess.run(
-            [*prefix, sys.executable, "-m", "dedupd", *argv],
-            cwd=cwd or tmp_path,
-            env=cli_env,
-            capture_output=True,
-            text=True,
-            errors="surrogateescape",
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
+    def run(*args: str | Path, db: Path | None = None, cwd: Path | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; ``db`` and ``cwd`` override this test's store and working directory."""
+        return H.run_dedupd(*args, db=db or db_path, env=cli_env, cwd=cwd or tmp_path, **kw)  # type: ignore[arg-type]
 
     return run

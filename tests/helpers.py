@@ -10,10 +10,14 @@ resized or re-encoded copy of one is clearly the same.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import json
 import sqlite3
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +258,58 @@ def db_rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[o
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+# --- running the real command line ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_TIMEOUT = 120.0
+#: the type of the ``run_cli`` fixture
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+#: subcommands that take --db
+DB_COMMANDS = frozenset({"scan", "groups", "status", "audit", "restore", "ignore", "run"})
+
+
+def cli_environment(home: Path) -> dict[str, str]:
+    """This process's environment with the package importable and every XDG dir under ``home``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        XDG_STATE_HOME=str(home / "xdg-state"),
+        XDG_CONFIG_HOME=str(home / "xdg-config"),
+        XDG_CACHE_HOME=str(home / "xdg-cache"),
+        LC_ALL="C.UTF-8",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def run_dedupd(
+    *args: str | Path,
+    db: Path | None,
+    env: dict[str, str],
+    cwd: Path,
+    prefix: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """``python -m dedupd ARGS``.
+
+    ``--db DB`` is added after a subcommand that takes it (unless given, or
+    ``db`` is None), and ``scan`` gets ``--workers 1`` unless told otherwise.
+    """
+    argv = [str(a) for a in args]
+    if db is not None and argv and argv[0] in DB_COMMANDS and "--db" not in argv:
+        argv[1:1] = ["--db", str(db)]
+    if argv and argv[0] == "scan" and "--workers" not in argv:
+        # a worker pool (forkserver) costs about a second to start; tests that
+        # exercise it ask for --workers 2 themselves
+        argv[1:1] = ["--workers", "1"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "dedupd", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )

@@ -68,6 +68,37 @@ def test_every_format_fingerprints_as_the_same_picture(tmp_path: Path, name: str
     assert verdict.match.orientation is Orientation.IDENTITY
 
 
+def _grey16(picture: Image.Image) -> Image.Image:
+    grey = np.asarray(picture.convert("L")).astype("<u2") * 257
+    return Image.frombytes("I;16", picture.size, grey.tobytes())
+
+
+MODE_CASES = [
+    ("L", "JPEG", lambda im: im.convert("L")),
+    ("CMYK", "JPEG", lambda im: im.convert("CMYK")),
+    ("I;16", "PNG", _grey16),
+    ("I;16", "TIFF", _grey16),
+    ("LA", "PNG", lambda im: im.convert("LA")),
+    ("1", "PNG", lambda im: im.convert("L").convert("1")),
+    ("P", "PNG", lambda im: im.quantize(64)),
+    ("RGBA", "PNG", lambda im: im.convert("RGBA")),
+]
+
+
+@pytest.mark.parametrize(("mode", "fmt", "convert"), MODE_CASES, ids=[f"{m}-{f}" for m, f, _ in MODE_CASES])
+def test_every_pixel_mode_fingerprints_as_the_same_picture(mode: str, fmt: str, convert: object) -> None:
+    """Grey, 16-bit, CMYK, bilevel, palette and alpha files match the same picture in 8-bit RGB."""
+    picture = H.photo(30)
+    data = H.encode(convert(picture), fmt)  # type: ignore[operator]
+    assert Image.open(io.BytesIO(data)).mode == mode
+    fp = _fp(data)
+    colourless = mode in ("L", "I;16", "LA", "1")
+    reference = _fp(H.encode(picture.convert("L") if colourless else picture, "PNG"))
+    assert fp.detail > SETTINGS.min_detail
+    verdict = compare(fp, reference, SETTINGS)
+    assert verdict.match is not None, verdict.reason
+
+
 def test_gif_hashes_its_first_frame(tmp_path: Path) -> None:
     """An animated GIF is fingerprinted by its first frame, not a later one."""
     first, second = H.photo(21, (256, 192)), H.photo(22, (256, 192))

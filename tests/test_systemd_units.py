@@ -1,4 +1,4 @@
-"""Checks of the systemd units, sysusers.d and tmpfiles.d files in systemd/ with systemd's own tools.
+"""Checks of the units, sysusers.d and tmpfiles.d files in systemd/ with systemd's own tools.
 
 PID 1 need not be systemd: everything here works offline. The tools come from
 Debian's ``systemd`` package; without them the tests skip, or fail when ``CI``
