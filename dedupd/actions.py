@@ -146,6 +146,8 @@ class Actor:
             return Checked("the file is gone or is no longer a regular file")
         if now != dup.duplicate.stat:
             return Checked("the file changed since it was fingerprinted")
+        if fileops.open_for_writing(path):
+            return Checked("the file is open for writing by another process")
         try:
             orig_now = FileStat.from_path(original)
         except OSError:
@@ -267,6 +269,27 @@ class Actor:
 
 
 # --- crash recovery ---------------------------------------------------------------
+
+
+def act_on_unhandled(store: Store, actor: Actor) -> int:
+    """Handle duplicates whose match was stored but whose action never ran (a crash in between)."""
+    from dedupd.pipeline import Duplicate  # noqa: PLC0415 - same module graph, kept local for clarity
+
+    ids = store.unacted_matches()
+    for file_id in ids:
+        dup_rec = store.record(file_id)
+        found = store.match_of(file_id)
+        if dup_rec is None or found is None:
+            continue
+        original_id, match, tie = found
+        orig_rec = store.record(original_id)
+        if orig_rec is None or dup_rec.fingerprint is None or orig_rec.fingerprint is None:
+            continue
+        actor.handle(Duplicate(dup_rec, orig_rec, match, tie, "retried: its action was interrupted"))
+    if ids:
+        log.warning("interrupted_actions_retried", count=len(ids))
+    return len(ids)
+
 
 
 def resolve_intents(store: Store, audit: Audit) -> int:

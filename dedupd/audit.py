@@ -218,12 +218,15 @@ class Audit:
         )
 
     def intents(self, state: str) -> list[Intent]:
+        return self._intents("state = ?", [state])
+
+    def _intents(self, where: str, params: list[Any]) -> list[Intent]:
         out = []
         for r in self.store.db.execute(
             "SELECT id, action, state, path, destination, temp, link_target, dev, ino, size,"
-            " mtime_ns, sha256, original, original_sha256, audit_id FROM intents WHERE state = ?"
+            f" mtime_ns, sha256, original, original_sha256, audit_id FROM intents WHERE {where}"
             " ORDER BY id",
-            [state],
+            params,
         ).fetchall():
             out.append(
                 Intent(
@@ -247,11 +250,8 @@ class Audit:
         row = self.store.db.execute("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
         if row is None or row[0] is None:
             return None
-        for state in ("done", "restored", "pending", "abandoned"):
-            for intent in self.intents(state):
-                if intent.id == row[0]:
-                    return intent
-        return None
+        found = self._intents("id = ?", [row[0]])
+        return found[0] if found else None
 
     # --- ignores ------------------------------------------------------------
 

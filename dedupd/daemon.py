@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
-from dedupd.actions import Actor, resolve_intents
+from dedupd.actions import Actor, act_on_unhandled, resolve_intents
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.errors import ConfigError
@@ -43,6 +43,9 @@ CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
 STATUS_EVERY = 2.0
 EVENT_QUEUE_SIZE = 10_000
 CATCH_UP_BATCH = 64  # files planned per pass while catching up
+#: a file written (an inotify modify) but never closed is taken as still being
+#: written for this long; after that, a writer that died is assumed
+OPEN_WRITE_TIMEOUT = 300.0
 
 
 @dataclass
@@ -54,15 +57,19 @@ class Pending:
     seen: FileStat | None = None  # what the last look saw
     closed_at: float | None = None  # monotonic time of the last close-after-write
     from_walk: bool = False  # found by a catch-up walk rather than an event
+    open_for_write: bool = False  # written, and the observer has not seen it closed yet
 
 
 @dataclass
 class RootState:
     root: Path
     dev: int
+    ino: int
     watch: Watch | None = None
     tripped: str | None = None
-    indexed: int = 0
+    #: after a reload a person vouched for the root as it is: an empty root is
+    #: not a breaker until the catch-up walk has forgotten what is gone
+    vouched: bool = False
 
 
 @dataclass
@@ -88,6 +95,8 @@ class Daemon:
         self.in_flight: dict[Path, cf.Future[Fingerprinted | Failed]] = {}
         self.catch_up: collections.deque[tuple[Path, Iterator[Path], bool]] = collections.deque()
         self.roots: dict[Path, RootState] = {}
+        self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
+        self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
         self.counters = Counters()
         self.started_at = time.time()
 
@@ -110,6 +119,7 @@ class Daemon:
                 log.warning("intents_resolved", count=settled)
             self.pipeline = Pipeline(self.store, self.config)
             self.actor = Actor(self.store, self.config, roots=self.config.roots)
+            act_on_unhandled(self.store, self.actor)
             self._warn_destructive()
             self._start_roots()
             self.notifier.ready(self._status_line())
@@ -155,14 +165,18 @@ class Daemon:
                 st = os.stat(root)
             except OSError as exc:
                 raise ConfigError(f"{root}: {exc.strerror}", source=self.config_path, key="roots") from exc
-            state = RootState(root, st.st_dev)
-            state.watch = start_watch(
-                root, filt, self.events, self.overflow,
-                polling=self.config.polling, poll_interval=self.config.poll_interval,
-            )
-            state.indexed = sum(1 for _ in self.store.ids_under(root))
-            self.roots[root] = state
-            self._queue_catch_up(root)
+            self.roots[root] = RootState(root, st.st_dev, st.st_ino)
+            self._watch(self.roots[root], filt)
+
+    def _watch(self, state: RootState, filt: Filter) -> None:
+        """(Re)start the observer of a root and walk it."""
+        if state.watch is not None:
+            stop_watch(state.watch)
+        state.watch = start_watch(
+            state.root, filt, self.events, self.overflow,
+            polling=self.config.polling, poll_interval=self.config.poll_interval,
+        )
+        self._queue_catch_up(state.root)
 
     def _filter(self) -> Filter:
         return Filter(self.config, extra_never=(self.db_path,))
@@ -179,8 +193,12 @@ class Daemon:
                 st = os.stat(state.root)
                 if st.st_dev != state.dev:
                     why = "the root is on a different device now (unmounted or remounted?)"
-                elif state.indexed and not any(True for _ in os.scandir(state.root)):
-                    why = f"the root is empty but {state.indexed} files are indexed (unmounted?)"
+                elif not state.vouched and not any(True for _ in os.scandir(state.root)) and (
+                    indexed := self.store.count_under(state.root)
+                ):
+                    why = f"the root is empty but {indexed} files are indexed (unmounted?)"
+                elif st.st_ino != state.ino:
+                    why = "the root was replaced by another directory (its watch is gone)"
             except OSError as exc:
                 why = f"the root is not accessible: {exc.strerror}"
             if why and state.tripped is None:
@@ -214,6 +232,8 @@ class Daemon:
             self._advance_catch_up()
             self._submit_ready(now)
             self._collect()
+            self._process_gone(now)
+            self._finish_catch_ups()
             if self.watchdog_every and now - last_ping >= self.watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now
@@ -237,8 +257,10 @@ class Daemon:
                 return
             self.counters.events += 1
             if event.kind is Kind.GONE:
+                # Not forgotten at once: if this was a rename, the new path is
+                # planned first and follows the record without re-reading it.
                 self.pending.pop(event.path, None)
-                self._gone(event.path, event.root)
+                self.gone[event.path] = (event.root, time.monotonic())
             elif event.kind is Kind.DIRECTORY:
                 self.catch_up.append((event.root, walk(event.path, self._filter()), False))
             else:
@@ -246,18 +268,29 @@ class Daemon:
                 p.from_walk = False
                 if event.kind is Kind.CLOSED:
                     p.closed_at = time.monotonic()
+                    p.open_for_write = False
                 else:
                     p.closed_at = None
                     p.changed_at = time.monotonic()
+                    if event.kind is Kind.CHANGED:
+                        state = self.roots.get(event.root)
+                        # inotify reports close-after-write: until it does, the writer is still at it
+                        p.open_for_write = bool(state and state.watch and not state.watch.polling)
 
-    def _gone(self, path: Path, root: Path) -> None:
-        state = self.roots.get(root)
-        if state is not None and state.tripped:
-            return  # a storm of deletes on a vanished share: forget nothing
-        if not os.path.lexists(path):
-            forgotten = [p for _, p in self.store.ids_under(path)]  # a directory, or the file itself
-            for p in forgotten:
-                if not os.path.lexists(p):
+    def _process_gone(self, now: float) -> None:
+        """Forget what was deleted or moved away, once a rename had its chance to be followed."""
+        delay = self.config.settle_seconds + 2 * CLOSE_GRACE
+        for path, (root, when) in list(self.gone.items()):
+            if now - when < delay:
+                continue
+            del self.gone[path]
+            state = self.roots.get(root)
+            if state is not None and state.tripped:
+                continue  # a storm of deletes on a vanished share: forget nothing
+            if os.path.lexists(path):
+                continue
+            for _, p in list(self.store.ids_under(path)):  # a directory, or the file itself
+                if _missing(p):
                     self.pipeline.forget(p)
 
     def _advance_catch_up(self) -> None:
@@ -272,17 +305,25 @@ class Daemon:
             else:
                 self.catch_up.popleft()
                 if whole_root:
-                    self._finish_catch_up(root)
+                    self.finishing.add(root)
 
-    def _finish_catch_up(self, root: Path) -> None:
-        state = self.roots.get(root)
-        if state is None or state.tripped:
-            return
-        gone = [p for _, p in self.store.ids_under(root) if not os.path.lexists(p)]
-        for p in gone:
-            self.pipeline.forget(p)
-        state.indexed = sum(1 for _ in self.store.ids_under(root))
-        log.info("catch_up_finished", root=root, forgotten=len(gone), indexed=state.indexed)
+    def _finish_catch_ups(self) -> None:
+        """Forget files deleted while we were away, once every walked file was
+        planned (so that files renamed meanwhile were followed, not forgotten)."""
+        for root in list(self.finishing):
+            if any(p.from_walk and p.root == root for p in self.pending.values()) or any(
+                path.is_relative_to(root) for path in self.in_flight
+            ):
+                continue
+            self.finishing.discard(root)
+            state = self.roots.get(root)
+            if state is None or state.tripped:
+                continue
+            gone = [p for _, p in self.store.ids_under(root) if _missing(p)]
+            for p in gone:
+                self.pipeline.forget(p)
+            state.vouched = False
+            log.info("catch_up_finished", root=root, forgotten=len(gone), indexed=self.store.count_under(root))
 
     def _submit_ready(self, now: float) -> None:
         """Hand complete files to the workers.
@@ -300,8 +341,13 @@ class Daemon:
             p = self.pending[path]
             try:
                 st = FileStat.from_path(path)
-            except OSError:  # gone, or no longer a regular file
+            except FileNotFoundError:
                 del self.pending[path]
+                continue
+            except OSError as exc:  # not a regular file (a FIFO, a device...), or unreadable
+                del self.pending[path]
+                log.warning("file_skipped", path=path, reason="not_an_image", detail=f"not a regular file: {exc.strerror or exc}")
+                self.counters.errors += 1
                 continue
             if st != p.seen:
                 first = p.seen is None
@@ -313,7 +359,8 @@ class Daemon:
                     p.changed_at = now
                     continue
             closed = p.closed_at is not None and now - p.closed_at >= CLOSE_GRACE and now - p.changed_at >= CLOSE_GRACE
-            if not (closed or now - p.changed_at >= settle):
+            quiet = now - p.changed_at >= (OPEN_WRITE_TIMEOUT if p.open_for_write else settle)
+            if not (closed or quiet):
                 continue
             del self.pending[path]
             self._handle(path, st)
@@ -386,25 +433,28 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.actor = Actor(self.store, new, roots=new.roots)
+        self.actor.paused.clear()
         for root in old_roots - set(new.roots):
             state = self.roots.pop(root)
             if state.watch is not None:
                 stop_watch(state.watch)
-        for state in self.roots.values():  # a reload is the person saying "go on"
-            state.tripped = None
+        filt = self._filter()
+        for state in list(self.roots.values()):
+            # A reload is the person saying "go on": clear the breaker and
+            # start a fresh watch (the old one may have died with the directory).
             try:
-                state.dev = os.stat(state.root).st_dev
-            except OSError:
-                pass
-        added = [r for r in new.roots if r not in old_roots]
-        if added:
-            self.config = new
-            filt = self._filter()
-            for root in added:
-                state = RootState(root, os.stat(root).st_dev)
-                state.watch = start_watch(root, filt, self.events, self.overflow, polling=new.polling, poll_interval=new.poll_interval)
-                self.roots[root] = state
-                self._queue_catch_up(root)
+                st = os.stat(state.root)
+            except OSError as exc:
+                log.error("root_unavailable", root=state.root, error=exc.strerror)
+                continue
+            state.vouched = state.tripped is not None
+            state.tripped = None
+            state.dev, state.ino = st.st_dev, st.st_ino
+            self._watch(state, filt)
+        for root in [r for r in new.roots if r not in old_roots]:
+            st = os.stat(root)
+            self.roots[root] = RootState(root, st.st_dev, st.st_ino)
+            self._watch(self.roots[root], filt)
         self._warn_destructive()
         log.info("config_reloaded", path=self.config_path)
         self.notifier.ready(self._status_line())
@@ -442,6 +492,17 @@ class Daemon:
 
     def _write_status(self, state: str) -> None:
         write_daemon_status(self.store, pid=os.getpid(), started_at=self.started_at, state=state, data=self.status_data())
+
+
+def _missing(path: Path) -> bool:
+    """Provably gone (not merely unreadable: EACCES is not a deletion)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def run(config: Config, db_path: Path, config_path: Path | None) -> int:

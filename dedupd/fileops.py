@@ -150,3 +150,27 @@ def remove_copy(copy: Path, of: Path, sha256: str) -> bool:
         fsync_dir(copy.parent)
         return True
     return False
+
+
+def open_for_writing(path: Path) -> bool:
+    """Does some process hold ``path`` open for writing right now?
+
+    A read lease cannot be taken on a file that is open for writing anywhere
+    (EAGAIN). Leases need the file's owner or CAP_LEASE; when they cannot be
+    taken at all, the answer is "not known to be", and the settle rules stand.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)

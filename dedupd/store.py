@@ -244,6 +244,14 @@ class Store:
         ):
             yield file_id, Path(os.fsdecode(path))
 
+    def count_under(self, root: Path) -> int:
+        key = _path_key(root).rstrip(b"/")
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            [key, key + b"/", key + b"0"],
+        ).fetchone()
+        return int(row[0])
+
     def all_hashes(self) -> Iterator[tuple[int, int]]:
         """(id, unsigned pHash) of every fingerprinted file, for the index."""
         for file_id, phash in self.db.execute(
@@ -379,6 +387,18 @@ class Store:
             members.append((Path(os.fsdecode(row[1])), _match_from_row(row[2:9]), bool(row[9])))
         if current is not None:
             yield Path(os.fsdecode(current)), members
+
+    def unacted_matches(self) -> list[int]:
+        """Duplicates with no audit row about their pair: an action a crash interrupted."""
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
+                " JOIN files o ON o.id = m.original_id WHERE NOT EXISTS ("
+                "  SELECT 1 FROM audit a WHERE a.sha256 = d.sha256"
+                "  AND a.original_sha256 = o.sha256 AND a.path = d.path) ORDER BY m.file_id"
+            )
+        ]
 
     def is_ignored(self, sha_a: str, sha_b: str) -> bool:
         """Did a person decide these two contents are not to be deduplicated?"""
@@ -539,3 +559,8 @@ def read_daemon_status(store: Store) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"pid": row[0], "started_at": row[1], "heartbeat_at": row[2], "state": row[3], **json.loads(row[4])}
+
+
+@migrations()
+def m004_audit_sha_index(db: sqlite_utils.Database) -> None:
+    db["audit"].create_index(["sha256", "original_sha256"])

@@ -35,7 +35,8 @@ NETWORK_FILESYSTEMS = frozenset(
 
 
 class Kind(enum.Enum):
-    CHANGED = "changed"  # created or written: settle, then handle
+    CREATED = "created"  # appeared (created, hard-linked, renamed in): settle, then handle
+    CHANGED = "changed"  # written: wait for the close, or settle
     CLOSED = "closed"  # closed after writing: complete
     GONE = "gone"  # deleted or moved away
     DIRECTORY = "directory"  # a directory appeared: walk it
@@ -129,7 +130,7 @@ class Handler(FileSystemEventHandler):
             return
         if kind in ("created", "modified"):
             if self._file_wanted(event.src_path):
-                self._put(Kind.CHANGED, event.src_path)
+                self._put(Kind.CREATED if kind == "created" else Kind.CHANGED, event.src_path)
         elif kind == "closed":
             if self._file_wanted(event.src_path):
                 self._put(Kind.CLOSED, event.src_path)

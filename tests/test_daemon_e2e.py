@@ -204,13 +204,6 @@ def motion_photo(seed: int) -> bytes:
     return picture(seed, "JPEG", (384, 288)) + video
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon._submit_ready: a file still open for writing is taken as complete after "
-    "settle_seconds of quiet even though inotify reports close-after-write; a partial copy whose "
-    "prefix is a whole picture (motion photo, animated GIF) is a pixel match and is quarantined "
-    "while the writer still writes to it",
-)
 @pytest.mark.parametrize(
     "across", [False, True], ids=["same-filesystem", "quarantine-on-other-filesystem"]
 )
@@ -418,12 +411,6 @@ def test_catch_up_after_downtime(env: Env) -> None:
     assert_restore_gives_everything_back(env, {new_dup: sha256(picture(60))})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon._finish_catch_up forgets every record whose path is gone as soon as the "
-    "walk is queued, before the queued files are planned: the renamed file's record is deleted "
-    "first, so Pipeline.plan never sees RENAMED and the file is fingerprinted as new",
-)
 def test_rename_during_downtime_is_followed_without_reading(env: Env) -> None:
     """A file renamed (into a new directory) while the daemon was stopped is followed from
     its store record on start (file_renamed, same record), not read again and not forgotten."""
@@ -458,12 +445,6 @@ def test_rename_during_downtime_is_followed_without_reading(env: Env) -> None:
         assert second.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG watcher.Handler turns a rename into GONE(src) + CLOSED(dest) and "
-    "Daemon._take_events forgets GONE paths at once, so the record is deleted before the "
-    "new name is planned and the file is fingerprinted as new instead of followed",
-)
 def test_rename_while_running_is_followed_without_reading(env: Env) -> None:
     """A file renamed inside the root while the daemon runs keeps its store record
     (file_renamed, same id and seq) and is not read again."""
@@ -594,16 +575,7 @@ def test_root_removed_and_recreated_trips_the_breaker(env: Env) -> None:
     "warm_store",
     [
         True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG daemon: RootState.indexed is counted in _start_roots and "
-                "_finish_catch_up before the queued files are fingerprinted, so on a fresh "
-                "store it stays 0 and the 'root is empty' check in _check_roots is disabled "
-                "for the whole first run",
-            ),
-        ),
+        False,
     ],
     ids=["second-run", "first-run"],
 )
@@ -633,12 +605,6 @@ def test_root_emptied_by_a_mount_trips_the_breaker(env: Env, warm_store: bool) -
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon._check_roots compares only st_dev: a root replaced by a new directory (same "
-    "path, same device, new inode) is not noticed, while its inotify watch died with the old "
-    "directory; the daemon reports itself healthy and never sees a file in the new root again",
-)
 def test_root_replaced_by_a_new_directory_is_noticed(env: Env) -> None:
     """The root is removed and at once re-created (by rename) with copies of its files:
     the daemon must notice that it no longer watches what is at that path (breaker)."""
@@ -661,12 +627,6 @@ def test_root_replaced_by_a_new_directory_is_noticed(env: Env) -> None:
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon._reload clears a tripped breaker but never restarts the root's observer, "
-    "whose inotify watch died with the removed directory: after the reload the daemon is blind "
-    "to the re-created root until it is restarted",
-)
 def test_reload_after_the_root_came_back_watches_it_again(env: Env) -> None:
     """After the root vanished (breaker tripped) and was re-created, SIGHUP (the person
     saying 'go on') resumes work on it: a duplicate delivered afterwards is quarantined."""

@@ -239,12 +239,6 @@ def test_bad_inputs_are_skipped_with_a_reason_and_the_daemon_carries_on(env: Env
     assert os.path.exists(raw_name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon._submit_ready drops a path silently when FileStat.from_path raises, which "
-    "conflates 'gone' with 'not a regular file': a FIFO or a symlink named like an image is "
-    "never logged, although hashing.read_file has reasons for both",
-)
 def test_fifo_and_symlink_are_logged_with_a_reason(env: Env) -> None:
     """A FIFO named x.jpg and a symlink named y.jpg delivered to the root are each
     reported (file_skipped with a reason), not dropped without a word."""
@@ -274,13 +268,6 @@ def matched(env: Env, path: Path) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG daemon/actions: a duplicate whose action a crash interrupted (match committed by "
-    "Pipeline.ingest, intent not yet begun, or begun and rolled back by resolve_intents) is "
-    "never acted on after a restart: its record is unchanged, so plan() says UNCHANGED and "
-    "nothing ever looks at its match again",
-)
 def test_duplicate_whose_action_a_crash_interrupted_is_acted_on_after_restart(env: Env) -> None:
     """Killed after a duplicate was matched but before it was moved (the daemon is hashing
     two 64 MB files to verify them), the restarted daemon still quarantines it."""
