@@ -530,3 +530,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception:  # noqa: BLE001 - the last resort: a bug gets a traceback in the log and exit 70
+        if not structlog.is_configured():
+            logs.configure()
+        log.exception("internal_error", note="this is a bug in dedupd; please report it")
+        sys.exit(errors.EX_SOFTWARE)

@@ -148,7 +148,7 @@ def load(path: Path | None) -> Config:
 def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed values (a YAML document)."""
     p = _Parser(source)
-    base = source.parent if source else Path.cwd()
+    base = source.absolute().parent if source else Path.cwd()
     kwargs: dict[str, Any] = {"source": source}
     simple: dict[str, Callable[[str, Any], Any]] = {
         "db": lambda k, v: p.path(k, v, base),
@@ -248,8 +248,8 @@ class _Parser:
 
     def path(self, key: str, value: Any, base: Path) -> Path:
         text = os.path.expandvars(os.path.expanduser(self.string(key, value)))
-        path = Path(text)
-        return path if path.is_absolute() else (base / path)
+        # normalised, so that comparisons of paths as text (is_under) hold
+        return Path(os.path.normpath(base / text))
 
     def boolean(self, key: str, value: Any) -> bool:
         if not isinstance(value, bool):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
 import queue
@@ -31,7 +32,7 @@ from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.errors import ConfigError
 from dedupd.models import Action, FileStat, Tier
-from dedupd.pipeline import Failed, Filter, Fingerprinted, Pipeline, Step, fingerprint_job, walk
+from dedupd.pipeline import Failed, Filter, Fingerprinted, Pipeline, Step, fingerprint_job, missing, walk
 from dedupd.sdnotify import Notifier, watchdog_interval
 from dedupd.store import Store, write_daemon_status
 from dedupd.watcher import Event, Kind, Watch, listen_for_overflow, start_watch, stop_watch
@@ -98,6 +99,7 @@ class Daemon:
         self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
         self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
         self.counters = Counters()
+        self.crashes: collections.Counter[Path] = collections.Counter()
         self.started_at = time.time()
 
     # --- lifecycle --------------------------------------------------------
@@ -290,7 +292,7 @@ class Daemon:
             if os.path.lexists(path):
                 continue
             for _, p in list(self.store.ids_under(path)):  # a directory, or the file itself
-                if _missing(p):
+                if missing(p):
                     self.pipeline.forget(p)
 
     def _advance_catch_up(self) -> None:
@@ -319,7 +321,7 @@ class Daemon:
             state = self.roots.get(root)
             if state is None or state.tripped:
                 continue
-            gone = [p for _, p in self.store.ids_under(root) if _missing(p)]
+            gone = [p for _, p in self.store.ids_under(root) if missing(p)]
             for p in gone:
                 self.pipeline.forget(p)
             state.vouched = False
@@ -382,7 +384,28 @@ class Daemon:
         for path, future in list(self.in_flight.items()):
             if future.done():
                 del self.in_flight[path]
-                self._ingest(future.result())
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    # a worker died (out of memory, a crash in a decoder): start a
+                    # fresh pool; a file that kills a worker twice is skipped
+                    self.crashes[path] += 1
+                    log.error("worker_died", path=path, note="restarting the worker pool")
+                    self._restart_pool()
+                    if self.crashes[path] >= 2:
+                        self.pending.pop(path, None)
+                        self._ingest(Failed(path, None, "crashed_decoder", "the file killed a worker process twice"))
+                    continue
+                self._ingest(result)
+
+    def _restart_pool(self) -> None:
+        for path in list(self.in_flight):
+            self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic()))
+        self.in_flight.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = cf.ProcessPoolExecutor(
+            self.config.effective_workers(), mp_context=multiprocessing.get_context("forkserver")
+        )
 
     def _drain(self) -> None:
         """On stop: finish the files in hand."""
@@ -492,17 +515,6 @@ class Daemon:
 
     def _write_status(self, state: str) -> None:
         write_daemon_status(self.store, pid=os.getpid(), started_at=self.started_at, state=state, data=self.status_data())
-
-
-def _missing(path: Path) -> bool:
-    """Provably gone (not merely unreadable: EACCES is not a deletion)."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def run(config: Config, db_path: Path, config_path: Path | None) -> int:

@@ -128,6 +128,12 @@ class Pipeline:
     def follow_rename(self, plan: Plan) -> Record:
         assert plan.record is not None
         with self.store.atomic():
+            replaced = self.store.record_for_path(plan.path)
+            if replaced is not None and replaced.id != plan.record.id:
+                # renamed over another indexed file: that one is gone
+                self.index.remove(replaced.id)
+                for orphan in self.store.delete_file(replaced.id):
+                    self._rematch(orphan)
             self.store.move_file(plan.record.id, plan.path)
         log.info("file_renamed", path=plan.path, old_path=plan.record.path)
         moved = self.store.record(plan.record.id)
@@ -344,24 +350,40 @@ class Filter:
         return all(not self.excluded_name(p) for p in parts[:-1]) and self.wanted_file(path)
 
 
-def walk(root: Path, filt: Filter) -> Iterator[Path]:
-    """Regular files under ``root`` in sorted order; symlinks are never followed."""
+def walk(root: Path, filt: Filter, unreadable: list[Path] | None = None) -> Iterator[Path]:
+    """Regular files under ``root`` in sorted order; symlinks are never followed.
+
+    Directories that cannot be listed are logged and appended to ``unreadable``.
+    """
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
         log.warning("directory_unreadable", path=root, error=exc.strerror or str(exc))
+        if unreadable is not None:
+            unreadable.append(root)
         return
     for entry in entries:
         path = Path(entry.path)
         try:
             if entry.is_dir(follow_symlinks=False):
                 if not filt.excluded_name(entry.name) and not filt.inside_never(path):
-                    yield from walk(path, filt)
+                    yield from walk(path, filt, unreadable)
             elif entry.is_file(follow_symlinks=False):
                 if filt.wanted_file(path):
                     yield path
         except OSError as exc:  # vanished between scandir and stat
             log.debug("entry_skipped", path=path, error=exc.strerror or str(exc))
+
+
+def missing(path: Path) -> bool:
+    """Provably gone: not merely unreadable (EACCES on a parent is not a deletion)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def regular_file(path: Path) -> bool:

@@ -32,6 +32,7 @@ from dedupd.pipeline import (
     Step,
     fingerprint_batch,
     fingerprint_job,
+    missing,
     unique_roots,
     walk,
 )
@@ -120,9 +121,11 @@ def scan(
             if on_duplicate is not None:
                 on_duplicate(outcome.duplicate)
 
+    unreadable: list[Path] = []
+
     def jobs() -> Iterator[tuple[Path, int]]:
         for root in roots:
-            files = walk(root, filt) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
+            files = walk(root, filt, unreadable) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
             for path in files:
                 summary.seen += 1
                 bar.update(1)
@@ -168,9 +171,12 @@ def scan(
             if not root.is_dir():
                 continue
             for file_id, path in list(store.ids_under(root)):
-                if file_id not in seen_ids and not os.path.lexists(path):
+                if file_id not in seen_ids and missing(path):
                     if pipeline.forget(path):
                         summary.removed += 1
+        summary.errors["unreadable_directory"] += len(unreadable)
+        if not unreadable:
+            del summary.errors["unreadable_directory"]
     finally:
         bar.close()
     return summary

@@ -280,6 +280,7 @@ class Store:
             "height": fp.height,
             "format": fp.format,
             "detail": fp.detail,
+            "variants": pack_variants(fp.variants),
             "error": None,
             "error_detail": None,
             "indexed_at": time.time(),
@@ -303,6 +304,7 @@ class Store:
             "height": None,
             "format": None,
             "detail": None,
+            "variants": None,
             "error": reason,
             "error_detail": detail,
             "indexed_at": time.time(),
@@ -426,14 +428,14 @@ class Store:
         sql = (
             "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
             " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id"
+            " f.detail, f.error, m.original_id, f.variants"
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
         return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
 
 def _record_from_row(row: tuple[Any, ...]) -> Record:
-    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig) = row
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var) = row
     fp = None
     if err is None and sha is not None:
         fp = Fingerprint(
@@ -444,6 +446,7 @@ def _record_from_row(row: tuple[Any, ...]) -> Record:
             height=h,
             format=fmt,
             detail=det,
+            variants=unpack_variants(var),
         )
     return Record(
         id=fid,
@@ -564,3 +567,37 @@ def read_daemon_status(store: Store) -> dict[str, Any] | None:
 @migrations()
 def m004_audit_sha_index(db: sqlite_utils.Database) -> None:
     db["audit"].create_index(["sha256", "original_sha256"])
+
+
+@migrations()
+def m005_orientation_variants(db: sqlite_utils.Database) -> None:
+    # the hashes of the seven other orientations, so that re-matching from the
+    # store (after an original is deleted or replaced) still finds turned copies
+    db["files"].add_column("variants", bytes)
+
+
+_VARIANT_ORDER = [o for o in Orientation if o is not Orientation.IDENTITY]
+
+
+def pack_variants(variants: tuple[tuple[Orientation, Hashes], ...]) -> bytes | None:
+    if not variants:
+        return None
+    out = bytearray()
+    by = dict(variants)
+    for o in _VARIANT_ORDER:
+        h = by[o]
+        out += h.phash.to_bytes(8, "big") + h.dhash.to_bytes(8, "big") + h.colour
+    return bytes(out)
+
+
+def unpack_variants(raw: bytes | None) -> tuple[tuple[Orientation, Hashes], ...]:
+    if not raw:
+        return ()
+    size = len(raw) // len(_VARIANT_ORDER)
+    out = []
+    for i, o in enumerate(_VARIANT_ORDER):
+        chunk = raw[i * size : (i + 1) * size]
+        out.append(
+            (o, Hashes(phash=int.from_bytes(chunk[:8], "big"), dhash=int.from_bytes(chunk[8:16], "big"), colour=bytes(chunk[16:])))
+        )
+    return tuple(out)

@@ -305,12 +305,6 @@ def test_mapping_without_a_file_is_relative_to_the_cwd(tmp_path: Path, monkeypat
     assert config.from_mapping({"roots": ["pics"]}).roots == (tmp_path / "pics",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.from_mapping: base = source.parent is relative when the config path "
-    "is relative (`--config dedupd.yaml`), so the parsed paths stay relative and "
-    "matching.is_under never matches them against absolute file paths",
-)
 def test_paths_are_absolute_when_the_config_path_is_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading `conf/dedupd.yaml` (a relative path) still gives absolute paths."""
     (tmp_path / "conf").mkdir()
@@ -321,12 +315,6 @@ def test_paths_are_absolute_when_the_config_path_is_relative(tmp_path: Path, mon
     assert cfg.reference_dirs[0].is_absolute()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config._Parser.path: '..' is not normalised, and matching.is_under / "
-    "pipeline.Filter.inside_never compare paths lexically, so `reference_dirs: [../archive]` "
-    "never contains a scanned file",
-)
 def test_dot_dot_in_paths_is_normalised(tmp_path: Path) -> None:
     """`../archive` relative to the file becomes the normalised sibling directory."""
     (tmp_path / "conf").mkdir()

@@ -337,12 +337,6 @@ def test_unreadable_file_is_counted_and_skipped(run_cli: RunCli, tree: dict[str,
     assert summary_numbers(proc.stdout)["fingerprinted"] == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG scan.scan: an unreadable directory is only logged (directory_unreadable), not "
-    "counted, and the removal pass uses os.path.lexists, which is False on EACCES, so every "
-    "indexed file under it is forgotten as if deleted, and the scan exits 0",
-)
 def test_unreadable_directory_does_not_forget_its_files(
     run_cli: RunCli, tree: dict[str, Path], tmp_path: Path, db_path: Path
 ) -> None:
@@ -397,11 +391,6 @@ def test_reference_dir_holds_the_original_even_when_seen_second(run_cli: RunCli,
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.from_mapping: with a relative --config path the reference dir stays "
-    "relative and matching.is_under never matches it against absolute file paths",
-)
 def test_reference_dir_works_with_a_relative_config_path(run_cli: RunCli, tmp_path: Path) -> None:
     """`--config dedupd.yaml` (relative) with `reference_dirs: [zz-archive]` still protects the archive copy."""
     inbox, reference = tmp_path / "inbox", tmp_path / "zz-archive"
@@ -581,12 +570,6 @@ def test_control_characters_in_names_are_escaped_in_output(run_cli: RunCli, tmp_
 # --- known bugs, found by these tests --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG store.move_file: renaming a file over another indexed file that is in a group "
-    "deletes that file's row while matches rows still reference it: FOREIGN KEY constraint "
-    "failed, exit 74, and every later scan fails the same way",
-)
 def test_rename_over_a_grouped_file(run_cli: RunCli, tree: dict[str, Path], tmp_path: Path, db_path: Path) -> None:
     """`mv c.png a_copy.jpg` (replacing an indexed duplicate) is followed like any rename."""
     root = tmp_path / "photos"
@@ -609,12 +592,6 @@ def _turned_tree(root: Path) -> Image.Image:
     return picture
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline._rematch: records read back from the store have no orientation "
-    "variants, so orphans of a deleted original are re-matched without rotations and "
-    "turned copies of one picture end up as singletons",
-)
 def test_turned_copies_stay_grouped_when_their_original_is_deleted(run_cli: RunCli, tmp_path: Path, db_path: Path) -> None:
     """Deleting the original of two turned copies leaves those copies grouped with each other."""
     root = tmp_path / "photos"
@@ -626,12 +603,6 @@ def test_turned_copies_stay_grouped_when_their_original_is_deleted(run_cli: RunC
     assert shape(groups_json(run_cli), root) == [("b_rot90.png", [("c_rot180.png", "near")])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline._promote: the old original's members are compared with the new "
-    "original using fingerprints read from the store (no orientation variants), so a member "
-    "that matched by rotation is split off the group",
-)
 def test_turned_copy_follows_its_group_to_a_better_original(run_cli: RunCli, tmp_path: Path) -> None:
     """When a larger copy arrives and becomes the original, a rotated member stays in the group."""
     root = tmp_path / "photos"
