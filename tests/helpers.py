@@ -25,7 +25,11 @@ from PIL import Image, ImageDraw, ImageOps
 
 from dedupd import hashing  # noqa: F401  (registers the HEIF opener with Pillow)
 
-PHOTOS = Path("/work/shared/photos")
+# ../shared/photos beside the checkout (as CI lays it out), else this workplace's copy
+PHOTOS = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "photos", Path("/work/shared/photos")) if p.is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "photos",
+)
 
 #: file suffix -> Pillow format name
 FORMATS = {
