@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tracemalloc
 import time
 
 from dedupd.index import HashIndex
@@ -31,6 +32,11 @@ def main() -> None:
         t0 = time.perf_counter()
         index = HashIndex.build(enumerate(hashes))
         build = time.perf_counter() - t0
+        tracemalloc.start()  # a second build, traced: what the index holds (arrays and id map)
+        traced = HashIndex.build(enumerate(hashes))
+        mem_mib = tracemalloc.get_traced_memory()[0] / 2**20
+        tracemalloc.stop()
+        del traced
         probes = []
         for _ in range(args.queries):
             base = hashes[rng.randrange(size)]
@@ -53,7 +59,7 @@ def main() -> None:
         print(
             f"{size:>9,} hashes: build {build:.2f}s, query median {med:.2f} ms, p95 {p95:.2f} ms; "
             f"python loop {base_med:.1f} ms ({base_med / med:.0f}x slower); "
-            f"8 orientations per file: {8 * med:.1f} ms"
+            f"8 orientations per file: {8 * med:.1f} ms; index memory {mem_mib:.0f} MiB"
         )
 
 

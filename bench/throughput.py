@@ -64,11 +64,16 @@ def best_of(repeat: int, fn, *args) -> float:  # type: ignore[no-untyped-def]
 
 
 def peak_rss_mb(job: str, paths: list[Path]) -> float:
-    """Run one job in a fresh interpreter and return its peak RSS in MiB."""
+    """Run one job in a fresh interpreter and return its peak RSS in MiB.
+
+    Read from VmHWM, the high-water mark of the process's own memory map:
+    ru_maxrss would also count this (larger) parent's, which Linux carries
+    across fork and exec.
+    """
     code = (
         "import sys, resource; from pathlib import Path; sys.path.insert(0, %r); import throughput as t;"
         "paths=[Path(p) for p in sys.argv[1:]]; getattr(t, %r)(paths);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     ) % (str(Path(__file__).parent), job)
     out = subprocess.run([sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
