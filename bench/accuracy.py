@@ -141,7 +141,7 @@ def main() -> None:
         members_by_root[o].append(p)
     group_fp = []
     group_pairs = 0
-    for o, members in members_by_root.items():
+    for members in members_by_root.values():
         for i, a in enumerate(members):
             for b in members[i + 1 :]:
                 rel = truth(a, b)

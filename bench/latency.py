@@ -15,8 +15,6 @@ ratio shows what close-after-write buys over waiting for quiet.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import signal
 import statistics
 import subprocess

@@ -22,7 +22,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing
-import resource
 import subprocess
 import sys
 import tempfile

@@ -265,7 +265,7 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
         "reason": verdict.reason if m is None else m.reason,
         "files": [
             {"path": str(p), "format": f.format, "width": f.width, "height": f.height, "detail": f.detail, "sha256": f.sha256}
-            for p, f in zip((a, b), prints)
+            for p, f in zip((a, b), prints, strict=True)
         ],
     }
     if fmt == "json":

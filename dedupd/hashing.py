@@ -40,7 +40,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import scipy.fftpack
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from dedupd import errors
 from dedupd.models import FileStat, Fingerprint, Hashes, Orientation

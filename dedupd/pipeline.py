@@ -24,7 +24,7 @@ from dedupd.config import Config
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
 from dedupd.matching import INVERSE, Decision, choose_original, compare
-from dedupd.models import FileStat, Fingerprint, Match, Orientation, Record, Tier
+from dedupd.models import FileStat, Fingerprint, Match, Record, Tier
 from dedupd.store import Store
 
 log = structlog.get_logger()

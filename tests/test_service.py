@@ -270,6 +270,34 @@ def strings_in(value: Any) -> Iterator[str]:
             yield from strings_in(v)
 
 
+def safe_text(s: str) -> bool:
+    """Printable, and encodable as UTF-8 (no lone surrogate smuggled in as a \\udcXX escape)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return s.isprintable()
+
+
+def parse_log(raw: bytes) -> list[dict[str, Any]]:
+    """Every line of a daemon's output, each checked to be one well-formed JSON log object."""
+    text = raw.decode("utf-8")  # strict: the log is valid UTF-8 throughout
+    assert text.endswith("\n"), text[-200:]
+    entries = []
+    for line in text.splitlines():
+        entry = json.loads(line)  # every line, not only those that look like JSON
+        assert isinstance(entry, dict), line
+        entries.append(entry)
+        assert SNAKE_CASE.fullmatch(entry["event"]), line
+        assert entry["level"] in LEVELS, line
+        when = dt.datetime.fromisoformat(entry["timestamp"])
+        assert when.utcoffset() == dt.timedelta(0), line
+        assert abs(time.time() - when.timestamp()) < 600, line
+        unsafe = [s for s in strings_in(entry) if not safe_text(s)]
+        assert not unsafe, f"control characters or invalid text {unsafe!r} in {line}"
+    return entries
+
+
 def test_every_log_line_is_one_json_object_even_for_hostile_file_names(env: Env) -> None:
     """Each line a daemon run writes is one JSON object with a snake_case event, a level and a UTC
     ISO 8601 timestamp; duplicate_found carries its fields; a newline or invalid UTF-8 in a file
@@ -291,22 +319,7 @@ def test_every_log_line_is_one_json_object_even_for_hostile_file_names(env: Env)
     daemon.wait_event("file_skipped")
     assert daemon.stop() == 0
 
-    raw = env.log_path.read_bytes()
-    text = raw.decode("utf-8")  # strict: the log is valid UTF-8 throughout
-    assert text.endswith("\n")
-    entries = []
-    for line in text.splitlines():
-        entry = json.loads(line)  # every line, not only those that look like JSON
-        assert isinstance(entry, dict), line
-        entries.append(entry)
-        assert SNAKE_CASE.fullmatch(entry["event"]), line
-        assert entry["level"] in LEVELS, line
-        when = dt.datetime.fromisoformat(entry["timestamp"])
-        assert when.utcoffset() == dt.timedelta(0), line
-        assert abs(time.time() - when.timestamp()) < 600, line
-        for s in strings_in(entry):
-            s.encode("utf-8")  # no lone surrogate smuggled in as a \udcXX escape
-            assert s.isprintable(), f"control character in {s!r} of {line}"
+    entries = parse_log(env.log_path.read_bytes())
     names = [e["event"] for e in entries]
     assert {"watching", "daemon_ready", "duplicate_found", "file_skipped", "daemon_stopped"} <= set(names)
     assert names.index("daemon_ready") < names.index("duplicate_found") < names.index("daemon_stopped")
@@ -324,6 +337,30 @@ def test_every_log_line_is_one_json_object_even_for_hostile_file_names(env: Env)
     assert paths[1].startswith(prefix + "new") and paths[1].endswith("line.jpg"), paths
     [skipped] = [e for e in entries if e["event"] == "file_skipped"]
     assert skipped["path"].startswith(prefix + "junk") and skipped["path"].endswith(".jpg"), skipped
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="daemon.py:128 logs daemon_ready roots=[str(r) ...], a list that logs._safe_values "
+    "(top-level values only) never cleans: a newline and a lone surrogate reach the JSON",
+)
+def test_hostile_root_name_is_logged_as_safe_text(env: Env) -> None:
+    """A root given with --watch whose name holds a newline and invalid UTF-8 still gives only
+    safe, printable, valid text in every log line (daemon_ready's list of roots included)."""
+    hostile = os.fsencode(env.base) + b"/ro\xffot\nx"
+    os.mkdir(hostile)
+    env.write_config(roots=[])
+    argv = [
+        sys.executable, "-m", "dedupd", "run", "--watch", os.fsdecode(hostile),
+        "--config", str(env.config_path), "--db", str(env.db), "--log-format", "json",
+    ]  # fmt: skip
+    daemon = Daemon(argv, env.log_path, env.env, env.base)
+    env.daemons.append(daemon)
+    daemon.wait_ready()
+    assert daemon.stop() == 0
+    entries = parse_log(env.log_path.read_bytes())
+    assert "daemon_ready" in [e["event"] for e in entries]
 
 
 # --- 3. dedupd status ------------------------------------------------------------------
@@ -442,16 +479,16 @@ def test_check_config_refuses_a_bad_file_with_78_naming_the_key(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("case", ["unknown_nested_key", "invalid_yaml"])
-def test_run_refuses_a_bad_config_with_78(tmp_path: Path, case: str) -> None:
+def test_run_refuses_a_bad_config_with_78(env: Env, case: str) -> None:
     """`dedupd run --config BAD` exits 78 before watching anything, so that systemd's
     RestartPreventExitStatus=78 stops the restart loop."""
-    root = tmp_path / "photos"
-    root.mkdir()
     text, key = BAD_CONFIGS[case]
-    config = write(tmp_path / "bad.yaml", f"roots: [{root}]\n{text}".encode())
-    db = tmp_path / "state" / "dedupd.db"
-    done = dedupd(tmp_path, "run", "--config", config, "--db", db, "--log-format", "json")
-    assert done.returncode == EX_CONFIG, (done.returncode, done.stderr)
-    error = config_error(done)
-    assert str(config) in error and (key is None or f"key '{key}'" in error), error
-    assert not [e for e in H.log_events(done.stderr) if e["event"] in ("watching", "daemon_ready")]
+    write(env.config_path, f"roots: [{env.root}]\n{text}".encode())
+    daemon = env.start(ready=False)  # the config exists: it is used as it is
+    assert daemon.proc.wait(DEADLINE) == EX_CONFIG, daemon.tail()
+    [error] = daemon.events(level="error")
+    assert (error["event"], error["exit_code"]) == ("dedupd_error", EX_CONFIG), error
+    assert str(env.config_path) in error["error"], error
+    assert key is None or f"key '{key}'" in error["error"], error
+    assert not daemon.events("watching") and not daemon.events("daemon_ready"), daemon.tail()
+    assert daemon.junk == [], daemon.junk
