@@ -104,7 +104,14 @@ def place_copy(
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())
-        shutil.copystat(src, tmp, follow_symlinks=False)
+        try:
+            shutil.copystat(src, tmp, follow_symlinks=False)
+        except OSError:
+            # e.g. RestrictSUIDSGID= refuses a setuid/setgid mode: keep times
+            # and the plain permission bits, which is what a photo needs
+            st = os.stat(src)
+            os.chmod(tmp, stat_module.S_IMODE(st.st_mode) & 0o777)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         got = sha256_of(tmp)
         if got != sha256:
             raise ActionError(
