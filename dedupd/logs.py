@@ -28,11 +28,21 @@ LEVELS = ("debug", "info", "warning", "error")
 def _safe_values(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Paths (and path-like bytes) become safe text: no control characters, no invalid UTF-8."""
     for key, value in event.items():
-        if isinstance(value, (Path, bytes)):
-            event[key] = display_path(value)
-        elif isinstance(value, str) and key != "event" and not value.isprintable():
-            event[key] = display_path(value)
+        if key != "event":
+            event[key] = _safe(value)
     return event
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, (Path, bytes)):
+        return display_path(value)
+    if isinstance(value, str):
+        return value if value.isprintable() else display_path(value)
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items()}
+    return value
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
