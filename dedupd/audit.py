@@ -138,7 +138,7 @@ class Audit:
             hit = self.store.db.execute("SELECT id FROM audit WHERE dedup_key = ?", [dedup_key]).fetchone()
             if hit:
                 return None
-        audit_id = int(self.store.db["audit"].insert(row).last_pk)  # type: ignore[arg-type]
+        audit_id = int(self.store.db.table("audit").insert(row).last_pk)  # type: ignore[arg-type]
         if self.jsonl is not None:
             entry = self.get(audit_id)
             assert entry is not None
@@ -182,7 +182,7 @@ class Audit:
     ) -> int:
         now = time.time()
         return int(
-            self.store.db["intents"]
+            self.store.db.table("intents")
             .insert(
                 {
                     "created_at": now,
@@ -259,7 +259,7 @@ class Audit:
         a, b = sorted((sha_a, sha_b))
         if self.is_ignored(a, b):
             return False
-        self.store.db["ignores"].insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
+        self.store.db.table("ignores").insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
         return True
 
     def is_ignored(self, sha_a: str, sha_b: str) -> bool:

@@ -196,7 +196,7 @@ def groups(db: Path | None, config_path: Path | None, fmt: str) -> None:
     ctx = Context(config_path, db)
     store = ctx.store(readonly=True)
     try:
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "original": str(original),
                 "duplicates": [
@@ -220,17 +220,17 @@ def groups(db: Path | None, config_path: Path | None, fmt: str) -> None:
         writer = csv.writer(sys.stdout)
         writer.writerow(["original", "path", "tier", "distance", "similarity", "reason"])
         for g in data:
-            for d in g["duplicates"]:  # type: ignore[attr-defined]
+            for d in g["duplicates"]:
                 writer.writerow([g["original"], d["path"], d["tier"], d["distance"], d["similarity"], d["reason"]])
     else:
         for g in data:
             click.echo(display_path(str(g["original"])))
-            for d in g["duplicates"]:  # type: ignore[attr-defined]
+            for d in g["duplicates"]:
                 click.echo(
                     f"  {d['tier']:<5} {d['similarity']:>5.1f}%  d={d['distance']:<2} "
                     f"{display_path(d['path'])}\n        {d['reason']}"
                 )
-        click.echo(f"{len(data)} groups, {sum(len(g['duplicates']) for g in data)} duplicates")  # type: ignore[arg-type, misc]
+        click.echo(f"{len(data)} groups, {sum(len(g['duplicates']) for g in data)} duplicates")
 
 
 @cli.command()

@@ -52,7 +52,7 @@ try:  # HEIC/HEIF and AVIF
     if hasattr(pillow_heif, "register_avif_opener"):
         pillow_heif.register_avif_opener()
 except ImportError:  # pragma: no cover - a declared dependency; formats just go missing
-    pillow_heif = None
+    pillow_heif = None  # type: ignore[assignment]
 
 #: the side of the square thumbnail every perceptual hash is computed from
 THUMB = 64

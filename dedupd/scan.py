@@ -91,7 +91,7 @@ def scan(
     store: Store,
     config: Config,
     *,
-    on_duplicate: Callable[[Duplicate], None] | None = None,
+    on_duplicate: Callable[[Duplicate], object] | None = None,
     progress: bool | None = None,
     workers: int | None = None,
 ) -> Summary:

@@ -38,7 +38,7 @@ migrations = Migrations("dedupd")
 
 @migrations()
 def m001_files_and_matches(db: sqlite_utils.Database) -> None:
-    db["files"].create(
+    db.table("files").create(
         {
             "id": int,
             "path": bytes,
@@ -63,11 +63,11 @@ def m001_files_and_matches(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"path", "dev", "ino", "size", "mtime_ns", "seq"},
     )
-    db["files"].create_index(["path"], unique=True)
-    db["files"].create_index(["dev", "ino"])
-    db["files"].create_index(["sha256"])
-    db["files"].create_index(["pixel_digest"])
-    db["matches"].create(
+    db.table("files").create_index(["path"], unique=True)
+    db.table("files").create_index(["dev", "ino"])
+    db.table("files").create_index(["sha256"])
+    db.table("files").create_index(["pixel_digest"])
+    db.table("matches").create(
         {
             "file_id": int,  # the duplicate
             "original_id": int,  # its original, the root of the group
@@ -84,7 +84,7 @@ def m001_files_and_matches(db: sqlite_utils.Database) -> None:
         pk="file_id",
         foreign_keys=[("file_id", "files", "id"), ("original_id", "files", "id")],
     )
-    db["matches"].create_index(["original_id"])
+    db.table("matches").create_index(["original_id"])
 
 
 def default_db_path() -> Path:
@@ -314,9 +314,9 @@ class Store:
     def _upsert(self, values: dict[str, Any]) -> int:
         existing = self.db.execute("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
         if existing:
-            self.db["files"].update(existing[0], values)
+            self.db.table("files").update(existing[0], values)
             return int(existing[0])
-        return int(self.db["files"].insert(values).last_pk)  # type: ignore[arg-type]
+        return int(self.db.table("files").insert(values).last_pk)  # type: ignore[arg-type]
 
     def move_file(self, file_id: int, new_path: Path) -> None:
         """A rename: the same file (device, inode, size, mtime) at a new path."""
@@ -333,7 +333,7 @@ class Store:
     # --- matches -----------------------------------------------------------
 
     def set_match(self, file_id: int, original_id: int, match: Match, *, tie: bool) -> None:
-        self.db["matches"].upsert(
+        self.db.table("matches").upsert(
             {
                 "file_id": file_id,
                 "original_id": original_id,
@@ -409,7 +409,9 @@ class Store:
         return row is not None
 
     def counts(self) -> dict[str, int]:
-        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
+        def one(sql: str) -> int:
+            return int(self.db.execute(sql).fetchone()[0])
+
         out = {
             "files": one("SELECT COUNT(*) FROM files WHERE error IS NULL"),
             "errors": one("SELECT COUNT(*) FROM files WHERE error IS NOT NULL"),
@@ -473,7 +475,7 @@ def _match_from_row(row: tuple[Any, ...]) -> Match:
 @migrations()
 def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
     # Append-only: one row per thing done (or not done) to a file.  Never updated.
-    db["audit"].create(
+    db.table("audit").create(
         {
             "id": int,
             "at": float,
@@ -498,10 +500,10 @@ def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["audit"].create_index(["dedup_key"], unique=True)
-    db["audit"].create_index(["at"])
+    db.table("audit").create_index(["dedup_key"], unique=True)
+    db.table("audit").create_index(["at"])
     # Mutable: what is being moved right now, so a crash can be resolved on start.
-    db["intents"].create(
+    db.table("intents").create(
         {
             "id": int,
             "created_at": float,
@@ -523,9 +525,9 @@ def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["intents"].create_index(["state"])
+    db.table("intents").create_index(["state"])
     # Pairs a person decided are not to be deduplicated (by content, so renames keep it).
-    db["ignores"].create(
+    db.table("ignores").create(
         {"sha_a": str, "sha_b": str, "decided_at": float, "note": str},
         pk=("sha_a", "sha_b"),
     )
@@ -534,7 +536,7 @@ def m002_audit_intents_ignores(db: sqlite_utils.Database) -> None:
 @migrations()
 def m003_daemon_status(db: sqlite_utils.Database) -> None:
     # One row per store: what the running daemon last said about itself.
-    db["daemon"].create(
+    db.table("daemon").create(
         {"id": int, "pid": int, "started_at": float, "heartbeat_at": float, "state": str, "data": str},
         pk="id",
     )
@@ -542,7 +544,7 @@ def m003_daemon_status(db: sqlite_utils.Database) -> None:
 
 def write_daemon_status(store: Store, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
     with store.atomic():
-        store.db["daemon"].upsert(
+        store.db.table("daemon").upsert(
             {
                 "id": 1,
                 "pid": pid,
@@ -566,14 +568,14 @@ def read_daemon_status(store: Store) -> dict[str, Any] | None:
 
 @migrations()
 def m004_audit_sha_index(db: sqlite_utils.Database) -> None:
-    db["audit"].create_index(["sha256", "original_sha256"])
+    db.table("audit").create_index(["sha256", "original_sha256"])
 
 
 @migrations()
 def m005_orientation_variants(db: sqlite_utils.Database) -> None:
     # the hashes of the seven other orientations, so that re-matching from the
     # store (after an original is deleted or replaced) still finds turned copies
-    db["files"].add_column("variants", bytes)
+    db.table("files").add_column("variants", bytes)
 
 
 _VARIANT_ORDER = [o for o in Orientation if o is not Orientation.IDENTITY]
