@@ -246,19 +246,7 @@ class Pipeline:
         if decision is Decision.KEEP_NEW:
             return self._promote(new, root, match, rule)
         self.store.set_match(new.id, root.id, match, tie=decision is Decision.TIE)
-        log.info(
-            "duplicate_found",
-            path=new.path,
-            original=root.path,
-            tier=match.tier.value,
-            distance=match.distances.phash,
-            similarity=match.similarity,
-            orientation=match.orientation.value,
-            tie=decision is Decision.TIE,
-            reason=match.reason,
-            rule=rule,
-        )
-        return Duplicate(new, root, match, decision is Decision.TIE, rule)
+        return _found(Duplicate(new, root, match, decision is Decision.TIE, rule))
 
     def _promote(self, new: Record, old_root: Record, match: Match, rule: str) -> Duplicate:
         """The new file is the better original: the old original and its duplicates follow it."""
@@ -282,17 +270,23 @@ class Pipeline:
             else:
                 self.store.clear_match(member_id)
                 log.info("group_split", path=member.path, original=new.path, reason=verdict.reason)
-        log.info(
-            "duplicate_found",
-            path=old_root.path,
-            original=new.path,
-            tier=match.tier.value,
-            distance=match.distances.phash,
-            similarity=match.similarity,
-            reason=match.reason,
-            rule=rule,
-        )
-        return Duplicate(old_root, new, inverse, False, rule)
+        return _found(Duplicate(old_root, new, inverse, False, rule))
+
+
+def _found(dup: Duplicate) -> Duplicate:
+    log.info(
+        "duplicate_found",
+        path=dup.duplicate.path,
+        original=dup.original.path,
+        tier=dup.match.tier.value,
+        distance=dup.match.distances.phash,
+        similarity=dup.match.similarity,
+        orientation=dup.match.orientation.value,
+        tie=dup.tie,
+        reason=dup.match.reason,
+        rule=dup.rule,
+    )
+    return dup
 
 
 def _same_inode(path: Path, st: FileStat) -> bool:

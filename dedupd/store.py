@@ -264,52 +264,24 @@ class Store:
         return int(row[0])
 
     def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int) -> int:
-        values: dict[str, Any] = {
-            "path": _path_key(path),
-            "dev": st.dev,
-            "ino": st.ino,
-            "size": st.size,
-            "mtime_ns": st.mtime_ns,
-            "seq": seq,
-            "sha256": fp.sha256,
-            "pixel_digest": fp.pixel_digest,
-            "phash": to_signed(fp.hashes.phash),
-            "dhash": to_signed(fp.hashes.dhash),
-            "colour": fp.hashes.colour,
-            "width": fp.width,
-            "height": fp.height,
-            "format": fp.format,
-            "detail": fp.detail,
-            "variants": pack_variants(fp.variants),
-            "error": None,
-            "error_detail": None,
-            "indexed_at": time.time(),
-        }
-        return self._upsert(values)
+        return self._upsert(
+            _file_row(path, st, seq)
+            | {
+                "sha256": fp.sha256,
+                "pixel_digest": fp.pixel_digest,
+                "phash": to_signed(fp.hashes.phash),
+                "dhash": to_signed(fp.hashes.dhash),
+                "colour": fp.hashes.colour,
+                "width": fp.width,
+                "height": fp.height,
+                "format": fp.format,
+                "detail": fp.detail,
+                "variants": pack_variants(fp.variants),
+            }
+        )
 
     def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int) -> int:
-        values: dict[str, Any] = {
-            "path": _path_key(path),
-            "dev": st.dev,
-            "ino": st.ino,
-            "size": st.size,
-            "mtime_ns": st.mtime_ns,
-            "seq": seq,
-            "sha256": None,
-            "pixel_digest": None,
-            "phash": None,
-            "dhash": None,
-            "colour": None,
-            "width": None,
-            "height": None,
-            "format": None,
-            "detail": None,
-            "variants": None,
-            "error": reason,
-            "error_detail": detail,
-            "indexed_at": time.time(),
-        }
-        return self._upsert(values)
+        return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
 
     def _upsert(self, values: dict[str, Any]) -> int:
         existing = self.db.execute("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
@@ -434,6 +406,27 @@ class Store:
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
         return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
+
+
+_FINGERPRINT_COLUMNS = (
+    "sha256", "pixel_digest", "phash", "dhash", "colour", "width", "height", "format", "detail", "variants",
+)  # fmt: skip
+
+
+def _file_row(path: Path, st: FileStat, seq: int) -> dict[str, Any]:
+    """The columns every file row has; fingerprint and error columns start empty."""
+    return {
+        "path": _path_key(path),
+        "dev": st.dev,
+        "ino": st.ino,
+        "size": st.size,
+        "mtime_ns": st.mtime_ns,
+        "seq": seq,
+        **dict.fromkeys(_FINGERPRINT_COLUMNS),
+        "error": None,
+        "error_detail": None,
+        "indexed_at": time.time(),
+    }
 
 
 def _record_from_row(row: tuple[Any, ...]) -> Record:
