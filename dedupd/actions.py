@@ -140,20 +140,14 @@ class Actor:
             return Checked(f"actions on this root are paused: {self.paused[root]}")
         if self.store.is_ignored(fp.sha256, ofp.sha256):
             return Checked("a person marked this pair as not duplicates")
-        try:
-            now = FileStat.from_path(path)
-        except OSError:
-            return Checked("the file is gone or is no longer a regular file")
-        if now != dup.duplicate.stat:
-            return Checked("the file changed since it was fingerprinted")
+        changed = _changed(path, dup.duplicate.stat, "the file")
+        if changed:
+            return Checked(changed)
         if fileops.open_for_writing(path):
             return Checked("the file is open for writing by another process")
-        try:
-            orig_now = FileStat.from_path(original)
-        except OSError:
-            return Checked("the original is gone or is no longer a regular file")
-        if orig_now != dup.original.stat:
-            return Checked("the original changed since it was fingerprinted")
+        changed = _changed(original, dup.original.stat, "the original")
+        if changed:
+            return Checked(changed)
         if dup.match.tier is Tier.EXACT:
             if fileops.sha256_of(path) != fp.sha256 or fileops.sha256_of(original) != ofp.sha256:
                 return Checked("the content no longer matches its fingerprint")
@@ -266,6 +260,15 @@ class Actor:
             intent_id=intent_id,
             dedup_key=key,
         )
+
+
+def _changed(path: Path, recorded: FileStat, what: str) -> str | None:
+    """Why ``path`` is no longer the file that was fingerprinted, or None."""
+    try:
+        now = FileStat.from_path(path)
+    except OSError:
+        return f"{what} is gone or is no longer a regular file"
+    return None if now == recorded else f"{what} changed since it was fingerprinted"
 
 
 # --- crash recovery ---------------------------------------------------------------

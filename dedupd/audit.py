@@ -257,10 +257,8 @@ class Audit:
 
     def ignore(self, sha_a: str, sha_b: str, note: str) -> bool:
         a, b = sorted((sha_a, sha_b))
-        if self.is_ignored(a, b):
+        if self.store.is_ignored(a, b):
             return False
         self.store.db.table("ignores").insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
         return True
 
-    def is_ignored(self, sha_a: str, sha_b: str) -> bool:
-        return self.store.is_ignored(sha_a, sha_b)

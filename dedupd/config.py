@@ -198,9 +198,7 @@ def _match(p: _Parser, data: Mapping[str, Any]) -> MatchSettings:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = f"match.{key}"
-        if key == "near_distance":
-            kwargs[key] = p.distance(name, value)
-        elif key == "verify_distance":
+        if key in ("near_distance", "verify_distance"):
             kwargs[key] = p.distance(name, value)
         elif key == "colour_distance":
             kwargs[key] = p.number(name, value, float, 0.0, 255.0)

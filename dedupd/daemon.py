@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import logging
 from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
@@ -136,8 +137,6 @@ class Daemon:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self._write_status("stopped")
             self.store.close()
-            import logging
-
             logging.getLogger("watchdog").removeHandler(overflow_log)
             log.info("daemon_stopped")
         return 0
@@ -365,9 +364,9 @@ class Daemon:
             if not (closed or quiet):
                 continue
             del self.pending[path]
-            self._handle(path, st)
+            self._handle(path)
 
-    def _handle(self, path: Path, st: FileStat) -> None:
+    def _handle(self, path: Path) -> None:
         try:
             plan = self.pipeline.plan(path)
         except OSError:

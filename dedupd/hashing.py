@@ -34,6 +34,7 @@ import io
 import os
 import re
 import stat as stat_module
+import struct
 import warnings
 from pathlib import Path
 
@@ -189,15 +190,9 @@ def fingerprint_bytes(
         raise errors.DecompressionBomb(path, str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         # Pillow reports truncated and corrupt data as any of these
         raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
 
 
 def _fingerprint_image(
@@ -275,9 +270,7 @@ def _thumbnail(im: Image.Image) -> Image.Image:
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
         im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    elif mode in ("P", "PA"):
-        im = im.convert("RGBA")
-    elif mode == "LA":
+    elif mode in ("P", "PA", "LA"):
         im = im.convert("RGBA")
     elif mode not in ("RGB", "RGBA", "L"):
         im = im.convert("RGB")

@@ -9,10 +9,10 @@ the original.  What to *do* about a duplicate is the caller's business
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import fnmatch
 import os
-import stat as stat_module
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +158,7 @@ class Pipeline:
             record = self.store.record(file_id)
             assert record is not None
             # the stored record has no orientation variants; the fresh one does
-            record = _with_fingerprint(record, result.fingerprint)
+            record = dataclasses.replace(record, fingerprint=result.fingerprint)
             found = self._match(record)
             for orphan in orphans:
                 self._rematch(orphan)
@@ -297,18 +297,6 @@ def _same_inode(path: Path, st: FileStat) -> bool:
     return now.st_ino == st.ino and now.st_dev == st.dev
 
 
-def _with_fingerprint(record: Record, fp: Fingerprint) -> Record:
-    return Record(
-        id=record.id,
-        path=record.path,
-        stat=record.stat,
-        fingerprint=fp,
-        seq=record.seq,
-        error=record.error,
-        original_id=record.original_id,
-    )
-
-
 # --- walking ----------------------------------------------------------------------
 
 
@@ -378,13 +366,6 @@ def missing(path: Path) -> bool:
     except OSError:
         return False
     return False
-
-
-def regular_file(path: Path) -> bool:
-    try:
-        return stat_module.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def unique_roots(paths: Iterable[Path]) -> list[Path]:
