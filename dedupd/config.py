@@ -71,6 +71,8 @@ class ActionSettings:
     near: Action = Action.LOG
 
     def for_tier(self, tier: Tier) -> Action:
+        if not tier.actionable:  # similar pairs are for review, never acted on
+            return Action.LOG
         return Action(getattr(self, tier.value))
 
 
@@ -214,9 +216,20 @@ def _match(p: _Parser, data: Mapping[str, Any]) -> MatchSettings:
 def _actions(p: _Parser, data: Mapping[str, Any]) -> ActionSettings:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        name = f"actions.{key}"
+        if key == Tier.SIMILAR.value:
+            action = p.enum(name, value, Action)
+            if action is not Action.LOG:
+                raise ConfigError(
+                    "similar pairs may be other captures of a scene and are only ever logged "
+                    "for review; no action can be set for them",
+                    source=p.source,
+                    key=name,
+                )
+            continue
         if key not in {t.value for t in Tier}:
-            raise ConfigError("unknown tier (exact, pixel, near)", source=p.source, key=f"actions.{key}")
-        kwargs[key] = p.enum(f"actions.{key}", value, Action)
+            raise ConfigError("unknown tier (exact, pixel, near)", source=p.source, key=name)
+        kwargs[key] = p.enum(name, value, Action)
     return ActionSettings(**kwargs)
 
 

@@ -88,6 +88,14 @@ def compare(new: Fingerprint, old: Fingerprint, settings: MatchSettings) -> Verd
     return Verdict(Match(Tier.NEAR, d, similarity(d), orientation, reason), reason, d)
 
 
+def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
+    """Is the file ``new`` a copy of the file ``old``?  The one entry point for
+    stored files: grouping asks this, never :func:`compare` directly, so that
+    verification may also look at the files themselves."""
+    assert new.fingerprint is not None and old.fingerprint is not None
+    return compare(new.fingerprint, old.fingerprint, settings)
+
+
 def _distances(a: Hashes, b: Hashes) -> Distances:
     return Distances(
         phash=hamming(a.phash, b.phash),

@@ -15,6 +15,15 @@ class Tier(enum.StrEnum):
     EXACT = "exact"  # identical bytes
     PIXEL = "pixel"  # identical picture, only metadata differs
     NEAR = "near"  # perceptually the same picture (resized, re-encoded, edited)
+    #: looks alike but may be another capture (burst, video frame, stereo view,
+    #: re-shoot, colourway) or a copy changed in a region: reported for review,
+    #: never acted on
+    SIMILAR = "similar"
+
+    @property
+    def actionable(self) -> bool:
+        """May a configured action be applied to a pair of this tier?"""
+        return self is not Tier.SIMILAR
 
 
 class Action(enum.StrEnum):

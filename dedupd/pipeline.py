@@ -23,13 +23,13 @@ from dedupd import errors
 from dedupd.config import Config
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
-from dedupd.matching import INVERSE, Decision, choose_original, compare
+from dedupd.matching import INVERSE, Decision, choose_original, verdict_for
 from dedupd.models import FileStat, Fingerprint, Match, Record, Tier
 from dedupd.store import Store
 
 log = structlog.get_logger()
 
-_TIER_RANK = {Tier.EXACT: 0, Tier.PIXEL: 1, Tier.NEAR: 2}
+_TIER_RANK = {Tier.EXACT: 0, Tier.PIXEL: 1, Tier.NEAR: 2, Tier.SIMILAR: 3}
 
 
 # --- what a worker sends back -------------------------------------------------
@@ -233,7 +233,7 @@ class Pipeline:
             if self.store.is_ignored(fp.sha256, root.fingerprint.sha256):
                 log.info("pair_ignored", path=new.path, original=root.path)
                 continue
-            verdict = compare(fp, root.fingerprint, settings)
+            verdict = verdict_for(new, root, settings)
             if verdict.match is None:
                 continue
             key = (_TIER_RANK[verdict.match.tier], -verdict.match.similarity, root.seq)
@@ -264,7 +264,7 @@ class Pipeline:
             member = self.store.record(member_id)
             if member is None or member.fingerprint is None:
                 continue
-            verdict = compare(member.fingerprint, new.fingerprint, self.config.match)
+            verdict = verdict_for(member, new, self.config.match)
             if verdict.match is not None:
                 self.store.set_match(member_id, new.id, verdict.match, tie=False)
             else:
