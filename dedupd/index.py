@@ -11,8 +11,13 @@ multi-index or tree with a wrong parameter can.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dedupd.config import MatchSettings
+    from dedupd.models import Fingerprint
 
 
 class HashIndex:
@@ -33,6 +38,23 @@ class HashIndex:
         for file_id, value in items:
             index.add(file_id, value)
         return index
+
+    def add_fingerprint(self, file_id: int, fp: Fingerprint) -> None:
+        """Index a fingerprinted file under the keys its lookups probe."""
+        self.add(file_id, fp.hashes.phash)
+
+    def candidates(self, fp: Fingerprint, settings: MatchSettings) -> set[int]:
+        """Ids of stored files that may be perceptual copies of ``fp``: to be
+        verified, never trusted as they are."""
+        if fp.detail < settings.min_detail:
+            return set()
+        probes = [fp.hashes.phash]
+        if settings.rotations:
+            probes.extend(h.phash for _, h in fp.variants)
+        found: set[int] = set()
+        for probe in probes:
+            found.update(i for i, _ in self.search(probe, settings.near_distance))
+        return found
 
     def add(self, file_id: int, value: int) -> None:
         """Add or replace the hash of ``file_id``."""

@@ -154,7 +154,7 @@ class Pipeline:
             file_id = self.store.upsert_file(
                 result.path, result.stat, result.fingerprint, seq=self.store.next_seq()
             )
-            self.index.add(file_id, result.fingerprint.hashes.phash)
+            self.index.add_fingerprint(file_id, result.fingerprint)
             record = self.store.record(file_id)
             assert record is not None
             # the stored record has no orientation variants; the fresh one does
@@ -212,12 +212,7 @@ class Pipeline:
         settings = self.config.match
         candidates: set[int] = set(self.store.ids_with("sha256", fp.sha256))
         candidates.update(self.store.ids_with("pixel_digest", fp.pixel_digest))
-        if fp.detail >= settings.min_detail:
-            probes = [fp.hashes.phash]
-            if settings.rotations:
-                probes.extend(h.phash for _, h in fp.variants)
-            for probe in probes:
-                candidates.update(i for i, _ in self.index.search(probe, settings.near_distance))
+        candidates.update(self.index.candidates(fp, settings))
         candidates.discard(new.id)
         if not candidates:
             return None
