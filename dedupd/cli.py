@@ -371,6 +371,33 @@ def check_config(file: Path) -> None:
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
+@cli.command()
+@click.option("--pid", type=click.IntRange(min=1), required=True,
+              help="The process ID of the running daemon (in the unit: $MAINPID).")
+@db_option
+@config_option
+@log_options
+def reload(pid: int, db: Path | None, config_path: Path | None) -> None:
+    """Check the config, then ask the daemon at --pid to re-read it (SIGHUP).
+
+    The units' ExecReload= runs this in the service's own sandbox, so a file
+    the daemon would refuse, or a root or quarantine it could not use, fails
+    `systemctl reload` with exit 78 and the reason, and the daemon keeps
+    running as it was. Exit 69 if no daemon runs with that process ID.
+    """
+    import signal
+
+    from dedupd import startup
+
+    ctx = Context(config_path, db)
+    startup.check(ctx.config, ctx.db_path)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise errors.DaemonUnreachable(f"pid {pid}: {exc.strerror}") from exc
+    log.info("reload_requested", pid=pid, config=config_path)
+
+
 def parse_since(text: str) -> float:
     """``2h``, ``3d``, ``30m``, ``1w`` ago, or an ISO 8601 date/time; returns a Unix time."""
     import datetime as dt

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
+from dedupd import startup
 from dedupd.actions import Actor, act_on_unhandled, resolve_intents
 from dedupd.audit import Audit
 from dedupd.config import Config
@@ -519,4 +520,5 @@ class Daemon:
 def run(config: Config, db_path: Path, config_path: Path | None) -> int:
     if not config.roots:
         raise ConfigError("nothing to watch: give --watch DIR or 'roots' in the config", source=config_path, key="roots")
+    startup.check(config, db_path)
     return Daemon(config, db_path, config_path).run()

@@ -153,3 +153,9 @@ class ActionError(DedupdError):
     """An action on a file could not be completed."""
 
     exit_code = EX_IOERR
+
+
+class DaemonUnreachable(DedupdError):
+    """The daemon cannot be signalled (not running?)."""
+
+    exit_code = EX_UNAVAILABLE

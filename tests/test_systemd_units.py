@@ -1,4 +1,4 @@
-"""Checks of the units, sysusers.d and tmpfiles.d files in systemd/ with systemd's own tools.
+"""Checks of the units and the sysusers.d file in systemd/ with systemd's own tools.
 
 PID 1 need not be systemd: everything here works offline. The tools come from
 Debian's ``systemd`` package; without them the tests skip, or fail when ``CI``
@@ -66,12 +66,14 @@ def _entry_point() -> str:
 
 
 def _with_local_binary(unit: Path, dest_dir: Path, name: str | None = None) -> Path:
-    """Copy ``unit`` to ``dest_dir`` with only the ExecStart binary replaced by the local one."""
+    """Copy ``unit`` to ``dest_dir`` with only the ExecStart and ExecReload binary replaced by the local one."""
     text = unit.read_text(encoding="utf-8")
-    prefix = f"ExecStart={INSTALLED_BINARY} "
-    assert text.count(prefix) == 1, f"{unit.name}: expected one {prefix!r} line"
+    for setting in ("ExecStart", "ExecReload"):
+        prefix = f"{setting}={INSTALLED_BINARY} "
+        assert text.count(prefix) == 1, f"{unit.name}: expected one {prefix!r} line"
+        text = text.replace(prefix, f"{setting}={_entry_point()} ")
     copy = dest_dir / (name or unit.name)
-    copy.write_text(text.replace(prefix, f"ExecStart={_entry_point()} "), encoding="utf-8")
+    copy.write_text(text, encoding="utf-8")
     return copy
 
 
@@ -157,6 +159,10 @@ def test_template_matches_plain_unit() -> None:
             f"ExecStart={INSTALLED_BINARY} run --config /etc/dedupd/%i.yaml"
         ),
         "StateDirectory=dedupd": "StateDirectory=dedupd/%i",
+        "AssertPathExists=/etc/dedupd/config.yaml": "AssertPathExists=/etc/dedupd/%i.yaml",
+        f"ExecReload={INSTALLED_BINARY} reload --pid $MAINPID --config /etc/dedupd/config.yaml": (
+            f"ExecReload={INSTALLED_BINARY} reload --pid $MAINPID --config /etc/dedupd/%i.yaml"
+        ),
     }
     plain = _directives(SYSTEMD_DIR / "dedupd.service")
     expected = [(section, instance_lines.get(line, line)) for section, line in plain]
@@ -171,7 +177,6 @@ def test_unit_keeps_the_daemon_contract(unit: Path) -> None:
     for line in (
         "Type=notify",
         "NotifyAccess=main",
-        "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "RestartPreventExitStatus=78",
         "WatchdogSec=60",
@@ -186,6 +191,15 @@ def test_unit_keeps_the_daemon_contract(unit: Path) -> None:
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_unit_runs_nothing_from_outside_the_venv(unit: Path) -> None:
+    """Every command the unit runs is dedupd from the venv: a minimal image lacks /bin/kill (procps)."""
+    commands = [line for _, line in _directives(unit) if re.match(r"Exec\w*=", line)]
+    assert len(commands) == 2, commands
+    for line in commands:
+        assert line.split("=", 1)[1].startswith(f"{INSTALLED_BINARY} "), line
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_every_setting_has_a_comment(unit: Path) -> None:
     """Each setting line is directly preceded by a comment that says why."""
     previous = ""
@@ -197,9 +211,9 @@ def test_every_setting_has_a_comment(unit: Path) -> None:
 
 
 def _needs_root() -> None:
-    """Skip unless running as root: the tools chown files in the alternate root."""
+    """Skip unless running as root: systemd-sysusers chowns files in the alternate root."""
     if os.geteuid() != 0:
-        pytest.skip("needs root (systemd-sysusers and systemd-tmpfiles chown in --root)")
+        pytest.skip("needs root (systemd-sysusers chowns files in --root)")
 
 
 def test_sysusers_creates_system_user(tmp_path: Path) -> None:
@@ -219,23 +233,3 @@ def test_sysusers_creates_system_user(tmp_path: Path) -> None:
     assert user[5] == "/var/lib/dedupd"
     assert user[6].endswith("nologin")
 
-
-def test_tmpfiles_creates_quarantine(tmp_path: Path) -> None:
-    """tmpfiles.d/dedupd.conf creates the quarantine as a 0750 directory owned by dedupd."""
-    sysusers = _tool("systemd-sysusers")
-    tmpfiles = _tool("systemd-tmpfiles")
-    _needs_root()
-    (tmp_path / "etc").mkdir()
-    users = _run([sysusers, f"--root={tmp_path}", str(SYSTEMD_DIR / "sysusers.d" / "dedupd.conf")])
-    assert users.returncode == 0, users.stderr
-    conf = SYSTEMD_DIR / "tmpfiles.d" / "dedupd.conf"
-    result = _run([tmpfiles, f"--root={tmp_path}", "--create", str(conf)])
-    assert result.returncode == 0, result.stderr
-    entry = next(
-        line.split(":")
-        for line in (tmp_path / "etc" / "passwd").read_text().splitlines()
-        if line.startswith("dedupd:")
-    )
-    st = (tmp_path / "srv" / "dedupd-quarantine").stat()
-    assert oct(st.st_mode & 0o7777) == oct(0o750)
-    assert (st.st_uid, st.st_gid) == (int(entry[2]), int(entry[3]))
