@@ -30,7 +30,8 @@ from boot_helpers import SRC_IN, WHEELS_IN, BootError, Budget, Container, cached
 from boot_helpers import cannot_boot_reason, missing_tools
 from daemon_helpers import picture, sha256
 
-pytestmark = pytest.mark.boot
+#: the tests that boot the container (the docs check below runs everywhere)
+boot = pytest.mark.boot
 
 T = TypeVar("T")
 
@@ -157,6 +158,7 @@ def write_config(box: Container, text: str, path: str = CONFIG) -> None:
 # --- the checks ------------------------------------------------------------------
 
 
+@boot
 def test_install_script_starts_the_service(box: Container) -> None:
     """install.sh leaves the service active after READY=1, with its user, quarantine, drop-in and store."""
     state = running(box)
@@ -174,6 +176,7 @@ def test_install_script_starts_the_service(box: Container) -> None:
     assert "daemon:   running" in box.sh(DEDUPD_STATUS).stdout
 
 
+@boot
 def test_duplicate_is_quarantined(box: Container) -> None:
     """An exact copy written into the root is moved to the quarantine; the original stays."""
     running(box)
@@ -190,6 +193,7 @@ def test_duplicate_is_quarantined(box: Container) -> None:
     assert "quarantine" in box.sh(DEDUPD_STATUS).stdout
 
 
+@boot
 def test_reload_keeps_the_pid_and_refuses_a_bad_config(box: Container) -> None:
     """systemctl reload re-reads the config in the same process; a bad file fails the reload, not the daemon."""
     pid = running(box)["MainPID"]
@@ -210,6 +214,7 @@ def test_reload_keeps_the_pid_and_refuses_a_bad_config(box: Container) -> None:
     assert (state["ActiveState"], state["MainPID"]) == ("active", pid), state
 
 
+@boot
 def test_watchdog_restarts_a_stopped_daemon(box: Container) -> None:
     """A daemon that stops pinging (SIGSTOP) is killed by the watchdog and restarted.
 
@@ -236,6 +241,7 @@ def test_watchdog_restarts_a_stopped_daemon(box: Container) -> None:
                "&& systemctl restart dedupd")
 
 
+@boot
 @pytest.mark.parametrize(
     ("case", "edit", "named"),
     [
@@ -275,6 +281,7 @@ def test_bad_config_exits_78_and_is_not_restarted(
     running(box)
 
 
+@boot
 def test_clean_stop(box: Container) -> None:
     """systemctl stop ends the daemon with exit 0 after it says goodbye; start brings it back."""
     running(box)
@@ -287,6 +294,7 @@ def test_clean_stop(box: Container) -> None:
     assert running(box)["ActiveState"] == "active"
 
 
+@boot
 def test_template_instance_and_a_missing_config(box: Container) -> None:
     """install.sh --instance runs a second library with its own quarantine and store; an instance
     without a config fails at once and leaves no state directory behind."""
@@ -305,6 +313,7 @@ def test_template_instance_and_a_missing_config(box: Container) -> None:
     running(box)  # the first library is untouched
 
 
+@boot
 def test_no_permission_or_filter_errors_under_the_hardening(box: Container) -> None:
     """Nothing dedupd did under the sandbox was refused by the system call filter or the file system."""
     journal = box.sh("journalctl -u dedupd -u 'dedupd@*' -o cat --no-pager").stdout
