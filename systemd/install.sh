@@ -78,17 +78,23 @@ else
 fi
 
 # --- 1. Python, the venv, the command -------------------------------------------
-if ! python3 -c 'import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    if python3 -c 'import sys; sys.exit(sys.version_info >= (3, 11))' 2>/dev/null; then
-        die "dedupd needs Python 3.11 or later; python3 is $(python3 -V 2>&1)"
+NEW_ENOUGH='import sys; sys.exit(sys.version_info < (3, 11))'
+if [ -x "$VENV/bin/python" ]; then
+    "$VENV/bin/python" -c "$NEW_ENOUGH" || die "$VENV has a Python older than 3.11: remove it, or make it with a newer one"
+else
+    if ! python3 -c "import ensurepip, venv; $NEW_ENOUGH" 2>/dev/null; then
+        if command -v python3 >/dev/null && ! python3 -c "$NEW_ENOUGH"; then
+            die "dedupd needs Python 3.11 or later; python3 is $(python3 -V 2>&1): make $VENV with a newer one (python3.11 -m venv $VENV) and run me again"
+        fi
+        command -v apt-get >/dev/null || die "python3 with venv is missing: install it (Debian/Ubuntu: python3-venv)"
+        echo "== apt-get install python3-venv"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     fi
-    command -v apt-get >/dev/null || die "python3 with venv is missing: install it (Debian/Ubuntu: python3-venv)"
-    echo "== apt-get install python3-venv"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    echo "== $VENV: a new virtualenv"
+    python3 -m venv "$VENV"
 fi
-echo "== $VENV: the virtualenv, with $SRC in it"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+echo "== $VENV: installing $SRC"
 # --upgrade: reinstall this checkout on every run (an upgrade), its dependencies only when needed
 "$VENV/bin/pip" install --quiet --upgrade "$SRC"
 ln -sfn "$VENV/bin/dedupd" /usr/local/bin/dedupd

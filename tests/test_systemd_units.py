@@ -233,3 +233,16 @@ def test_sysusers_creates_system_user(tmp_path: Path) -> None:
     assert user[5] == "/var/lib/dedupd"
     assert user[6].endswith("nologin")
 
+
+
+def test_install_script_is_posix_sh_and_refuses_unknown_arguments() -> None:
+    """install.sh parses as POSIX sh (/bin/sh is dash on Debian) and stops at a bad argument, changing nothing."""
+    script = SYSTEMD_DIR / "install.sh"
+    assert os.access(script, os.X_OK)
+    assert script.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+    syntax = _run(["sh", "-n", str(script)])
+    assert syntax.returncode == 0, syntax.stderr
+    bad = _run(["sh", str(script), "--no-such-option"])
+    assert bad.returncode == 64, bad
+    assert "unknown argument: --no-such-option" in bad.stderr
+    assert "systemd/install.sh --root DIR" in bad.stderr  # the usage lines
