@@ -320,3 +320,25 @@ def test_no_permission_or_filter_errors_under_the_hardening(box: Container) -> N
     for bad in ("SIGSYS", "Operation not permitted:", "Permission denied", "Read-only file system", "Traceback"):
         assert bad not in journal, (bad, journal)
 
+
+
+def doc_block(heading: str) -> str:
+    """The first ```sh block after ``heading`` in docs/service.md, as written there."""
+    doc = (REPO / "docs" / "service.md").read_text(encoding="utf-8")
+    section = doc[doc.index(f"\n{heading}\n"):]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+@boot
+def test_uninstall_as_documented_keeps_the_data(box: Container) -> None:
+    """The uninstall block of docs/service.md, run as written, removes the service and keeps the data.
+
+    Last in this module: it takes the installation away.
+    """
+    box.sh("systemctl disable --now dedupd@family")
+    box.sh("set -e\n" + doc_block("## Uninstall"))
+    assert "could not be found" in box.sh(STATUS, check=False).stderr
+    assert not box.path("/opt/dedupd").exists() and not box.path("/usr/local/bin/dedupd").is_symlink()
+    assert not list(box.path("/etc/systemd/system").glob("dedupd*"))
+    assert [p.name for p in box.path("/srv/dedupd-quarantine").rglob("*.jpg")] == ["second.jpg"]
+    assert box.path("/var/lib/dedupd/dedupd.db").exists() and box.path(CONFIG).exists()
