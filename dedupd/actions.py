@@ -25,7 +25,7 @@ from dedupd.config import Config
 from dedupd.errors import ActionError, display_path
 from dedupd.matching import is_under
 from dedupd.models import Action, FileStat, Tier
-from dedupd.pipeline import Duplicate
+from dedupd.models import Duplicate
 from dedupd.store import Store
 
 log = structlog.get_logger()
@@ -276,7 +276,6 @@ def _changed(path: Path, recorded: FileStat, what: str) -> str | None:
 
 def act_on_unhandled(store: Store, actor: Actor) -> int:
     """Handle duplicates whose match was stored but whose action never ran (a crash in between)."""
-    from dedupd.pipeline import Duplicate  # noqa: PLC0415 - same module graph, kept local for clarity
 
     ids = store.unacted_matches()
     for file_id in ids:

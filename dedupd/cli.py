@@ -305,7 +305,9 @@ def run(watch: tuple[Path, ...], db: Path | None, config_path: Path | None) -> N
         cfg = dataclasses.replace(cfg, roots=roots)
     for root in cfg.roots:
         if not root.is_dir():
-            raise errors.InputPathError(f"{display_path(root)}: not a directory")
+            # a configuration problem (78), so that systemd's
+            # RestartPreventExitStatus=78 stops a restart loop
+            raise errors.ConfigError(f"{display_path(root)}: not a directory", source=config_path, key="roots")
     sys.exit(run_daemon(cfg, ctx.db_path, config_path))
 
 
@@ -516,6 +518,7 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
     """
     from dedupd.audit import Audit
     from dedupd.fileops import sha256_of
+    from dedupd.grouping import Grouping
 
     ctx = Context(config_path, db)
     store = ctx.store()
@@ -527,15 +530,14 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
             if new:
                 trail.append(action="ignore", outcome="done", path=b, original=a, sha256=sha_b,
                              original_sha256=sha_a, detail="a person marked these as not duplicates")
-            for path in (a, b):  # undo a grouping already made between them
-                rec = store.record_for_path(Path(os.path.abspath(path)))
-                if rec is not None and rec.original_id is not None:
-                    other = store.record(rec.original_id)
-                    if other is not None and other.fingerprint and {other.fingerprint.sha256, rec.fingerprint.sha256 if rec.fingerprint else ""} == {sha_a, sha_b}:
-                        store.clear_match(rec.id)
+            # undo the pairings already made between them; what they join
+            # instead is acted on by the daemon at its next start or reload
+            regrouped = Grouping(store, ctx.config).ignored(sha_a, sha_b)
     finally:
         store.close()
     click.echo("recorded: not duplicates" if new else "already recorded")
+    if regrouped:
+        click.echo(f"{len(regrouped)} files regrouped")
 
 
 def main() -> None:

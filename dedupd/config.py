@@ -89,7 +89,13 @@ class Config:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     match: MatchSettings = field(default_factory=MatchSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
-    keep: tuple[KeepRule, ...] = (KeepRule.REFERENCE, KeepRule.FIRST_SEEN)
+    #: the best copy is the original: a reference copy, else the most pixels,
+    #: else the largest file (less compressed; never decides between files
+    #: whose picture data is identical, where size is only metadata), else the
+    #: one seen first (per path: touching or re-tagging does not change it)
+    keep: tuple[KeepRule, ...] = (
+        KeepRule.REFERENCE, KeepRule.HIGHEST_RESOLUTION, KeepRule.LARGEST_FILE, KeepRule.FIRST_SEEN,
+    )  # fmt: skip
     preferred_formats: tuple[str, ...] = ("PNG", "TIFF", "HEIF", "AVIF", "WEBP", "JPEG")
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_BYTES

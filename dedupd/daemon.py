@@ -32,9 +32,11 @@ from dedupd import startup
 from dedupd.actions import Actor, act_on_unhandled, resolve_intents
 from dedupd.audit import Audit
 from dedupd.config import Config
+from dedupd.crashes import CrashTracker
 from dedupd.errors import ConfigError
-from dedupd.models import Action, FileStat, Tier
-from dedupd.pipeline import Failed, Filter, Fingerprinted, Pipeline, Step, fingerprint_job, missing, walk
+from dedupd.models import Action, Duplicate, FileStat, Tier
+from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job
+from dedupd.walking import Filter, missing, walk
 from dedupd.sdnotify import Notifier, watchdog_interval
 from dedupd.store import Store, write_daemon_status
 from dedupd.watcher import Event, Kind, Watch, listen_for_overflow, start_watch, stop_watch
@@ -96,12 +98,12 @@ class Daemon:
         self.events: queue.Queue[Event] = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.pending: dict[Path, Pending] = {}
         self.in_flight: dict[Path, cf.Future[Fingerprinted | Failed]] = {}
+        self.in_flight_stat: dict[Path, FileStat] = {}  # what each file in flight was when submitted
         self.catch_up: collections.deque[tuple[Path, Iterator[Path], bool]] = collections.deque()
         self.roots: dict[Path, RootState] = {}
         self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
         self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
         self.counters = Counters()
-        self.crashes: collections.Counter[Path] = collections.Counter()
         self.started_at = time.time()
 
     # --- lifecycle --------------------------------------------------------
@@ -109,6 +111,7 @@ class Daemon:
     def run(self) -> int:
         self.store = Store.open(self.db_path)
         self.store.lock_writer()
+        self.crashes = CrashTracker(self.store)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -121,9 +124,10 @@ class Daemon:
             settled = resolve_intents(self.store, Audit(self.store))
             if settled:
                 log.warning("intents_resolved", count=settled)
-            self.pipeline = Pipeline(self.store, self.config)
             self.actor = Actor(self.store, self.config, roots=self.config.roots)
+            # before the index is built: an action here may move a file away
             act_on_unhandled(self.store, self.actor)
+            self.pipeline = Pipeline(self.store, self.config)
             self._warn_destructive()
             self._start_roots()
             self.notifier.ready(self._status_line())
@@ -134,9 +138,11 @@ class Daemon:
             for state in self.roots.values():
                 if state.watch is not None:
                     stop_watch(state.watch)
-            self._drain()
+            if hasattr(self, "pipeline"):  # a start that failed early has nothing in hand
+                self._drain()
             self.pool.shutdown(wait=True, cancel_futures=True)
-            self._write_status("stopped")
+            if hasattr(self, "actor"):
+                self._write_status("stopped")
             self.store.close()
             logging.getLogger("watchdog").removeHandler(overflow_log)
             log.info("daemon_stopped")
@@ -293,7 +299,7 @@ class Daemon:
                 continue
             for _, p in list(self.store.ids_under(path)):  # a directory, or the file itself
                 if missing(p):
-                    self.pipeline.forget(p)
+                    self._forget(p)
 
     def _advance_catch_up(self) -> None:
         budget = CATCH_UP_BATCH
@@ -323,7 +329,7 @@ class Daemon:
                 continue
             gone = [p for _, p in self.store.ids_under(root) if missing(p)]
             for p in gone:
-                self.pipeline.forget(p)
+                self._forget(p)
             state.vouched = False
             log.info("catch_up_finished", root=root, forgotten=len(gone), indexed=self.store.count_under(root))
 
@@ -335,8 +341,11 @@ class Daemon:
         the settle time.  Any change seen restarts the clock.
         """
         settle = self.config.settle_seconds
+        # after a worker died with several files in flight, they go one at a
+        # time until the one that kills workers is known
+        limit = 1 if self.crashes.isolating else self.max_in_flight
         for path in list(self.pending):
-            if len(self.in_flight) >= self.max_in_flight:
+            if len(self.in_flight) >= limit:
                 return
             if path in self.in_flight:
                 continue
@@ -375,33 +384,54 @@ class Daemon:
         if plan.step is Step.UNCHANGED:
             return
         if plan.step is Step.RENAMED:
-            self.pipeline.follow_rename(plan)
+            self._act(self.pipeline.follow_rename(plan).duplicates)
+            return
+        if self.crashes.poisoned(path, plan.stat):
+            self._ingest(Failed(path, plan.stat, "crashed_decoder",
+                                f"the file killed a worker process {self.crashes.limit} times"))
+            return
+        if self.crashes.isolating and path not in self.crashes.suspects:
+            self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic() - self.config.settle_seconds))
             return
         future = self.pool.submit(fingerprint_job, path, self.config.max_pixels, self.config.max_file_bytes)
         self.in_flight[path] = future
+        self.in_flight_stat[path] = plan.stat
 
     def _collect(self) -> None:
         for path, future in list(self.in_flight.items()):
-            if future.done():
-                del self.in_flight[path]
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    # a worker died (out of memory, a crash in a decoder): start a
-                    # fresh pool; a file that kills a worker twice is skipped
-                    self.crashes[path] += 1
-                    log.error("worker_died", path=path, note="restarting the worker pool")
-                    self._restart_pool()
-                    if self.crashes[path] >= 2:
-                        self.pending.pop(path, None)
-                        self._ingest(Failed(path, None, "crashed_decoder", "the file killed a worker process twice"))
-                    continue
-                self._ingest(result)
+            if not future.done():
+                continue
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                self._worker_died()
+                return  # every future of the old pool is gone with it
+            del self.in_flight[path]
+            self.in_flight_stat.pop(path, None)
+            self.crashes.survived(path)
+            self._ingest(result)
+
+    def _worker_died(self) -> None:
+        """A worker died (a crash in a decoder, the OOM killer): every file in
+        flight goes back to the queue on a fresh pool; a file that killed
+        workers alone often enough is skipped, now and after a restart."""
+        flying = [(path, self.in_flight_stat.get(path)) for path in self.in_flight]
+        log.error("worker_died", paths=[p for p, _ in flying], note="restarting the worker pool")
+        poisoned = self.crashes.died(flying)
+        self._restart_pool()
+        for path in poisoned:
+            self.pending.pop(path, None)
+            try:
+                st: FileStat | None = FileStat.from_path(path)
+            except OSError:
+                st = None
+            self._ingest(Failed(path, st, "crashed_decoder", f"the file killed a worker process {self.crashes.limit} times"))
 
     def _restart_pool(self) -> None:
         for path in list(self.in_flight):
             self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic()))
         self.in_flight.clear()
+        self.in_flight_stat.clear()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = cf.ProcessPoolExecutor(
             self.config.effective_workers(), mp_context=multiprocessing.get_context("forkserver")
@@ -427,11 +457,23 @@ class Daemon:
         outcome = self.pipeline.ingest(result)
         if outcome.error is not None:
             self.counters.errors += 1
-            return
-        self.counters.fingerprinted += 1
-        if outcome.duplicate is not None:
-            self.counters.duplicates[outcome.duplicate.match.tier.value] += 1
-            self.actor.handle(outcome.duplicate)
+        else:
+            self.counters.fingerprinted += 1
+        self._act(outcome.duplicates)
+
+    def _forget(self, path: Path) -> None:
+        forgotten = self.pipeline.forget(path)
+        if forgotten is not None:
+            self._act(forgotten.duplicates)
+
+    def _act(self, found: tuple[Duplicate, ...] | list[Duplicate]) -> None:
+        """Every match grouping made or moved goes to the Actor, re-matches included."""
+        todo = list(found)
+        while todo:
+            dup = todo.pop(0)
+            self.counters.duplicates[dup.match.tier.value] += 1
+            self.actor.handle(dup)
+            todo += self.pipeline.acted(dup)
 
     def _root_of(self, path: Path) -> Path:
         for root in self.roots:
@@ -448,6 +490,9 @@ class Daemon:
             new = config_module.load(self.config_path)
             if not new.roots:
                 new = config_module.from_mapping({**new.to_dict(), "roots": [str(r) for r in self.config.roots]}, source=self.config_path)
+            for root in new.roots:
+                if not root.is_dir():
+                    raise ConfigError(f"{root}: not a directory", source=self.config_path, key="roots")
         except ConfigError as exc:
             log.error("config_reload_failed", error=exc.message, note="keeping the running configuration")
             self.notifier.ready(self._status_line())
@@ -457,6 +502,10 @@ class Daemon:
         self.pipeline.config = new
         self.actor = Actor(self.store, new, roots=new.roots)
         self.actor.paused.clear()
+        # actions that failed or that a breaker held back are tried again now
+        unacted = self.store.unacted_matches()
+        act_on_unhandled(self.store, self.actor)
+        self._act(self.pipeline.grouping.removed(unacted))
         for root in old_roots - set(new.roots):
             state = self.roots.pop(root)
             if state.watch is not None:
@@ -475,7 +524,11 @@ class Daemon:
             state.dev, state.ino = st.st_dev, st.st_ino
             self._watch(state, filt)
         for root in [r for r in new.roots if r not in old_roots]:
-            st = os.stat(root)
+            try:
+                st = os.stat(root)
+            except OSError as exc:  # vanished since the check above: watched from the next reload
+                log.error("root_unavailable", root=root, error=exc.strerror)
+                continue
             self.roots[root] = RootState(root, st.st_dev, st.st_ino)
             self._watch(self.roots[root], filt)
         self._warn_destructive()

@@ -143,7 +143,12 @@ def is_under(path: Path, dirs: tuple[Path, ...]) -> bool:
 
 
 def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision, str]:
-    """Apply the configured keep rules in order; the first that decides wins."""
+    """Apply the configured keep rules in order; the first that decides wins.
+
+    ``first_seen`` compares ``Record.seq``, which belongs to the path (kept
+    across new versions and renames), so touching, re-tagging or a remount
+    never changes the answer.
+    """
     assert new.fingerprint is not None and old.fingerprint is not None
     nf, of = new.fingerprint, old.fingerprint
     formats = [f.upper() for f in config.preferred_formats]
@@ -158,7 +163,11 @@ def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision,
         elif rule is KeepRule.HIGHEST_RESOLUTION:
             key_new, key_old = -nf.pixels, -of.pixels
         elif rule is KeepRule.LARGEST_FILE:
-            key_new, key_old = -new.stat.size, -old.stat.size
+            # a larger file is taken as less compressed; between files with the
+            # same picture data the difference is only metadata, and re-tagging
+            # must not change which one is the original
+            same_picture = nf.pixel_digest == of.pixel_digest
+            key_new, key_old = (0, 0) if same_picture else (-new.stat.size, -old.stat.size)
         elif rule is KeepRule.PREFERRED_FORMAT:
             key_new, key_old = fmt_rank(nf), fmt_rank(of)
         elif rule is KeepRule.OLDEST:

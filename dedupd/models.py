@@ -129,7 +129,11 @@ class Record:
     path: Path
     stat: FileStat
     fingerprint: Fingerprint | None  # None when the file could not be read
-    seq: int  # order in which dedupd first indexed this version of the file
+    #: seniority: the order in which dedupd first saw this path.  A new
+    #: version of the same path (touched, re-tagged, seen on a remounted
+    #: device) keeps it, and so does a rename; the ``first_seen`` keep rule
+    #: compares it
+    seq: int
     error: str | None = None  # reason the file was skipped, when it was
     #: the file's original, when this file is a duplicate (the group's root)
     original_id: int | None = None
@@ -142,3 +146,14 @@ class Verdict:
     match: Match | None
     reason: str
     distances: Distances | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A pair found: ``duplicate`` is a copy of ``original`` (the root of its group)."""
+
+    duplicate: Record
+    original: Record
+    match: Match
+    tie: bool  # no keep rule decided which is the original: act on neither
+    rule: str  # the keep rule that decided, in words

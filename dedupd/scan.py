@@ -21,21 +21,18 @@ from tqdm import tqdm
 
 from dedupd import errors
 from dedupd.config import Config
+from dedupd.models import Duplicate
 from dedupd.pipeline import (
-    Duplicate,
     Failed,
-    Filter,
     Fingerprinted,
     Outcome,
     Pipeline,
     Step,
     fingerprint_batch,
     fingerprint_job,
-    missing,
-    unique_roots,
-    walk,
 )
 from dedupd.store import Store
+from dedupd.walking import Filter, missing, unique_roots, walk
 
 log = structlog.get_logger()
 
@@ -108,17 +105,23 @@ def scan(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="scanning", unit=" files", disable=not show, file=sys.stderr, dynamic_ncols=True)
 
+    def hand_on(found: tuple[Duplicate, ...] | list[Duplicate]) -> None:
+        todo = list(found)
+        while todo:
+            dup = todo.pop(0)
+            summary.duplicates[dup.match.tier.value] += 1
+            if on_duplicate is not None:
+                on_duplicate(dup)
+                todo += pipeline.acted(dup)
+
     def consume(outcome: Outcome) -> None:
         if outcome.error is not None:
             summary.errors[outcome.error.reason] += 1
-            return
-        summary.fingerprinted += 1
-        assert outcome.record is not None
-        seen_ids.add(outcome.record.id)
-        if outcome.duplicate is not None:
-            summary.duplicates[outcome.duplicate.match.tier.value] += 1
-            if on_duplicate is not None:
-                on_duplicate(outcome.duplicate)
+        else:
+            summary.fingerprinted += 1
+            assert outcome.record is not None
+            seen_ids.add(outcome.record.id)
+        hand_on(outcome.duplicates)
 
     unreadable: list[Path] = []
 
@@ -131,8 +134,7 @@ def scan(
                 try:
                     plan = pipeline.plan(path)
                 except OSError as exc:
-                    consume(Outcome(None, error=pipeline.record_failure(
-                        Failed(path, None, "vanished", exc.strerror or str(exc)))))
+                    consume(pipeline.record_failure(Failed(path, None, "vanished", exc.strerror or str(exc))))
                     continue
                 if plan.step is Step.UNCHANGED:
                     summary.unchanged += 1
@@ -140,7 +142,10 @@ def scan(
                     seen_ids.add(plan.record.id)
                 elif plan.step is Step.RENAMED:
                     summary.renamed += 1
-                    seen_ids.add(pipeline.follow_rename(plan).id)
+                    moved = pipeline.follow_rename(plan)
+                    assert moved.record is not None
+                    seen_ids.add(moved.record.id)
+                    hand_on(moved.duplicates)
                 else:
                     yield path, plan.stat.size
 
@@ -171,8 +176,10 @@ def scan(
                 continue
             for file_id, path in list(store.ids_under(root)):
                 if file_id not in seen_ids and missing(path):
-                    if pipeline.forget(path):
+                    forgotten = pipeline.forget(path)
+                    if forgotten is not None:
                         summary.removed += 1
+                        hand_on(forgotten.duplicates)
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

@@ -194,10 +194,28 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """A transaction: everything inside is written, or nothing is."""
+        """A transaction: everything inside is written, or nothing is.
+
+        The outermost one starts with ``BEGIN IMMEDIATE``: it takes SQLite's
+        write lock first, so a second writer waits on the busy timeout instead
+        of failing at its first write after a read ("database is locked" is
+        immediate for a deferred transaction that must upgrade).  Nested ones
+        are savepoints.
+        """
+        conn = self.db.conn
         try:
-            with self.db.atomic():
+            if conn.in_transaction:
+                with self.db.atomic():  # a savepoint
+                    yield
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -260,10 +278,13 @@ class Store:
             yield file_id, to_unsigned(phash)
 
     def next_seq(self) -> int:
+        """The next seniority number: O(log n) through the index on ``seq``."""
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()
         return int(row[0])
 
-    def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int) -> int:
+    def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int | None = None) -> int:
+        """Store a fingerprinted file.  A path already stored keeps its id and its
+        seniority (``seq``) unless one is given."""
         return self._upsert(
             _file_row(path, st, seq)
             | {
@@ -280,15 +301,20 @@ class Store:
             }
         )
 
-    def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int) -> int:
+    def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
         return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
 
     def _upsert(self, values: dict[str, Any]) -> int:
-        existing = self.db.execute("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
-        if existing:
-            self.db.table("files").update(existing[0], values)
-            return int(existing[0])
-        return int(self.db.table("files").insert(values).last_pk)  # type: ignore[arg-type]
+        with self.atomic():
+            existing = self.db.execute("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
+            if existing:
+                if values["seq"] is None:
+                    del values["seq"]  # seniority belongs to the path, not to the version
+                self.db.table("files").update(existing[0], values)
+                return int(existing[0])
+            if values["seq"] is None:
+                values["seq"] = self.next_seq()
+            return int(self.db.table("files").insert(values).last_pk)  # type: ignore[arg-type]
 
     def move_file(self, file_id: int, new_path: Path) -> None:
         """A rename: the same file (device, inode, size, mtime) at a new path."""
@@ -335,6 +361,19 @@ class Store:
             return None
         return row[0], _match_from_row(row[1:8]), bool(row[8])
 
+    def matched_between(self, sha_a: str, sha_b: str) -> list[int]:
+        """Duplicates whose content and whose original's content are this pair, either way round."""
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
+                " JOIN files o ON o.id = m.original_id"
+                " WHERE (d.sha256 = ? AND o.sha256 = ?) OR (d.sha256 = ? AND o.sha256 = ?)"
+                " ORDER BY m.file_id",
+                [sha_a, sha_b, sha_b, sha_a],
+            )
+        ]
+
     def duplicates_of(self, original_id: int) -> list[int]:
         return [
             row[0]
@@ -380,21 +419,30 @@ class Store:
         row = self.db.execute("SELECT 1 FROM ignores WHERE sha_a = ? AND sha_b = ?", [a, b]).fetchone()
         return row is not None
 
-    def counts(self) -> dict[str, int]:
-        def one(sql: str) -> int:
-            return int(self.db.execute(sql).fetchone()[0])
+    # --- crash counts --------------------------------------------------------
 
-        out = {
-            "files": one("SELECT COUNT(*) FROM files WHERE error IS NULL"),
-            "errors": one("SELECT COUNT(*) FROM files WHERE error IS NOT NULL"),
-            "groups": one("SELECT COUNT(DISTINCT original_id) FROM matches"),
-            "duplicates": one("SELECT COUNT(*) FROM matches"),
-        }
-        for tier in Tier:
-            out[f"duplicates_{tier.value}"] = int(
-                self.db.execute("SELECT COUNT(*) FROM matches WHERE tier = ?", [tier.value]).fetchone()[0]
+    def add_crash(self, path: Path, st: FileStat) -> int:
+        """One more worker death on this version of ``path``; returns its count."""
+        key = _path_key(path)
+        with self.atomic():
+            row = self.db.execute("SELECT size, mtime_ns, count FROM crashes WHERE path = ?", [key]).fetchone()
+            count = row[2] + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
+            self.db.execute(
+                "INSERT OR REPLACE INTO crashes (path, size, mtime_ns, count, at) VALUES (?, ?, ?, ?, ?)",
+                [key, st.size, st.mtime_ns, count, time.time()],
             )
-        return out
+        return count
+
+    def crash_count(self, path: Path, st: FileStat) -> int:
+        row = self.db.execute(
+            "SELECT count FROM crashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            [_path_key(path), st.size, st.mtime_ns],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self) -> dict[str, int]:
+        """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""
+        return {name: int(n) for name, n in self.db.execute("SELECT name, n FROM counters")}
 
     # --- helpers -----------------------------------------------------------
 
@@ -413,7 +461,7 @@ _FINGERPRINT_COLUMNS = (
 )  # fmt: skip
 
 
-def _file_row(path: Path, st: FileStat, seq: int) -> dict[str, Any]:
+def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
     """The columns every file row has; fingerprint and error columns start empty."""
     return {
         "path": _path_key(path),
@@ -596,3 +644,73 @@ def unpack_variants(raw: bytes | None) -> tuple[tuple[Orientation, Hashes], ...]
             (o, Hashes(phash=int.from_bytes(chunk[:8], "big"), dhash=int.from_bytes(chunk[8:16], "big"), colour=bytes(chunk[16:])))
         )
     return tuple(out)
+
+
+# --- grouping: seniority and counts in O(1) ------------------------------------
+
+
+@migrations()
+def m008_grouping_seq_index_and_counters(db: sqlite_utils.Database) -> None:
+    # next_seq() is MAX(seq): with an index that is one b-tree descent, not a scan
+    db.table("files").create_index(["seq"])
+    # status counts kept by triggers, so that reading them costs the same at
+    # ten files and at ten million (COUNT(*) scans)
+    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    names = ["files", "errors", "groups", "duplicates", *(f"duplicates_{t.value}" for t in Tier)]
+    for name in names:
+        db.execute("INSERT INTO counters (name, n) VALUES (?, 0)", [name])
+    for trigger in _COUNTER_TRIGGERS.split("\nEND;")[:-1]:  # each trigger ends on its own line
+        db.execute(trigger + "\nEND;")
+    db.execute(
+        "UPDATE counters SET n = (SELECT COUNT(*) FROM files WHERE error IS NULL) WHERE name = 'files'"
+    )
+    db.execute(
+        "UPDATE counters SET n = (SELECT COUNT(*) FROM files WHERE error IS NOT NULL) WHERE name = 'errors'"
+    )
+    db.execute("UPDATE counters SET n = (SELECT COUNT(DISTINCT original_id) FROM matches) WHERE name = 'groups'")
+    db.execute("UPDATE counters SET n = (SELECT COUNT(*) FROM matches) WHERE name = 'duplicates'")
+    db.execute(
+        "UPDATE counters SET n = (SELECT COUNT(*) FROM matches WHERE 'duplicates_' || tier = counters.name)"
+        " WHERE name LIKE 'duplicates_%'"
+    )
+
+
+_COUNTER_TRIGGERS = """
+CREATE TRIGGER counters_files_insert AFTER INSERT ON files BEGIN
+  UPDATE counters SET n = n + 1 WHERE name = CASE WHEN NEW.error IS NULL THEN 'files' ELSE 'errors' END;
+END;
+CREATE TRIGGER counters_files_delete AFTER DELETE ON files BEGIN
+  UPDATE counters SET n = n - 1 WHERE name = CASE WHEN OLD.error IS NULL THEN 'files' ELSE 'errors' END;
+END;
+CREATE TRIGGER counters_files_update AFTER UPDATE OF error ON files
+WHEN (OLD.error IS NULL) != (NEW.error IS NULL) BEGIN
+  UPDATE counters SET n = n - 1 WHERE name = CASE WHEN OLD.error IS NULL THEN 'files' ELSE 'errors' END;
+  UPDATE counters SET n = n + 1 WHERE name = CASE WHEN NEW.error IS NULL THEN 'files' ELSE 'errors' END;
+END;
+CREATE TRIGGER counters_matches_insert AFTER INSERT ON matches BEGIN
+  UPDATE counters SET n = n + 1 WHERE name IN ('duplicates', 'duplicates_' || NEW.tier);
+  UPDATE counters SET n = n + 1 WHERE name = 'groups'
+    AND (SELECT COUNT(*) FROM matches WHERE original_id = NEW.original_id) = 1;
+END;
+CREATE TRIGGER counters_matches_delete AFTER DELETE ON matches BEGIN
+  UPDATE counters SET n = n - 1 WHERE name IN ('duplicates', 'duplicates_' || OLD.tier);
+  UPDATE counters SET n = n - 1 WHERE name = 'groups'
+    AND NOT EXISTS (SELECT 1 FROM matches WHERE original_id = OLD.original_id);
+END;
+CREATE TRIGGER counters_matches_update AFTER UPDATE OF tier, original_id ON matches BEGIN
+  UPDATE counters SET n = n - 1 WHERE name = 'duplicates_' || OLD.tier;
+  UPDATE counters SET n = n + 1 WHERE name = 'duplicates_' || NEW.tier;
+  UPDATE counters SET n = n - 1 WHERE name = 'groups' AND OLD.original_id != NEW.original_id
+    AND NOT EXISTS (SELECT 1 FROM matches WHERE original_id = OLD.original_id);
+  UPDATE counters SET n = n + 1 WHERE name = 'groups' AND OLD.original_id != NEW.original_id
+    AND (SELECT COUNT(*) FROM matches WHERE original_id = NEW.original_id) = 1;
+END;
+"""
+
+
+@migrations()
+def m008_grouping_crashes(db: sqlite_utils.Database) -> None:
+    # worker deaths per file, so that a file that kills workers is skipped after a restart
+    db.table("crashes").create(
+        {"path": bytes, "size": int, "mtime_ns": int, "count": int, "at": float}, pk="path"
+    )

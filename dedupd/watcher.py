@@ -23,7 +23,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from dedupd.pipeline import Filter
+from dedupd.walking import Filter
 
 log = structlog.get_logger()
 

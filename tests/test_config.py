@@ -45,7 +45,7 @@ def test_no_file_gives_the_embedded_defaults() -> None:
     assert cfg == Config()
     assert cfg.source is None and cfg.db is None
     assert cfg.match == MatchSettings(near_distance=10, verify_distance=14, colour_distance=14.0, min_detail=6.0, rotations=True)
-    assert cfg.keep == (KeepRule.REFERENCE, KeepRule.FIRST_SEEN)
+    assert cfg.keep == (KeepRule.REFERENCE, KeepRule.HIGHEST_RESOLUTION, KeepRule.LARGEST_FILE, KeepRule.FIRST_SEEN)
     assert all(cfg.actions.for_tier(t) is Action.LOG for t in Tier)
     assert "*.jpg" in cfg.include and "*.heic" in cfg.include and "*.avif" in cfg.include
     assert cfg.effective_workers() >= 1

@@ -369,9 +369,14 @@ def test_keep_policy_from_config_prefers_the_larger_file_seen_second(run_cli: Ru
     conf.write_text("keep: [highest_resolution, first_seen]\n")
     assert run_cli("scan", root, "--config", conf).returncode == 0
     assert shape(groups_json(run_cli), root) == [("b_large.png", [("a_small.jpg", "near")])]
-    # the default policy (first seen) decides the other way
+    # so does the default policy (the best copy first) ...
     assert run_cli("scan", root, db=tmp_path / "default.db").returncode == 0
-    assert shape(groups_json(run_cli, db=tmp_path / "default.db"), root) == [("a_small.jpg", [("b_large.png", "near")])]
+    assert shape(groups_json(run_cli, db=tmp_path / "default.db"), root) == [("b_large.png", [("a_small.jpg", "near")])]
+    # ... and `first_seen` alone decides the other way
+    first = tmp_path / "first.yaml"
+    first.write_text("keep: [first_seen]\n")
+    assert run_cli("scan", root, "--config", first, db=tmp_path / "first.db").returncode == 0
+    assert shape(groups_json(run_cli, db=tmp_path / "first.db"), root) == [("a_small.jpg", [("b_large.png", "near")])]
 
 
 def test_reference_dir_holds_the_original_even_when_seen_second(run_cli: RunCli, tmp_path: Path) -> None:
@@ -600,7 +605,9 @@ def test_turned_copies_stay_grouped_when_their_original_is_deleted(run_cli: RunC
     assert len(groups_json(run_cli)[0]["duplicates"]) == 2  # type: ignore[arg-type]
     (root / "a.png").unlink()
     assert run_cli("scan", root).returncode == 0
-    assert shape(groups_json(run_cli), root) == [("b_rot90.png", [("c_rot180.png", "near")])]
+    # same resolution: the default keep order takes the larger file
+    big, small = sorted(["b_rot90.png", "c_rot180.png"], key=lambda n: -(root / n).stat().st_size)
+    assert shape(groups_json(run_cli), root) == [(big, [(small, "near")])]
 
 
 def test_turned_copy_follows_its_group_to_a_better_original(run_cli: RunCli, tmp_path: Path) -> None:

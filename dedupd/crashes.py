@@ -1,0 +1,79 @@
+"""Crash tracking: which file kills the fingerprinting workers.
+
+When a worker process dies (a crash in a decoder, the kernel's OOM killer)
+the pool fails every file in flight, so one death only says "one of
+these".  A crash is counted against a file only when it was the only one in
+flight; files in flight together at a death become *suspects* and are
+retried one at a time until each has either finished or died alone.
+
+Counts live in the store, so that a file that killed workers is skipped
+after a restart too, instead of killing them again every time the daemon
+starts.  A file that changes (size or modification time) gets a fresh
+count.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from dedupd.models import FileStat
+from dedupd.store import Store
+
+log = structlog.get_logger()
+
+#: a file that killed a worker this many times, alone, is skipped
+CRASH_LIMIT = 2
+
+#: test-only switch: a worker handed a file whose name matches this glob dies
+#: by SIGKILL, as it would in a crashing decoder.  Unset in any real run.
+FAULT_ENV = "DEDUPD_FAULT_WORKER_CRASH"
+
+
+def maybe_crash(path: Path) -> None:
+    """Die here if the fault switch names this file (tests only)."""
+    pattern = os.environ.get(FAULT_ENV)
+    if pattern and fnmatch.fnmatchcase(path.name, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CrashTracker:
+    """Counts worker deaths per file, in the store."""
+
+    def __init__(self, store: Store, limit: int = CRASH_LIMIT) -> None:
+        self.store = store
+        self.limit = limit
+        self.suspects: set[Path] = set()
+
+    @property
+    def isolating(self) -> bool:
+        """Are there suspects to retry one at a time?"""
+        return bool(self.suspects)
+
+    def died(self, in_flight: Iterable[tuple[Path, FileStat | None]]) -> list[Path]:
+        """A worker died with these files in flight; returns the files now known to be poison."""
+        flying = list(in_flight)
+        if len(flying) != 1:
+            self.suspects.update(path for path, _ in flying)
+            return []
+        path, st = flying[0]
+        self.suspects.discard(path)
+        if st is None:
+            return []
+        with self.store.atomic():
+            count = self.store.add_crash(path, st)
+        log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit)
+        return [path] if count >= self.limit else []
+
+    def poisoned(self, path: Path, st: FileStat) -> bool:
+        """Has this version of this file killed workers often enough to be skipped?"""
+        return self.store.crash_count(path, st) >= self.limit
+
+    def survived(self, path: Path) -> None:
+        """The file was fingerprinted (or failed cleanly): it is no suspect."""
+        self.suspects.discard(path)

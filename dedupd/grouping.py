@@ -1,0 +1,400 @@
+"""Groups of copies: which file is the original of which, and the index that finds them.
+
+Every change to matches and to the near-duplicate index goes through
+:class:`Grouping`, which keeps these invariants after each operation
+(``tests/test_grouping_state.py`` checks them after every step of random
+sequences):
+
+1. **Stars.** A group is one original (its root) and its duplicates; an
+   original is never itself a duplicate, so there are no chains.
+2. **Twins together.** Files with the same bytes (SHA-256) or the same
+   picture data (pixel digest) are in one group, unless a person said a pair
+   among them and their originals is not to be deduplicated (``ignores``).
+3. **The index is the store.** The index holds an entry exactly for each
+   stored, fingerprinted file.
+4. **Every match is reported.** Each operation returns a
+   :class:`~dedupd.models.Duplicate` for every match it made or moved,
+   re-matches included, so that the Actor sees all of them.
+
+Seniority (``Record.seq``) belongs to the path: the store keeps it when a
+path gets a new version, and a rename keeps it, so touching, re-tagging or a
+remount never changes which file is the original.
+
+Callers hold ``store.atomic()`` around an operation when it is part of a
+larger write; each operation also opens its own (nested) transaction.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import structlog
+
+from dedupd.config import Config
+from dedupd.index import HashIndex
+from dedupd.matching import INVERSE, Decision, choose_original, verdict_for
+from dedupd.models import Duplicate, Match, Record, Tier
+from dedupd.store import Store
+
+log = structlog.get_logger()
+
+_TIER_RANK = {Tier.EXACT: 0, Tier.PIXEL: 1, Tier.NEAR: 2, Tier.SIMILAR: 3}
+
+#: placements in one operation at most; far above what any real group needs,
+#: it only stops a bug from looping forever
+MAX_PLACEMENTS = 100_000
+
+#: files still to place: (file id, None) to find its group, (file id, root id)
+#: to bring it into that group (a twin of one of its files)
+Todo = collections.deque[tuple[int, int | None]]
+
+
+def inverse(match: Match) -> Match:
+    """The same match seen from the other file."""
+    return Match(
+        match.tier,
+        match.distances,
+        match.similarity,
+        INVERSE.get(match.orientation, match.orientation),
+        match.reason,
+    )
+
+
+class Grouping:
+    """Owns the ``matches`` of the store and the in-memory near-duplicate index."""
+
+    def __init__(self, store: Store, config: Config, index: HashIndex | None = None) -> None:
+        self.store = store
+        self.config = config
+        self._index = index
+
+    @property
+    def index(self) -> HashIndex:
+        """Built from the store on first use (a command that never matches never pays for it)."""
+        if self._index is None:
+            self._index = HashIndex.build(self.store.all_hashes())
+        return self._index
+
+    # --- operations ---------------------------------------------------------
+
+    def changed(self, record: Record, previous: Record | None) -> list[Duplicate]:
+        """``record`` was just stored (fingerprinted) at a path that held ``previous`` (None: new)."""
+        fp = record.fingerprint
+        assert fp is not None
+        with self.store.atomic():
+            self.index.add_fingerprint(record.id, fp)
+            old = previous.fingerprint if previous is not None else None
+            if previous is not None and previous.id == record.id and old is not None and old.sha256 == fp.sha256:
+                # the same bytes (touched, copied back, seen on a remounted
+                # device): its group holds; a duplicate is reported again so
+                # that an action skipped on the old version is retried
+                return self._report({record.id: "unchanged content: kept in its group"})
+            queue = self._detach(previous.id) if previous is not None else []
+            return self._settle([record.id, *queue])
+
+    def unreadable(self, file_id: int) -> list[Duplicate]:
+        """A stored file cannot be fingerprinted any more: out of its group and the index."""
+        with self.store.atomic():
+            self.index.remove(file_id)
+            return self._settle(self._detach(file_id))
+
+    def forget(self, file_id: int) -> list[Duplicate]:
+        """A file is gone: drop its record; its duplicates look for a new original."""
+        with self.store.atomic():
+            self.index.remove(file_id)
+            orphans = self._detach(file_id)
+            self.store.delete_file(file_id)
+            return self._settle(orphans)
+
+    def renamed(self, file_id: int, new_path: Path) -> list[Duplicate]:
+        """A stored file was seen at ``new_path``; whatever was stored there is gone."""
+        out: list[Duplicate] = []
+        with self.store.atomic():
+            replaced = self.store.record_for_path(new_path)
+            if replaced is not None and replaced.id != file_id:
+                out += self.forget(replaced.id)
+            self.store.move_file(file_id, new_path)
+            # path rules (reference directories) may now prefer another member
+            out += self._recheck_root(file_id)
+        return out
+
+    def removed(self, file_ids: list[int]) -> list[Duplicate]:
+        """Records deleted by someone else (an action moved the file away): keep the index in step."""
+        out: list[Duplicate] = []
+        with self.store.atomic():
+            for file_id in file_ids:
+                if self.store.record(file_id) is None:
+                    self.index.remove(file_id)
+                    # a duplicate is never an original, so this is normally empty
+                    out += self._settle(self.store.duplicates_of(file_id))
+        return out
+
+    def ignored(self, sha_a: str, sha_b: str) -> list[Duplicate]:
+        """A person said contents ``sha_a`` and ``sha_b`` are not duplicates: undo their pairings."""
+        with self.store.atomic():
+            freed = self.store.matched_between(sha_a, sha_b)
+            for file_id in freed:
+                self.store.clear_match(file_id)
+            return self._settle(freed)
+
+    # --- placing ------------------------------------------------------------
+
+    def _detach(self, file_id: int) -> list[int]:
+        """Take a file out of its group; returns its former duplicates, now ungrouped."""
+        self.store.clear_match(file_id)
+        orphans = self.store.duplicates_of(file_id)
+        for orphan in orphans:
+            self.store.clear_match(orphan)
+        return orphans
+
+    def _settle(self, ids: list[int]) -> list[Duplicate]:
+        """Place each file (and whatever a placement splits off) in its group.
+
+        A file that joins a group pulls its twins (same bytes or picture
+        data) into that group after it, so that a twin class never ends up
+        spread over groups, whatever order its files are placed in.
+        """
+        changed: dict[int, str] = {}
+        todo: collections.deque[tuple[int, int | None]] = collections.deque((i, None) for i in ids)
+        placements = 0
+        while todo:
+            placements += 1
+            if placements > MAX_PLACEMENTS:  # pragma: no cover - a bug guard
+                log.error("grouping_gave_up", left=len(todo))
+                break
+            file_id, target = todo.popleft()
+            before = len(changed)
+            if target is None:
+                self._place(file_id, changed, todo)
+            else:
+                self._pull(file_id, target, changed, todo)
+            for moved in list(changed)[before:]:
+                self._pull_twins_of(moved, todo)
+        return self._report(changed)
+
+    def _place(self, file_id: int, changed: dict[int, str], todo: Todo) -> None:
+        rec = self.store.record(file_id)
+        if rec is None or rec.fingerprint is None or rec.original_id is not None:
+            return  # gone, unreadable, or already in a group
+        exclude = {file_id, *self.store.duplicates_of(file_id)}
+        chosen = self._twin_root(rec, exclude) or self._best_root(rec, exclude)
+        if chosen is None:
+            return  # an original of its own
+        root, match = chosen
+        self._join(rec, root, match, changed, todo)
+
+    def _join(self, rec: Record, root: Record, match: Match, changed: dict[int, str], todo: Todo) -> None:
+        """``rec`` (a root) and ``root`` are copies (``match``: rec seen from root): one group."""
+        decision, rule = choose_original(rec, root, self.config)
+        if decision is Decision.KEEP_NEW:
+            self._merge(root, rec, inverse(match), False, rule, changed, todo)
+        else:
+            self._merge(rec, root, match, decision is Decision.TIE, rule, changed, todo)
+
+    def _pull_twins_of(self, file_id: int, todo: Todo) -> None:
+        rec = self.store.record(file_id)
+        if rec is None or rec.fingerprint is None:
+            return
+        home = rec.original_id or rec.id
+        for twin in self._twins(rec, {file_id}).values():
+            if (twin.original_id or twin.id) != home and not self._is_ignored(rec, twin):
+                todo.append((twin.id, home))
+
+    def _pull(self, file_id: int, target: int, changed: dict[int, str], todo: Todo) -> None:
+        """Bring ``file_id`` (and its group, if it is an original) into the group of ``target``."""
+        rec = self.store.record(file_id)
+        root = self.store.record(target)
+        if rec is None or rec.fingerprint is None or root is None or root.fingerprint is None:
+            return
+        if root.original_id is not None:  # the target group got a new original meanwhile
+            root = self.store.record(root.original_id)
+            assert root is not None and root.fingerprint is not None
+        if (rec.original_id or rec.id) == root.id or self._is_ignored(rec, root):
+            return
+        verdict = verdict_for(rec, root, self.config.match)
+        match = verdict.match
+        if match is None:
+            match = self._twin_match(rec, root)
+            if match is None:
+                return  # cannot be justified: left where it is
+        if rec.original_id is not None:
+            self.store.clear_match(rec.id)  # leaves its group for its twins' group
+            rec = self.store.record(rec.id)
+            assert rec is not None
+        self._join(rec, root, match, changed, todo)
+
+    def _twin_match(self, rec: Record, root: Record) -> Match | None:
+        """The match of a twin of ``rec`` in ``root``'s group: what held for the twin holds for ``rec``."""
+        for twin in self._twins(rec, {rec.id}).values():
+            if twin.original_id == root.id:
+                known = self.store.match_of(twin.id)
+                if known is not None:
+                    return known[1]
+        return None
+
+    def _twins(self, rec: Record, exclude: set[int]) -> dict[int, Record]:
+        fp = rec.fingerprint
+        assert fp is not None
+        twins = set(self.store.ids_with("sha256", fp.sha256))
+        twins.update(self.store.ids_with("pixel_digest", fp.pixel_digest))
+        return self.store.records(twins - exclude)
+
+    def _twin_root(self, rec: Record, exclude: set[int]) -> tuple[Record, Match] | None:
+        """The group of a file with the same bytes or picture data, if any: twins
+        always share a group, whichever arrived first and whoever its original is."""
+        fp = rec.fingerprint
+        assert fp is not None
+        found = self._twins(rec, exclude)
+        if not found:
+            return None
+
+        def preference(twin: Record) -> tuple[bool, bool, int, int]:
+            # a twin already in a group first, then exact twins, then the senior one
+            grouped = twin.original_id is not None or bool(self.store.duplicates_of(twin.id))
+            return (not grouped, _sha(twin) != fp.sha256, twin.seq, twin.id)
+
+        for twin in sorted(found.values(), key=preference):
+            root_id = twin.original_id or twin.id
+            if root_id in exclude:
+                continue
+            root = twin if root_id == twin.id else self.store.record(root_id)
+            if root is None or root.fingerprint is None:
+                continue
+            if self._is_ignored(rec, root) or self._is_ignored(rec, twin):
+                continue
+            verdict = verdict_for(rec, root, self.config.match)
+            if verdict.match is not None:
+                return root, verdict.match
+            known = self.store.match_of(twin.id)
+            if known is not None:
+                # the same picture data as a file that matched this original:
+                # what held for the twin holds for this file
+                return root, known[1]
+        return None
+
+    def _best_root(self, rec: Record, exclude: set[int]) -> tuple[Record, Match] | None:
+        """The original this file is closest to: strongest tier, then most similar, then senior."""
+        fp = rec.fingerprint
+        assert fp is not None
+        candidates = self.index.candidates(fp, self.config.match) - exclude
+        if not candidates:
+            return None
+        found = self.store.records(candidates)
+        roots = {r.original_id or r.id for r in found.values()} - exclude
+        best: tuple[tuple[int, float, int, int], Record, Match] | None = None
+        for root in self.store.records(roots).values():
+            if root.fingerprint is None:
+                continue
+            if self._is_ignored(rec, root):
+                log.info("pair_ignored", path=rec.path, original=root.path)
+                continue
+            verdict = verdict_for(rec, root, self.config.match)
+            if verdict.match is None:
+                continue
+            key = (_TIER_RANK[verdict.match.tier], -verdict.match.similarity, root.seq, root.id)
+            if best is None or key < best[0]:
+                best = (key, root, verdict.match)
+        return None if best is None else (best[1], best[2])
+
+    def _merge(
+        self,
+        loser: Record,
+        winner: Record,
+        match: Match,
+        tie: bool,
+        rule: str,
+        changed: dict[int, str],
+        todo: Todo,
+    ) -> None:
+        """``loser`` (a root) and its duplicates join ``winner``'s group.
+
+        Each duplicate is verified against its new original; one that does
+        not match it leaves the group and is placed again.
+        """
+        members = self.store.duplicates_of(loser.id)
+        self.store.set_match(loser.id, winner.id, match, tie=tie)
+        changed[loser.id] = rule
+        for member_id in members:
+            member = self.store.record(member_id)
+            if member is None or member.fingerprint is None:
+                self.store.clear_match(member_id)
+                continue
+            verdict = None if self._is_ignored(member, winner) else verdict_for(member, winner, self.config.match)
+            if verdict is None or verdict.match is None:
+                self.store.clear_match(member_id)
+                todo.append((member_id, None))
+                log.info("group_split", path=member.path, original=winner.path,
+                         reason=verdict.reason if verdict else "a person marked the pair as not duplicates")
+                continue
+            decision, member_rule = choose_original(member, winner, self.config)
+            # keep rules are not transitive between pixel twins (largest_file
+            # does not decide there): a member that would beat the new original
+            # is recorded as a tie, which no action touches
+            self.store.set_match(member_id, winner.id, verdict.match, tie=decision is not Decision.KEEP_OLD)
+            changed[member_id] = member_rule
+
+    def _recheck_root(self, file_id: int) -> list[Duplicate]:
+        """After a path changed: does the keep order still put the same file first?"""
+        rec = self.store.record(file_id)
+        if rec is None or rec.fingerprint is None:
+            return []
+        root = rec if rec.original_id is None else self.store.record(rec.original_id)
+        assert root is not None
+        best = root
+        for member in self.store.records(self.store.duplicates_of(root.id)).values():
+            if member.fingerprint is not None and choose_original(member, best, self.config)[0] is Decision.KEEP_NEW:
+                best = member
+        if best.id == root.id:
+            return []
+        known = self.store.match_of(best.id)
+        assert known is not None
+        self.store.clear_match(best.id)
+        changed: dict[int, str] = {}
+        todo: Todo = collections.deque()
+        _, rule = choose_original(best, root, self.config)
+        self._merge(root, best, inverse(known[1]), False, rule, changed, todo)
+        out = self._report(changed)
+        return out + self._settle([file_id for file_id, _ in todo])
+
+    # --- helpers ------------------------------------------------------------
+
+    def _is_ignored(self, a: Record, b: Record) -> bool:
+        assert a.fingerprint is not None and b.fingerprint is not None
+        return self.store.is_ignored(a.fingerprint.sha256, b.fingerprint.sha256)
+
+    def _report(self, changed: dict[int, str]) -> list[Duplicate]:
+        """The matches as they stand after the operation, one per file whose match changed."""
+        out = []
+        records = self.store.records(changed)
+        for file_id, rule in changed.items():
+            rec = records.get(file_id)
+            known = self.store.match_of(file_id)
+            if rec is None or known is None or rec.fingerprint is None:
+                continue
+            original_id, match, tie = known
+            original = self.store.record(original_id)
+            if original is None or original.fingerprint is None:  # pragma: no cover - a star's root exists
+                continue
+            out.append(_found(Duplicate(rec, original, match, tie, rule)))
+        return out
+
+
+def _sha(rec: Record) -> str | None:
+    return rec.fingerprint.sha256 if rec.fingerprint is not None else None
+
+
+def _found(dup: Duplicate) -> Duplicate:
+    log.info(
+        "duplicate_found",
+        path=dup.duplicate.path,
+        original=dup.original.path,
+        tier=dup.match.tier.value,
+        distance=dup.match.distances.phash,
+        similarity=dup.match.similarity,
+        orientation=dup.match.orientation.value,
+        tie=dup.tie,
+        reason=dup.match.reason,
+        rule=dup.rule,
+    )
+    return dup

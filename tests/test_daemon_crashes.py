@@ -1,0 +1,117 @@
+"""The daemon survives what used to kill it: dying workers, a poison file across
+restarts, a bad root on start or reload, and a second writer (``restore``)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import Daemon, Env, daemon_env, picture, wait_until, write
+
+from dedupd.crashes import FAULT_ENV
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with daemon_env(tmp_path) as e:
+        yield e
+
+
+def start_poisoned(env: Env, log_name: str, **overrides: object) -> Daemon:
+    """A daemon whose workers die (SIGKILL) on any file named poison*."""
+    env.write_config(**overrides)
+    argv = [
+        sys.executable, "-m", "dedupd", "run",
+        "--config", str(env.config_path), "--db", str(env.db), "--log-format", "json",
+    ]  # fmt: skip
+    daemon = Daemon(argv, env.base / log_name, {**env.env, FAULT_ENV: "poison*"}, env.base)
+    env.daemons.append(daemon)
+    daemon.wait_ready()
+    return daemon
+
+
+def test_worker_dying_with_several_files_in_flight_leaves_the_daemon_running(env: Env) -> None:
+    """A worker dies with several files in flight: the daemon restarts the pool, finds the
+    poison file by retrying the suspects one at a time, skips it, and indexes the rest."""
+    daemon = start_poisoned(env, "run.log", workers=2)
+    good = [env.outside / f"good{i}.jpg" for i in range(3)]
+    for i, p in enumerate(good):
+        write(p, picture(300 + i))
+    write(env.outside / "poison.jpg", picture(310))
+    for p in [*good, env.outside / "poison.jpg"]:  # all arrive at once
+        p.rename(env.root / p.name)
+    daemon.wait_event("file_skipped", reason="crashed_decoder", timeout=60)
+    env.wait_indexed(*(env.root / p.name for p in good), timeout=60)
+    first = daemon.events("worker_died")[0]
+    assert len(first["paths"]) >= 2, "the first death was meant to take several files with it"
+    assert daemon.alive()
+    assert daemon.stop() == 0
+
+
+def test_poison_file_is_skipped_after_a_restart(env: Env) -> None:
+    """The crash count is kept in the store: after a restart the poison file kills one
+    more worker (not two) before it is skipped, and then never again."""
+    first = start_poisoned(env, "first.log", settle_seconds=5)
+    write(env.root / "poison.jpg", picture(320))
+    first.wait_event("worker_crash_counted", crashes=1)
+    assert first.stop() == 0  # before the retry (settle_seconds) comes round
+
+    second = start_poisoned(env, "second.log", settle_seconds=0.5)
+    second.wait_event("file_skipped", reason="crashed_decoder", timeout=60)
+    assert [e["crashes"] for e in second.events("worker_crash_counted")] == [2]
+    assert second.stop() == 0
+
+    third = start_poisoned(env, "third.log", settle_seconds=0.5)
+    env.wait_idle(third, after=0)
+    assert third.events("worker_died") == []
+    assert third.stop() == 0
+
+
+def test_missing_root_exits_78_from_run(env: Env) -> None:
+    """`dedupd run` with a root that does not exist is a configuration error (78), which
+    systemd's RestartPreventExitStatus=78 does not restart."""
+    env.write_config(roots=[str(env.base / "no-such-dir")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "dedupd", "run", "--config", str(env.config_path), "--db", str(env.db)],
+        capture_output=True, text=True, env=env.env, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 78, proc.stderr
+
+
+def test_reload_adding_a_missing_root_is_refused(env: Env) -> None:
+    """A reload whose config adds a missing root is refused; the daemon keeps its old config and runs on."""
+    original = write(env.root / "a.jpg", picture(330))
+    daemon = env.start()
+    env.wait_indexed(original)
+    env.write_config(roots=[str(env.root), str(env.base / "not-there")], actions={"exact": "log"})
+    daemon.signal(signal.SIGHUP)
+    failed = daemon.wait_event("config_reload_failed")
+    assert "not-there" in failed["error"]
+    dup = write(env.root / "a copy.jpg", picture(330))
+    wait_until(lambda: not dup.exists(), "the copy quarantined under the old config")
+    assert daemon.alive() and daemon.events("config_reloaded") == []
+    assert daemon.stop() == 0
+
+
+def test_concurrent_restore_while_the_daemon_writes_does_not_kill_it(env: Env) -> None:
+    """`dedupd restore` writing while the daemon ingests and quarantines waits its turn
+    (BEGIN IMMEDIATE and the busy timeout) instead of making the daemon fail."""
+    daemon = env.start()
+    originals = [write(env.root / f"o{i}.jpg", picture(340 + i)) for i in range(6)]
+    env.wait_indexed(*originals)
+    for round_ in range(3):
+        for i in range(6):
+            write(env.root / f"copy{round_}_{i}.jpg", picture(340 + i))
+        # restore whatever has been quarantined so far, while the daemon is busy
+        for _ in range(3):
+            proc = env.cli("restore", "--all", check=False)
+            assert proc.returncode in (0, 3), proc.stderr
+
+        assert daemon.alive(), daemon.tail()
+    env.wait_idle(daemon, after=0)
+    assert daemon.alive()
+    assert daemon.stop() == 0

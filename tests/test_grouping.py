@@ -1,0 +1,145 @@
+"""Grouping: reproductions of the ways groups went wrong, against a real store and real files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import helpers as H
+from dedupd import config as config_module
+from dedupd.grouping import Grouping
+from dedupd.models import FileStat, Fingerprint, Hashes
+from dedupd.store import Store
+
+RunCli = H.RunCli
+
+
+def groups_json(run_cli: RunCli, **kw: object) -> list[dict[str, object]]:
+    proc = run_cli("groups", "--format", "json", **kw)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def originals(run_cli: RunCli, **kw: object) -> dict[str, str]:
+    """Each duplicate's file name -> its original's file name."""
+    return {
+        Path(str(d["path"])).name: Path(str(g["original"])).name
+        for g in groups_json(run_cli, **kw)
+        for d in g["duplicates"]  # type: ignore[attr-defined]
+    }
+
+
+def test_touch_keeps_the_original(run_cli: RunCli, tmp_path: Path) -> None:
+    """Touching the original and rescanning does not make its copy the original (seniority is the path's)."""
+    root = tmp_path / "photos"
+    H.save(H.photo(11), root / "a_orig.jpg")
+    shutil.copyfile(root / "a_orig.jpg", root / "z_copy.jpg")
+    assert run_cli("scan", root).returncode == 0
+    assert originals(run_cli) == {"z_copy.jpg": "a_orig.jpg"}
+    st = (root / "a_orig.jpg").stat()
+    os.utime(root / "a_orig.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert run_cli("scan", root).returncode == 0
+    assert originals(run_cli) == {"z_copy.jpg": "a_orig.jpg"}
+
+
+def test_retagging_the_original_keeps_it(run_cli: RunCli, tmp_path: Path) -> None:
+    """Re-tagging the original (smaller metadata, a new version of the path) keeps it the original."""
+    root = tmp_path / "photos"
+    data = H.jpeg_with_comment(H.encode(H.photo(12), "JPEG"), b"a long comment " * 20)
+    (root).mkdir()
+    (root / "a_orig.jpg").write_bytes(data)
+    (root / "z_copy.jpg").write_bytes(data)
+    assert run_cli("scan", root).returncode == 0
+    (root / "a_orig.jpg").write_bytes(H.jpeg_with_comment(H.encode(H.photo(12), "JPEG"), b"short"))
+    assert run_cli("scan", root).returncode == 0
+    assert originals(run_cli) == {"z_copy.jpg": "a_orig.jpg"}
+
+
+def test_remount_keeps_the_original(run_cli: RunCli, tmp_path: Path, db_path: Path) -> None:
+    """A new device number (as after a remount) re-reads the files but keeps the original."""
+    root = tmp_path / "photos"
+    H.save(H.photo(13), root / "a_orig.jpg")
+    shutil.copyfile(root / "a_orig.jpg", root / "z_copy.jpg")
+    assert run_cli("scan", root).returncode == 0
+    # what a remount does to what the store saw: every file on another st_dev
+    store = Store.open(db_path)
+    with store.atomic():
+        store.db.execute("UPDATE files SET dev = dev + 7")
+    store.close()
+    proc = run_cli("scan", root)
+    assert proc.returncode == 0
+    assert "2 fingerprinted" in proc.stdout  # really seen as new versions
+    assert originals(run_cli) == {"z_copy.jpg": "a_orig.jpg"}
+
+
+@pytest.mark.parametrize("first", ["Elephants.jpg", "Elephants_3840x2160.jpg"])
+def test_elephants_keeps_the_3840x2160_file(run_cli: RunCli, tmp_path: Path, first: str) -> None:
+    """The default keep order keeps the larger Elephants whichever arrived first; the demoted
+    one is quarantined with an audit row and comes back with `restore`."""
+    source = H.PHOTOS / "natural-duplicates"
+    if not (source / first).is_file():
+        pytest.skip("the shared photos are not here")
+    root = tmp_path / "photos"
+    root.mkdir()
+    conf = tmp_path / "dedupd.yaml"
+    conf.write_text(f"quarantine_dir: {tmp_path / 'q'}\nactions: {{near: quarantine}}\n")
+    second = ({"Elephants.jpg", "Elephants_3840x2160.jpg"} - {first}).pop()
+    for name in (first, second):  # one scan each: the second file arrives later
+        shutil.copyfile(source / name, root / name)
+        proc = run_cli("scan", root, "--config", conf)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["Elephants_3840x2160.jpg"]
+    audit = json.loads(run_cli("audit", "--format", "json").stdout)
+    moves = [r for r in audit if r["action"] == "quarantine"]
+    assert [(Path(r["path"]).name, Path(r["original"]).name, r["outcome"]) for r in moves] == [
+        ("Elephants.jpg", "Elephants_3840x2160.jpg", "done")
+    ]
+    assert run_cli("restore", str(moves[0]["id"])).returncode == 0
+    assert (root / "Elephants.jpg").read_bytes() == (source / "Elephants.jpg").read_bytes()
+
+
+# --- exact copies share a group whatever the arrival order ---------------------
+
+
+def _fp(sha: str, phash: int, width: int = 400) -> Fingerprint:
+    """A fingerprint whose hashes are chosen bit by bit, so distances are exact."""
+    return Fingerprint(
+        sha256=sha, pixel_digest="px-" + sha, hashes=Hashes(phash, phash, bytes(48)),
+        width=width, height=300, format="JPEG", detail=50.0,
+    )
+
+
+# the crop/thumbnail T is 8 bits from the original O, the look-alike X is 12
+# bits from T (no match) and 4 from O; E is O's exact copy
+PICTURES = {
+    "T.jpg": _fp("t", 0x0, width=100),
+    "O.jpg": _fp("o", 0xFF),
+    "X.jpg": _fp("x", 0xFFF),
+    "E.jpg": _fp("o", 0xFF),
+}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(PICTURES)))
+@pytest.mark.parametrize("keep", [["first_seen"], ["highest_resolution", "first_seen"]])
+def test_exact_copies_share_a_group_whatever_the_arrival_order(
+    tmp_path: Path, order: tuple[str, ...], keep: list[str]
+) -> None:
+    """An exact copy joins its twin's group even when another group's original is more similar to it."""
+    store = Store.open(tmp_path / "dedupd.db")
+    grouping = Grouping(store, config_module.from_mapping({"keep": keep}))
+    ids = {}
+    for n, name in enumerate(order):
+        file_id = store.upsert_file(tmp_path / name, FileStat(1, n, 1000, n), PICTURES[name])
+        record = store.record(file_id)
+        assert record is not None
+        grouping.changed(record, None)
+        ids[name] = file_id
+    root = {name: (store.record(i).original_id or i) for name, i in ids.items()}  # type: ignore[union-attr]
+    assert root["O.jpg"] == root["E.jpg"]
+    assert store.db.execute("SELECT 1 FROM matches m JOIN matches r ON r.file_id = m.original_id").fetchall() == []
+    store.close()
