@@ -324,6 +324,7 @@ class Daemon:
             ):
                 continue
             self.finishing.discard(root)
+            self._check_roots()  # a root unmounted since this loop's check must not be taken as emptied
             state = self.roots.get(root)
             if state is None or state.tripped:
                 continue
