@@ -282,6 +282,28 @@ def test_bad_config_exits_78_and_is_not_restarted(
 
 
 @boot
+def test_missing_root_exits_78_not_a_namespace_error(box: Container) -> None:
+    """A root that is gone (an unmounted share) is dedupd's exit 78 naming it, not systemd's 226/NAMESPACE.
+
+    The drop-in lists it as ReadWritePaths=-/srv/photos: the "-" lets the
+    sandbox be built without it, so dedupd itself can say what is wrong.
+    """
+    before = running(box)
+    box.sh("mv /srv/photos /srv/photos.away")
+    try:
+        since = time.time()
+        assert box.sh("systemctl restart dedupd", check=False).returncode != 0
+        state = unit_state(box)
+        assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == (
+            "failed", "78", before["NRestarts"]), state
+        error = wait_event(box, "dedupd_error", since)
+        assert "/srv/photos" in error["error"] and error["exit_code"] == 78, error
+    finally:
+        box.sh("mv /srv/photos.away /srv/photos")
+    running(box)
+
+
+@boot
 def test_clean_stop(box: Container) -> None:
     """systemctl stop ends the daemon with exit 0 after it says goodbye; start brings it back."""
     running(box)
