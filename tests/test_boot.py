@@ -52,10 +52,14 @@ STATUS = "systemctl status dedupd"
 JOURNAL = "journalctl -u dedupd -o cat | jq -R 'fromjson? // .'"
 DEDUPD_STATUS = "dedupd status --db /var/lib/dedupd/dedupd.db"
 RELOAD = "systemctl reload dedupd"
+FOLLOW = (
+    "journalctl -u dedupd -o cat -f | "
+    "jq -cR 'fromjson? | select(.level == \"warning\" or .level == \"error\")'"
+)
 STOP = "systemctl stop dedupd"
 START = "systemctl start dedupd"
 README_COMMANDS = (INSTALL, STATUS, JOURNAL, DEDUPD_STATUS, RELOAD)
-DOC_COMMANDS = (*README_COMMANDS, INSTALL_INSTANCE, STOP, START)
+DOC_COMMANDS = (*README_COMMANDS, INSTALL_INSTANCE, STOP, START, FOLLOW)
 
 #: what a site has before dedupd comes: photos owned by a group
 PREPARE = "groupadd --system photos && install -d -m 2775 -g photos /srv/photos /srv/family"
@@ -208,6 +212,10 @@ def test_reload_keeps_the_pid_and_refuses_a_bad_config(box: Container) -> None:
         assert failed.returncode != 0, failed
         journal = box.sh("journalctl -u dedupd -o cat --no-pager -n 20").stdout
         assert "no_such_key" in journal, journal
+        # the documented follow command, ended after a moment: the refusal is among its errors
+        followed = box.sh(f"timeout 3 {FOLLOW}", check=False).stdout
+        errors = [json.loads(line) for line in followed.splitlines()]
+        assert any("no_such_key" in e.get("error", "") and e["level"] == "error" for e in errors), followed
     finally:
         write_config(box, good)
     state = unit_state(box)
