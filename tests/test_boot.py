@@ -16,6 +16,7 @@ set.  The whole module keeps within BUDGET seconds.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 import json
 import os
@@ -95,8 +96,11 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
             pytest.fail(message)
         pytest.skip(message)
     budget = Budget(BUDGET)
-    root = cached_root(budget)
-    wheels = cached_wheels(budget)
+    # On a fresh machine: debootstrap (network and dpkg) and pip wheel side by side.
+    with cf.ThreadPoolExecutor(2) as pool:
+        building_root = pool.submit(cached_root, budget)
+        building_wheels = pool.submit(cached_wheels, budget)
+        root, wheels = building_root.result(), building_wheels.result()
     container = Container(tmp_path_factory.mktemp("boot"), root, wheels, budget)
     try:
         container.boot()
