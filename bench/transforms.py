@@ -379,6 +379,23 @@ def _crop_to_aspect(long_side: int, short_side: int) -> PixelOp:
     return op
 
 
+def _black(mode: str) -> float | tuple[int, ...]:
+    """Opaque black in a picture's mode (palette index 0 for a palette picture)."""
+    return {"RGB": (0, 0, 0), "RGBA": (0, 0, 0, 255), "LA": (0, 255)}.get(mode, 0)
+
+
+def _pad(pixels: int) -> PixelOp:
+    """A black pad of ``pixels`` on every side (letterboxing by a fixed amount)."""
+    return lambda img: ImageOps.expand(img, border=pixels, fill=_black(img.mode))
+
+
+def _rotate_small(degrees: float) -> PixelOp:
+    """Rotate by a few degrees about the centre, same size, black corners (a straightened horizon)."""
+    return lambda img: img.rotate(
+        degrees, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=_black(img.mode)
+    )
+
+
 def _composite(img: Image.Image, layer: Image.Image) -> Image.Image:
     """Draw an RGBA layer over a picture, keeping the picture's mode."""
     return Image.alpha_composite(img.convert("RGBA"), layer).convert(img.mode)
@@ -767,6 +784,8 @@ TRANSFORMS: tuple[Transform, ...] = (
        _transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
     _T("flip_tb", _C.GEOMETRIC, "flipped top-bottom",
        _transpose(Image.Transpose.FLIP_TOP_BOTTOM)),
+    _T("rotate_3deg", _C.GEOMETRIC, "rotated 3 degrees counter-clockwise about the centre, "
+       "same size, black corners", _rotate_small(3.0)),
     # crop
     _T("crop_5pct_right", _C.CROP, "5% of the width cut off the right side",
        _crop_fractions(0, 0, 0.05, 0)),
@@ -778,6 +797,8 @@ TRANSFORMS: tuple[Transform, ...] = (
        _crop_to_aspect(4, 3)),
     _T("crop_center_16x9", _C.CROP, "centre crop to 16:9 (9:16 for a portrait picture)",
        _crop_to_aspect(16, 9)),
+    _T("crop_15pct_left", _C.CROP, "15% of the width cut off the left side",
+       _crop_fractions(0.15, 0, 0, 0)),
     # overlay
     _T("watermark_text", _C.OVERLAY, "semi-transparent text, bottom right, 5% of the height",
        _text_watermark),
@@ -787,6 +808,7 @@ TRANSFORMS: tuple[Transform, ...] = (
        _banner_watermark),
     _T("border_3pct", _C.OVERLAY, "white frame, 3% of the shorter side wide, added around",
        _border(0.03)),
+    _T("pad_16px", _C.OVERLAY, "black pad of 16 px added on every side", _pad(16)),
     # strong: for information, not scored
     _T("grayscale", _C.STRONG, "converted to grayscale", _grayscale),
     _T("sepia", _C.STRONG, "sepia tone", _sepia),

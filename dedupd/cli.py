@@ -31,8 +31,9 @@ from dedupd import __version__, errors, logs
 from dedupd import config as config_module
 from dedupd.config import Config
 from dedupd.errors import display_path
-from dedupd.hashing import fingerprint_file
+from dedupd.hashing import fingerprint_file, verification_pixels
 from dedupd.matching import compare as compare_fingerprints
+from dedupd.models import Tier
 from dedupd.store import Store, default_db_path
 
 log = structlog.get_logger()
@@ -190,28 +191,37 @@ def _echo_summary(result: dict[str, Any]) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
-def groups(db: Path | None, config_path: Path | None, fmt: str) -> None:
+@click.option(
+    "--tier", "tiers", multiple=True, type=click.Choice([t.value for t in Tier]),
+    help="Only entries of this tier (repeatable). Default: every tier.",
+)  # fmt: skip
+def groups(db: Path | None, config_path: Path | None, fmt: str, tiers: tuple[str, ...]) -> None:
     """List duplicate groups: the original first, then each duplicate with its
-    tier, distance, similarity and the reason it matched."""
+    tier, distance, similarity and the reason it matched.
+
+    Entries of the similar tier (another capture of the same scene, or a copy
+    changed in a region or strongly recoloured) are listed apart in the
+    table: they are for review and never acted on.
+    """
     ctx = Context(config_path, db)
     store = ctx.store(readonly=True)
+    wanted = set(tiers) or {t.value for t in Tier}
     try:
-        data: list[dict[str, Any]] = [
-            {
-                "original": str(original),
-                "duplicates": [
-                    {
-                        "path": str(path),
-                        "tier": m.tier.value,
-                        "distance": m.distances.phash,
-                        "similarity": m.similarity,
-                        "reason": m.reason + ("; no keep rule decided the original: no action" if tie else ""),
-                    }
-                    for path, m, tie in members
-                ],
-            }
-            for original, members in store.groups()
-        ]
+        data: list[dict[str, Any]] = []
+        for original, members in store.groups():
+            entries = [
+                {
+                    "path": str(path),
+                    "tier": m.tier.value,
+                    "distance": m.distances.phash,
+                    "similarity": m.similarity,
+                    "reason": m.reason + ("; no keep rule decided the original: no action" if tie else ""),
+                }
+                for path, m, tie in members
+                if m.tier.value in wanted
+            ]
+            if entries:
+                data.append({"original": str(original), "duplicates": entries})
     finally:
         store.close()
     if fmt == "json":
@@ -223,14 +233,31 @@ def groups(db: Path | None, config_path: Path | None, fmt: str) -> None:
             for d in g["duplicates"]:
                 writer.writerow([g["original"], d["path"], d["tier"], d["distance"], d["similarity"], d["reason"]])
     else:
+        counts = {"duplicates": 0, "similar": 0}
         for g in data:
             click.echo(display_path(str(g["original"])))
-            for d in g["duplicates"]:
+            same = [d for d in g["duplicates"] if Tier(d["tier"]).actionable]
+            similar = [d for d in g["duplicates"] if not Tier(d["tier"]).actionable]
+            for d in same:
                 click.echo(
-                    f"  {d['tier']:<5} {d['similarity']:>5.1f}%  d={d['distance']:<2} "
-                    f"{display_path(d['path'])}\n        {d['reason']}"
+                    f"  {d['tier']:<7} {d['similarity']:>5.1f}%  d={d['distance']:<2} "
+                    f"{display_path(d['path'])}\n          {d['reason']}"
                 )
-        click.echo(f"{len(data)} groups, {sum(len(g['duplicates']) for g in data)} duplicates")
+            if similar:
+                click.echo("  similar, for review (never acted on):")
+            for d in similar:
+                click.echo(
+                    f"  {d['tier']:<7} {d['similarity']:>5.1f}%  d={d['distance']:<2} "
+                    f"{display_path(d['path'])}\n          {d['reason']}"
+                )
+            counts["duplicates"] += len(same)
+            counts["similar"] += len(similar)
+        similar_note = f", {counts['similar']} similar for review" if counts["similar"] else ""
+        click.echo(f"{len(data)} groups, {counts['duplicates']} duplicates{similar_note}")
+
+
+#: ``dedupd compare`` exit statuses: the same picture, different pictures, only similar
+EX_SAME, EX_DIFFERENT, EX_SIMILAR = 0, 1, 4
 
 
 @cli.command()
@@ -240,24 +267,28 @@ def groups(db: Path | None, config_path: Path | None, fmt: str) -> None:
 @log_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
-    """Fingerprint two files and explain whether B is a copy of A.
+    """Fingerprint two files, compare their pixels and explain whether B is a copy of A.
 
-    Exits 0 when they are the same picture, 1 when they are not.
+    Exits 0 when they are the same picture (exact, pixel or near tier), 4 when
+    they are only similar (another capture, or a copy changed in a region or
+    strongly recoloured: never acted on), 1 when they are different pictures.
     """
     cfg = config_module.load(config_path)
     prints = []
+    pixels = []
     for path in (a, b):
         try:
             prints.append(fingerprint_file(path, max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes)[1])
+            pixels.append(verification_pixels(path, max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes))
         except errors.FileSkipped as exc:
             raise errors.InputPathError(exc.message) from exc
-    verdict = compare_fingerprints(prints[1], prints[0], cfg.match)
+    verdict = compare_fingerprints(prints[1], prints[0], cfg.match, (pixels[1], pixels[0]))
     m = verdict.match
     d = verdict.distances
     out: dict[str, Any] = {
         "a": str(a),
         "b": str(b),
-        "duplicate": m is not None,
+        "duplicate": m is not None and m.tier.actionable,
         "tier": m.tier.value if m else None,
         "similarity": m.similarity if m else None,
         "orientation": m.orientation.value if m else None,
@@ -273,9 +304,14 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
     else:
         for f in out["files"]:
             click.echo(f"{display_path(f['path'])}: {f['format']} {f['width']}x{f['height']}, detail {f['detail']}")
-        verdict_word = f"DUPLICATE ({out['tier']}, {out['similarity']}% similar)" if m else "NOT duplicates"
+        if m is None:
+            verdict_word = "NOT duplicates"
+        elif m.tier.actionable:
+            verdict_word = f"DUPLICATE ({out['tier']}, {out['similarity']}% similar)"
+        else:
+            verdict_word = f"SIMILAR, not duplicates ({out['similarity']}% of the frame agrees; never acted on)"
         click.echo(f"{verdict_word}: {out['reason']}")
-    sys.exit(0 if m is not None else 1)
+    sys.exit(EX_SAME if m is not None and m.tier.actionable else EX_SIMILAR if m is not None else EX_DIFFERENT)
 
 
 @cli.command()

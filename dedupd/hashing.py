@@ -59,6 +59,8 @@ except ImportError:  # pragma: no cover - a declared dependency; formats just go
 THUMB = 64
 #: JPEGs are decoded at the smallest DCT scale that keeps both sides >= this
 DRAFT_SIDE = 2 * THUMB
+#: the longer side of the pictures the pixel verifier compares (``verify.py``)
+VERIFY_SIDE = 512
 #: default pixel limit: above it an image is refused as a decompression bomb
 DEFAULT_MAX_PIXELS = 150_000_000
 #: default size limit: a file larger than this is not read into memory
@@ -235,6 +237,7 @@ def _fingerprint_image(
             pixel_digest = "pixels:" + _pixels_digest(im, orientation)
 
     thumb = _thumbnail(im)
+    keys = _crop_keys(im, orientation)
     if orientation in _ORIENT_TRANSPOSE:
         thumb = thumb.transpose(_ORIENT_TRANSPOSE[orientation])
         if orientation >= 5:
@@ -252,7 +255,86 @@ def _fingerprint_image(
         format=fmt,
         detail=round(detail, 3),
         variants=extra,
+        crop_keys=keys,
     )
+
+
+#: windows (left, top, right, bottom as fractions of the frame) whose pHashes
+#: are indexed beside the whole picture's, so that a copy cropped to one of
+#: them (or near it: the hash tolerates a few percent) is proposed to the
+#: verifier: 5% and 10% off every side, 15% off one side
+CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = (
+    (0.05, 0.05, 0.95, 0.95),
+    (0.10, 0.10, 0.90, 0.90),
+    (0.15, 0.0, 1.0, 1.0),
+    (0.0, 0.0, 0.85, 1.0),
+    (0.0, 0.15, 1.0, 1.0),
+    (0.0, 0.0, 1.0, 0.85),
+)
+#: centre crops to these shapes (long:short, in the picture's own orientation)
+CROP_ASPECTS = ((4, 3), (16, 9), (1, 1))
+#: the side of the reduced picture crop keys are cut from
+_CROP_SOURCE_SIDE = 256
+
+
+def _crop_keys(im: Image.Image, orientation: int) -> tuple[int, ...]:
+    """pHashes of the content box (uniform borders trimmed), of the
+    :data:`CROP_WINDOWS` and of centre crops to :data:`CROP_ASPECTS`, each
+    computed like the whole picture's pHash from its own 64x64 thumbnail.
+
+    A cropped copy's pHash is near one of its source's keys; a padded or
+    bordered copy's content-box key is near its source's pHash.  Windows
+    too flat to tell pictures apart are left out.
+    """
+    small = _displayable(im)
+    small = small.copy() if small is im else small
+    small.thumbnail((_CROP_SOURCE_SIDE, _CROP_SOURCE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    small = _composite(small) if small.mode == "RGBA" else small.convert("RGB")
+    if orientation in _ORIENT_TRANSPOSE:
+        small = small.transpose(_ORIENT_TRANSPOSE[orientation])
+    w, h = small.size
+    if min(w, h) < 16:
+        return ()
+    boxes: list[tuple[int, int, int, int]] = []
+    x0, y0, x1, y1 = content_box(np.asarray(small.convert("L")))
+    if (x1 - x0) * (y1 - y0) < 0.98 * w * h:
+        boxes.append((x0, y0, x1, y1))
+    for left, top, right, bottom in CROP_WINDOWS:
+        boxes.append((round(w * left), round(h * top), round(w * right), round(h * bottom)))
+    for long_side, short_side in CROP_ASPECTS:
+        target = long_side / short_side if w >= h else short_side / long_side
+        if abs(w / h - target) / target < 0.05:
+            continue
+        cw, ch = (round(h * target), h) if w / h > target else (w, round(w / target))
+        boxes.append(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    keys = []
+    for box in boxes:
+        window = small.crop(box).resize((THUMB, THUMB), Image.Resampling.LANCZOS).convert("L")
+        if float(np.asarray(window, dtype=np.float32).std()) < 6.0:
+            continue  # flat: any other flat window would match it
+        grey32 = np.asarray(window.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+        block = scipy.fftpack.dct(scipy.fftpack.dct(grey32, axis=0), axis=1)[:8, :8]
+        bits = (block > np.median(block)).astype(np.uint8).ravel()
+        keys.append(int.from_bytes(np.packbits(bits).tobytes(), "big"))
+    return tuple(dict.fromkeys(keys))
+
+
+def content_box(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a grey picture after trimming rows and columns of
+    one uniform border colour (a pad, a frame, a letterbox); the whole frame
+    when the picture is mostly flat."""
+    h, w = grey.shape
+    edge = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]).astype(np.float32)
+    colour = float(np.median(edge))
+    flat = np.abs(grey.astype(np.float32) - colour) <= 6.0
+    rows = np.flatnonzero(flat.mean(axis=1) < 0.98)
+    cols = np.flatnonzero(flat.mean(axis=0) < 0.98)
+    if rows.size == 0 or cols.size == 0:
+        return 0, 0, w, h
+    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    if (x1 - x0) < w * 0.5 or (y1 - y0) < h * 0.5:
+        return 0, 0, w, h
+    return x0, y0, x1, y1
 
 
 def _orientation(im: Image.Image) -> int:
@@ -265,19 +347,82 @@ def _orientation(im: Image.Image) -> int:
 
 def _thumbnail(im: Image.Image) -> Image.Image:
     """A THUMB x THUMB RGB thumbnail (aspect ratio ignored), alpha composited."""
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    elif mode in ("P", "PA", "LA"):
-        im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA", "L"):
-        im = im.convert("RGB")
+    im = _displayable(im)
     small = im.resize((THUMB, THUMB), Image.Resampling.LANCZOS, reducing_gap=2.0)
     if small.mode == "RGBA":
         return _composite(small)
     return small.convert("RGB")
+
+
+def verification_pixels(
+    path: Path,
+    *,
+    expected: FileStat | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """Re-read ``path`` and return it as the verifier compares it: RGB, as
+    displayed (EXIF orientation applied, transparency composited as for the
+    hashes), the longer side at most :data:`VERIFY_SIDE`.
+
+    ``expected``: the version that was fingerprinted; a file that changed
+    since (size, modification time, inode) raises
+    :class:`~dedupd.errors.FileChangedWhileReading`, since the pixels would
+    not be those the hashes describe.
+    """
+    data, st = read_file(path, max_bytes=max_bytes)
+    if expected is not None and st != expected:
+        raise errors.FileChangedWhileReading(path, "not the version that was fingerprinted")
+    return verification_pixels_of(data, path=path, max_pixels=max_pixels)
+
+
+def verification_pixels_of(
+    data: bytes, *, path: Path = Path("<bytes>"), max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`verification_pixels` of a file's bytes; ``path`` only names it in errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if im.size[0] * im.size[1] > max_pixels:
+                raise errors.DecompressionBomb(path, f"{im.size[0]}x{im.size[1]} pixels")
+            if im.format == "JPEG":
+                orientation = _orientation(im)
+                im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (VERIFY_SIDE, VERIFY_SIDE))
+                im.load()
+            else:
+                im.load()
+                orientation = _orientation(im)
+            shown = _displayable(im)
+            w, h = shown.size
+            scale = VERIFY_SIDE / max(w, h)
+            if scale < 1.0:
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                shown = shown.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+            shown = _composite(shown) if shown.mode == "RGBA" else shown.convert("RGB")
+            if orientation in _ORIENT_TRANSPOSE:
+                shown = shown.transpose(_ORIENT_TRANSPOSE[orientation])
+            return np.asarray(shown, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise errors.DecompressionBomb(path, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _displayable(im: Image.Image) -> Image.Image:
+    """``im`` in RGB, RGBA or L: 16-bit and float greys scaled to 8 bits, palettes expanded."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if mode in ("P", "PA", "LA"):
+        return im.convert("RGBA")
+    if mode not in ("RGB", "RGBA", "L"):
+        return im.convert("RGB")
+    return im
 
 
 def _composite(rgba: Image.Image) -> Image.Image:

@@ -8,12 +8,19 @@ and in ``dedupd compare``, is made here, and says why.
 from __future__ import annotations
 
 import enum
+import math
+from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from dedupd import errors, verify
 from dedupd.config import Config, KeepRule, MatchSettings
-from dedupd.hashing import colour_distance, hamming
+from dedupd.hashing import colour_distance, hamming, verification_pixels
 from dedupd.models import (
     Distances,
+    FileStat,
     Fingerprint,
     Hashes,
     Match,
@@ -45,8 +52,19 @@ def similarity(d: Distances) -> float:
     return round(100.0 * (1.0 - (d.phash + d.dhash) / 128.0), 1)
 
 
-def compare(new: Fingerprint, old: Fingerprint, settings: MatchSettings) -> Verdict:
-    """Is ``new`` a copy of ``old``?  The strongest tier that holds, with its reason."""
+def compare(
+    new: Fingerprint,
+    old: Fingerprint,
+    settings: MatchSettings,
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Verdict:
+    """Is ``new`` a copy of ``old``?  The strongest tier that holds, with its reason.
+
+    ``pixels``: both pictures as :func:`~dedupd.hashing.verification_pixels`
+    returns them, for the pixel verifier.  Without them only the exact and
+    pixel tiers can be decided; a pair whose hashes look alike is at most
+    ``similar``, since the hashes cannot see what differs.
+    """
     zero = Distances(0, 0, 0.0)
     if new.sha256 == old.sha256:
         return Verdict(
@@ -68,32 +86,94 @@ def compare(new: Fingerprint, old: Fingerprint, settings: MatchSettings) -> Verd
             identity,
         )
 
-    tried: list[tuple[Orientation, Hashes]] = [(Orientation.IDENTITY, new.hashes)]
+    tried: list[tuple[Orientation, Distances]] = [(Orientation.IDENTITY, identity)]
     if settings.rotations:
-        tried.extend(new.variants)
-    best: tuple[Orientation, Distances] | None = None
-    for orientation, hashes in tried:
-        d = identity if orientation is Orientation.IDENTITY else _distances(hashes, old.hashes)
-        if _passes(d, settings) and (best is None or _score(d) < _score(best[1])):
-            best = (orientation, d)
-    if best is None:
-        return Verdict(None, _why_not(identity, settings), identity)
-    orientation, d = best
-    reason = (
-        f"looks the same{_ORIENTATION_WORDS[orientation]}: pHash {d.phash}/64 bits apart "
-        f"(limit {settings.near_distance}), dHash {d.dhash}/64 "
-        f"(limit {settings.verify_distance}), colour difference {d.colour:.1f} "
-        f"(limit {settings.colour_distance:g})"
-    )
-    return Verdict(Match(Tier.NEAR, d, similarity(d), orientation, reason), reason, d)
+        tried.extend(
+            (o, _distances(h, old.hashes)) for o, h in new.variants if _geometry_agrees(new, old, o)
+        )
+    passing = sorted(((o, d) for o, d in tried if _passes(d, settings)), key=lambda od: _score(od[1]))
+    best = passing[0] if passing else None
+    if pixels is None:
+        if best is None:
+            return Verdict(None, _why_not(identity, settings), identity)
+        orientation, d = best
+        reason = (
+            f"looks alike{_ORIENTATION_WORDS[orientation]} by its hashes: pHash {d.phash}/64 bits "
+            f"apart (limit {settings.near_distance}), dHash {d.dhash}/64 "
+            f"(limit {settings.verify_distance}), colour difference {d.colour:.1f} "
+            f"(limit {settings.colour_distance:g}); not verified on pixels: similar at most"
+        )
+        return Verdict(Match(Tier.SIMILAR, d, similarity(d), orientation, reason), reason, d)
+
+    # the pixel verifier: identity, and the turns the hashes point at
+    orientations = [Orientation.IDENTITY]
+    orientations += [o for o, d in passing if o is not Orientation.IDENTITY][:2]
+    check = verify.verify(pixels[0], pixels[1], orientations, looks_alike=best is not None)
+    d = dict(tried).get(check.orientation, identity)
+    if check.tier is None:
+        return Verdict(None, check.reason, d)
+    return Verdict(Match(check.tier, d, check.similarity, check.orientation, check.reason), check.reason, d)
 
 
 def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
     """Is the file ``new`` a copy of the file ``old``?  The one entry point for
-    stored files: grouping asks this, never :func:`compare` directly, so that
-    verification may also look at the files themselves."""
+    stored files: grouping asks this, never :func:`compare` directly.
+
+    Both files are re-read for the pixel verifier (the last few are kept
+    decoded).  When one cannot be re-read, or is no longer the version that
+    was fingerprinted, the pair is judged on its hashes alone, which never
+    says ``near``.
+    """
     assert new.fingerprint is not None and old.fingerprint is not None
-    return compare(new.fingerprint, old.fingerprint, settings)
+    nf, of = new.fingerprint, old.fingerprint
+    if nf.sha256 == of.sha256 or nf.pixel_digest == of.pixel_digest or min(nf.detail, of.detail) < settings.min_detail:
+        return compare(nf, of, settings)
+    try:
+        pixels = (_pixels(new), _pixels(old))
+    except errors.FileSkipped as exc:
+        hashed = compare(nf, of, settings)
+        why = f"could not re-read {exc.path} to verify it ({exc.cause})"
+        if hashed.match is None:
+            return Verdict(None, f"{hashed.reason}; {why}", hashed.distances)
+        reason = f"{hashed.match.reason}; {why}"
+        return Verdict(replace(hashed.match, reason=reason), reason, hashed.distances)
+    return compare(nf, of, settings, pixels)
+
+
+# The last few pictures decoded for the verifier, by path and file version:
+# a new file is compared with several stored ones in a row.  Module state,
+# confined here; a few MB at most.
+_PIXEL_CACHE: OrderedDict[tuple[Path, FileStat], np.ndarray] = OrderedDict()
+_PIXEL_CACHE_SIZE = 8
+
+
+def _pixels(record: Record) -> np.ndarray:
+    key = (record.path, record.stat)
+    cached = _PIXEL_CACHE.get(key)
+    if cached is not None:
+        _PIXEL_CACHE.move_to_end(key)
+        return cached
+    pixels = verification_pixels(record.path, expected=record.stat)
+    _PIXEL_CACHE[key] = pixels
+    while len(_PIXEL_CACHE) > _PIXEL_CACHE_SIZE:
+        _PIXEL_CACHE.popitem(last=False)
+    return pixels
+
+
+_QUARTER_TURNS = frozenset(
+    {Orientation.ROT90, Orientation.ROT270, Orientation.MIRROR_ROT90, Orientation.MIRROR_ROT270}
+)
+
+
+def _geometry_agrees(new: Fingerprint, old: Fingerprint, orientation: Orientation) -> bool:
+    """A quarter turn of a landscape picture is a portrait: try one only when it
+    brings the shapes closer (or both are nearly square)."""
+    if orientation not in _QUARTER_TURNS:
+        return True
+    old_shape = math.log(old.width / old.height)
+    kept = abs(math.log(new.width / new.height) - old_shape)
+    turned = abs(math.log(new.height / new.width) - old_shape)
+    return turned <= kept + 0.1
 
 
 def _distances(a: Hashes, b: Hashes) -> Distances:

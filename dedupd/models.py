@@ -95,6 +95,9 @@ class Fingerprint:
     detail: float  # standard deviation of the small grey thumbnail, 0..127
     #: hashes of the other seven orientations, for rotated/mirrored copies
     variants: tuple[tuple[Orientation, Hashes], ...] = ()
+    #: pHashes of the content box and of crop windows (``hashing.CROP_WINDOWS``),
+    #: index keys that propose cropped, padded and bordered copies
+    crop_keys: tuple[int, ...] = ()
 
     @property
     def pixels(self) -> int:

@@ -270,12 +270,12 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    def all_hashes(self) -> Iterator[tuple[int, int]]:
-        """(id, unsigned pHash) of every fingerprinted file, for the index."""
-        for file_id, phash in self.db.execute(
-            "SELECT id, phash FROM files WHERE error IS NULL AND phash IS NOT NULL"
+    def all_hashes(self) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+        """(id, unsigned pHash, crop keys) of every fingerprinted file, for the index."""
+        for file_id, phash, crops in self.db.execute(
+            "SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL"
         ):
-            yield file_id, to_unsigned(phash)
+            yield file_id, to_unsigned(phash), unpack_keys(crops)
 
     def next_seq(self) -> int:
         """The next seniority number: O(log n) through the index on ``seq``."""
@@ -298,6 +298,7 @@ class Store:
                 "format": fp.format,
                 "detail": fp.detail,
                 "variants": pack_variants(fp.variants),
+                "crop_keys": pack_keys(fp.crop_keys),
             }
         )
 
@@ -450,7 +451,7 @@ class Store:
         sql = (
             "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
             " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id, f.variants"
+            " f.detail, f.error, m.original_id, f.variants, f.crop_keys"
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
         return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
@@ -458,6 +459,7 @@ class Store:
 
 _FINGERPRINT_COLUMNS = (
     "sha256", "pixel_digest", "phash", "dhash", "colour", "width", "height", "format", "detail", "variants",
+    "crop_keys",
 )  # fmt: skip
 
 
@@ -478,7 +480,7 @@ def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
 
 
 def _record_from_row(row: tuple[Any, ...]) -> Record:
-    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var) = row
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops) = row
     fp = None
     if err is None and sha is not None:
         fp = Fingerprint(
@@ -490,6 +492,7 @@ def _record_from_row(row: tuple[Any, ...]) -> Record:
             format=fmt,
             detail=det,
             variants=unpack_variants(var),
+            crop_keys=unpack_keys(crops),
         )
     return Record(
         id=fid,
@@ -617,6 +620,24 @@ def m005_orientation_variants(db: sqlite_utils.Database) -> None:
     # the hashes of the seven other orientations, so that re-matching from the
     # store (after an original is deleted or replaced) still finds turned copies
     db.table("files").add_column("variants", bytes)
+
+
+@migrations()
+def m006_verify_crop_keys(db: sqlite_utils.Database) -> None:
+    # pHashes of crop windows and of the content box, the index keys that
+    # propose cropped and padded copies to the verifier; NULL for files
+    # fingerprinted before (they are found as before, uncropped)
+    db.table("files").add_column("crop_keys", bytes)
+
+
+def pack_keys(keys: tuple[int, ...]) -> bytes | None:
+    return b"".join(k.to_bytes(8, "big") for k in keys) or None
+
+
+def unpack_keys(raw: bytes | None) -> tuple[int, ...]:
+    if not raw:
+        return ()
+    return tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8))
 
 
 _VARIANT_ORDER = [o for o in Orientation if o is not Orientation.IDENTITY]

@@ -251,9 +251,11 @@ def test_jpeg_orientation_change_changes_the_pixel_digest(jpeg_bytes: bytes) -> 
 def test_jpeg_re_encode_changes_the_pixel_digest(jpeg_bytes: bytes) -> None:
     """Re-encoding a JPEG (new coded picture) is not a pixel match, only a near one."""
     picture = Image.open(io.BytesIO(jpeg_bytes))
-    again = _fp(H.encode(picture, "JPEG", quality=70))
+    data = H.encode(picture, "JPEG", quality=70)
+    again = _fp(data)
     assert again.pixel_digest != _fp(jpeg_bytes).pixel_digest
-    verdict = compare(again, _fp(jpeg_bytes), SETTINGS)
+    pixels = (hashing.verification_pixels_of(data), hashing.verification_pixels_of(jpeg_bytes))
+    verdict = compare(again, _fp(jpeg_bytes), SETTINGS, pixels)
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR
 
 
@@ -300,9 +302,11 @@ def test_png_to_tiff_is_a_zero_distance_near_match() -> None:
     from dedupd.models import Tier
 
     picture = H.photo(15)
-    png, tiff = _fp(H.encode(picture, "PNG")), _fp(H.encode(picture, "TIFF"))
+    png_data, tiff_data = H.encode(picture, "PNG"), H.encode(picture, "TIFF")
+    png, tiff = _fp(png_data), _fp(tiff_data)
     assert png.pixel_digest != tiff.pixel_digest
-    verdict = compare(tiff, png, MatchSettings())
+    pixels = (hashing.verification_pixels_of(tiff_data), hashing.verification_pixels_of(png_data))
+    verdict = compare(tiff, png, MatchSettings(), pixels)
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR
     assert verdict.match.distances.phash == 0 and verdict.match.distances.dhash == 0
 
@@ -387,7 +391,8 @@ def test_real_progressive_jpeg_fast_path_matches_a_full_decode(tmp_path: Path) -
     copy = H.save(full.resize((full.width // 2, full.height // 2), Image.Resampling.LANCZOS), tmp_path / "half.jpg", quality=85)
     _, fast = hashing.fingerprint_file(src)
     _, baseline = hashing.fingerprint_file(copy)
-    verdict = compare(baseline, fast, SETTINGS)
+    pixels = (hashing.verification_pixels(copy), hashing.verification_pixels(src))
+    verdict = compare(baseline, fast, SETTINGS, pixels)
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
     assert verdict.match.distances.phash <= 4
     assert (fast.width, fast.height) == full.size

@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from dedupd import hashing
 from dedupd.config import Config, KeepRule, MatchSettings
 from dedupd.matching import Decision, choose_original, compare, similarity
-from dedupd.models import Distances, FileStat, Fingerprint, Orientation, Record, Tier
+from dedupd.models import Distances, FileStat, Fingerprint, Orientation, Record, Tier, Verdict
 
 import helpers as H
 
@@ -21,6 +21,17 @@ NO_ROTATIONS = MatchSettings(rotations=False)
 
 def fp_of(picture: Image.Image, fmt: str = "PNG", **params: object) -> Fingerprint:
     return hashing.fingerprint_bytes(H.encode(picture, fmt, **params))
+
+
+def file_of(picture: Image.Image, fmt: str = "PNG", **params: object) -> tuple[Fingerprint, np.ndarray]:
+    """A picture encoded as a file would be: its fingerprint and its pixels for the verifier."""
+    data = H.encode(picture, fmt, **params)
+    return hashing.fingerprint_bytes(data), hashing.verification_pixels_of(data)
+
+
+def judge(new: tuple[Fingerprint, np.ndarray], old: tuple[Fingerprint, np.ndarray], settings: MatchSettings = SETTINGS) -> Verdict:
+    """The verdict as ``verdict_for`` makes it: hashes and pixels."""
+    return compare(new[0], old[0], settings, (new[1], old[1]))
 
 
 # --- the three tiers -----------------------------------------------------------------
@@ -60,19 +71,26 @@ def test_metadata_only_difference_is_a_pixel_match() -> None:
 )
 @pytest.mark.parametrize("seed", [3, 4])
 def test_edited_copy_is_a_near_match_with_its_reason(seed: int, edit: object) -> None:
-    """A resized, cropped, brightened or blurred JPEG re-encode is the near tier with distances in the reason."""
+    """A resized, cropped, brightened or blurred JPEG re-encode is the near tier, verified on pixels."""
     original = H.photo(seed)
     copy = edit(original)  # type: ignore[operator]
-    verdict = compare(fp_of(copy, "JPEG", quality=75), fp_of(original), SETTINGS)
+    verdict = judge(file_of(copy, "JPEG", quality=75), file_of(original))
     assert verdict.match is not None, verdict.reason
     m = verdict.match
-    assert m.tier is Tier.NEAR and m.orientation is Orientation.IDENTITY
-    assert m.distances.phash <= SETTINGS.near_distance
-    assert m.distances.dhash <= SETTINGS.verify_distance
-    assert m.distances.colour <= SETTINGS.colour_distance
+    assert m.tier is Tier.NEAR and m.orientation is Orientation.IDENTITY, m.reason
+    assert m.reason.startswith("the same picture: ")
+    assert "residual" in m.reason and "no region differs" in m.reason
+
+
+def test_hashes_alone_never_say_near() -> None:
+    """Without the pixels a hash look-alike is at most similar, and says it was not verified."""
+    original = H.photo(3)
+    verdict = compare(fp_of(original, "JPEG", quality=75), fp_of(original), SETTINGS)
+    assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR
+    m = verdict.match
     assert m.similarity == similarity(m.distances)
-    assert m.reason.startswith("looks the same: ")
     assert f"pHash {m.distances.phash}/64" in m.reason and "(limit 10)" in m.reason
+    assert "not verified on pixels" in m.reason
 
 
 # --- rotated and mirrored copies ------------------------------------------------------
@@ -91,15 +109,13 @@ def test_turned_copy_matches_with_its_orientation(orientation: Orientation, fmt:
     undo = hashing.VARIANT_TRANSPOSES[orientation]  # turns the new picture into the stored one
     new = stored.transpose(_INVERSE.get(undo, undo))
     assert np.array_equal(np.asarray(new.transpose(undo)), np.asarray(stored))
-    new_fp, stored_fp = fp_of(new, fmt), fp_of(stored, fmt)
-    verdict = compare(new_fp, stored_fp, SETTINGS)
+    new_file, stored_file = file_of(new, fmt), file_of(stored, fmt)
+    verdict = judge(new_file, stored_file)
     assert verdict.match is not None, verdict.reason
-    assert verdict.match.tier is Tier.NEAR
+    assert verdict.match.tier is Tier.NEAR, verdict.match.reason
     assert verdict.match.orientation is orientation
-    assert "looks the same, " in verdict.match.reason
-    off = compare(new_fp, stored_fp, NO_ROTATIONS)
-    assert off.match is None
-    assert off.reason.startswith("different pictures")
+    off = judge(new_file, stored_file, NO_ROTATIONS)
+    assert off.match is None or off.match.tier is not Tier.NEAR
 
 
 def test_symmetric_picture_prefers_identity() -> None:
@@ -113,7 +129,7 @@ def test_symmetric_picture_prefers_identity() -> None:
     assert png.pixel_digest != webp.pixel_digest
     mirrored = dict(webp.variants)[Orientation.MIRROR]
     assert mirrored.phash == png.hashes.phash and mirrored.dhash == png.hashes.dhash
-    verdict = compare(webp, png, SETTINGS)
+    verdict = judge((webp, np.asarray(picture)), (png, np.asarray(picture)))
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR
     assert verdict.match.orientation is Orientation.IDENTITY
 
@@ -147,22 +163,23 @@ def test_low_detail_pictures_still_match_exactly() -> None:
 def test_min_detail_is_configurable() -> None:
     """With min_detail 0, two nearly flat copies of one picture do match."""
     picture = H.near_flat(4, spread=12.0)
-    fp_a, fp_b = fp_of(picture), fp_of(picture, "JPEG", quality=95)
-    assert fp_a.detail < SETTINGS.min_detail
-    assert compare(fp_b, fp_a, SETTINGS).match is None
-    assert compare(fp_b, fp_a, MatchSettings(min_detail=0.0)).match is not None
+    a, b = file_of(picture), file_of(picture, "JPEG", quality=95)
+    assert a[0].detail < SETTINGS.min_detail
+    assert judge(b, a).match is None
+    assert judge(b, a, MatchSettings(min_detail=0.0)).match is not None
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_recoloured_or_inverted_picture_is_not_a_match(seed: int) -> None:
-    """A colour negative, or the channels swapped (RGB to BGR), is not the same picture."""
+    """A colour negative, or the channels swapped (RGB to BGR), is never near: different or similar, recoloured."""
     picture = H.photo(seed)
-    base = fp_of(picture)
+    base = file_of(picture)
     bgr = Image.fromarray(np.ascontiguousarray(np.asarray(picture)[..., ::-1]))
     for other in (H.inverted(picture), bgr):
-        verdict = compare(fp_of(other), base, SETTINGS)
-        assert verdict.match is None, verdict.reason
-        assert verdict.reason.startswith("different pictures: ")
+        verdict = judge(file_of(other), base)
+        assert verdict.match is None or verdict.match.tier is Tier.SIMILAR, verdict.reason
+        if verdict.match is not None:
+            assert "recoloured" in verdict.reason or "differs" in verdict.reason
 
 
 def test_different_pictures_do_not_match_and_say_why() -> None:
@@ -183,12 +200,14 @@ def test_distinct_real_photos_never_match() -> None:
     if len(paths) < 10:
         pytest.skip("the real photos are not available")
     prints = {p.name: hashing.fingerprint_file(p)[1] for p in paths}
-    false = [
-        (a, b)
-        for a in prints
-        for b in prints
-        if a < b and compare(prints[b], prints[a], SETTINGS).match is not None
-    ]
+    pixels = {p.name: hashing.verification_pixels(p) for p in paths}
+    false = []
+    for a in prints:
+        for b in prints:
+            if a < b:
+                m = compare(prints[b], prints[a], SETTINGS, (pixels[b], pixels[a])).match
+                if m is not None and m.tier.actionable:
+                    false.append((a, b, m.reason))
     assert false == []
 
 
@@ -198,12 +217,17 @@ def test_natural_duplicates_match() -> None:
     big = H.PHOTOS / "natural-duplicates" / "Elephants_3840x2160.jpg"
     if not (small.exists() and big.exists()):
         pytest.skip("the real photos are not available")
-    verdict = compare(hashing.fingerprint_file(big)[1], hashing.fingerprint_file(small)[1], SETTINGS)
+    verdict = compare(
+        hashing.fingerprint_file(big)[1],
+        hashing.fingerprint_file(small)[1],
+        SETTINGS,
+        (hashing.verification_pixels(big), hashing.verification_pixels(small)),
+    )
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
 
 
 def test_thresholds_are_each_enforced() -> None:
-    """Tightening any one threshold below the pair's distance turns a near match into a refusal."""
+    """Tightening any one hash threshold below the pair's distance turns a hash look-alike into a refusal."""
     original = H.photo(8)
     copy = ImageEnhance.Brightness(original.crop((10, 8, 374, 280)).resize((200, 150))).enhance(1.1)
     a, b = fp_of(original), fp_of(copy, "JPEG", quality=60)

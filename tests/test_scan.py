@@ -116,7 +116,7 @@ def test_scan_finds_each_tier_and_groups_json_has_the_documented_shape(
     exact, pixel = groups[0]["duplicates"]  # type: ignore[misc]
     assert (exact["distance"], exact["similarity"]) == (0, 100.0)
     assert "identical bytes" in exact["reason"] and "metadata" in pixel["reason"]
-    assert "looks the same" in groups[1]["duplicates"][0]["reason"]  # type: ignore[index]
+    assert "the same picture" in groups[1]["duplicates"][0]["reason"]  # type: ignore[index]
     assert H.db_rows(db_path, "SELECT COUNT(*) FROM files WHERE error IS NULL") == [(7,)]
     assert_store_consistent(db_path)
 

@@ -1,0 +1,530 @@
+"""Pixel-level verification: is a candidate pair the same picture, edited?
+
+Pure: two pictures as pixels in (RGB arrays, the longer side at most
+:data:`~dedupd.hashing.VERIFY_SIDE`, as :func:`dedupd.hashing.verification_pixels`
+returns them), an aligned comparison and a verdict with its reason out.
+Only :mod:`dedupd.matching` calls it.
+
+How it decides:
+
+1. Align.  The new picture is turned into each orientation the caller allows,
+   then mapped onto the stored one by a similarity transform (scale, rotation,
+   shift) found two ways: ORB features matched with RANSAC (crops, pads, small
+   rotations, any scale), and the frames' content boxes after trimming uniform
+   borders (flat pictures with too few features).  The alignment that leaves
+   the smaller residual wins.
+2. Compare, in the frame of the smaller of the two (never upsampling), after a
+   global gain and offset on grey (mild brightness and contrast edits):
+   a pixel *differs* when it lies outside the range of its 3x3 neighbourhood
+   in the other picture by more than :data:`PIXEL_TOLERANCE` (one pixel of
+   misregistration, resampling and compression noise are tolerated; a moved
+   arm, parallax, a changed line of text are not).  A differing pixel is
+   *overlaid* when it is the other picture's pixel blended with white or black
+   at one consistent opacity up to :data:`MAX_OVERLAY_ALPHA` over textured
+   content (a light watermark); elsewhere it is *changed*.
+3. Decide.  ``near`` needs a geometry that an edit makes (one frame inside
+   the other, or a small rotation about the centre), no cell of the
+   :data:`CELL`-pixel grid with changed pixels, little overlay and colours
+   that a mild edit explains.  Otherwise ``similar`` when the pictures still
+   line up (most of the frame agrees, or the hashes already said they look
+   alike): another capture, or a copy changed in a region or strongly
+   recoloured.  Otherwise different.
+
+OpenCV (headless) does the feature matching and warping: a 60 MB wheel,
+30 ms to import, a few milliseconds per pair at this size; scikit-image would
+need the same ORB/RANSAC in Python and is several times slower per pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from dedupd.hashing import VARIANT_TRANSPOSES, content_box
+from dedupd.models import Orientation, Tier
+
+#: grey levels (of 255) a pixel may lie outside its neighbourhood's range in
+#: the other picture and still count as the same
+PIXEL_TOLERANCE = 24.0
+#: share of the local contrast (3x3 range) added to the tolerance at edges
+EDGE_SLACK = 0.25
+#: side of the grid cells in which changes are counted (pixels of the compared frame)
+CELL = 16
+#: a cell with at least this many changed pixels differs (isolated specks are noise)
+CELL_CHANGED_PIXELS = 3
+#: the most opaque white or black overlay still taken as a light watermark
+MAX_OVERLAY_ALPHA = 0.75
+#: spread of the channels (grey levels) a pixel needs under an overlay for its opacity to be measured
+OVERLAY_MIN_SPREAD = 5.0
+#: at most this share of the compared area may be covered by an overlay, for ``near``
+MAX_OVERLAY_SHARE = 0.04
+#: the smaller picture must lie this much inside the larger one for a crop or pad
+CONTAINED = 0.97
+#: mean residual of the chroma channels (of 255) that a mild colour edit leaves at most
+MAX_CHROMA_RESIDUAL = 6.0
+#: share of the frame that may differ for a pair that lines up to be ``similar``
+MAX_SIMILAR_DIFFERS = 0.6
+#: the smallest picture (shorter side, pixels) that can be verified at all
+MIN_SIDE = 24
+#: features matched consistently by RANSAC to trust a feature alignment
+MIN_INLIERS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The verifier's answer for one pair."""
+
+    tier: Tier | None  # NEAR, SIMILAR, or None for different pictures
+    orientation: Orientation
+    reason: str
+    differs: float  # share of the compared area whose content differs, 0..1
+    residual: float  # mean grey residual over the compared area, 0..255
+
+    @property
+    def similarity(self) -> float:
+        """Percent of the compared area that agrees."""
+        return round(100.0 * (1.0 - self.differs), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Aligned:
+    """One alignment's measurements."""
+
+    matrix: tuple[float, ...]  # 2x3, maps the new picture (working pixels) onto the old
+    method: str
+    covered_new: float  # share of the new frame that lands in the old one
+    covered_old: float
+    residual: float
+    changed_cells: int
+    cells: int
+    differs: float
+    overlay: float
+    chroma: float
+    gain: float
+    where: str
+    geometry: str  # words: "cropped 4.8% left", "rotated 3.0°", ...
+    edit_like: bool  # the geometry is one an edit makes
+
+
+def verify(
+    new: np.ndarray,
+    old: np.ndarray,
+    orientations: Sequence[Orientation],
+    *,
+    looks_alike: bool,
+) -> Check:
+    """Compare the pixels of a new picture with a stored one.
+
+    ``orientations``: the orientations of ``new`` to try (each turns the new
+    picture into the stored one), identity first.  ``looks_alike``: the
+    hashes already say the two look alike, which makes a pair that fails
+    to line up closely ``similar`` rather than different.
+    """
+    if min(new.shape[:2]) < MIN_SIDE or min(old.shape[:2]) < MIN_SIDE:
+        tier = Tier.SIMILAR if looks_alike else None
+        return Check(
+            tier,
+            Orientation.IDENTITY,
+            f"too small to verify on pixels ({_size(new)} and {_size(old)})"
+            + ("; the hashes look alike: similar at most" if looks_alike else ""),
+            1.0,
+            255.0,
+        )
+    best: tuple[Orientation, _Aligned] | None = None
+    for orientation in orientations:
+        turned = _turn(new, orientation)
+        for aligned in _alignments(turned, old):
+            if best is None or _rank(aligned) < _rank(best[1]):
+                best = (orientation, aligned)
+    if best is None:  # pragma: no cover - the frame alignment always exists
+        return Check(None, Orientation.IDENTITY, "could not align the pictures", 1.0, 255.0)
+    orientation, a = best
+    return _decide(orientation, a, looks_alike)
+
+
+def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
+    turned = _ORIENTATION_WORDS[orientation]
+    geometry = ", ".join(w for w in (turned, a.geometry) if w) or "same framing"
+    residual = f"residual {a.residual:.1f}/255"
+    if a.edit_like and a.changed_cells == 0 and a.overlay <= MAX_OVERLAY_SHARE and a.chroma <= MAX_CHROMA_RESIDUAL and a.gain > 0:
+        extra = f", {a.overlay:.1%} under a light overlay (watermark)" if a.overlay >= 0.001 else ""
+        reason = f"the same picture: {geometry}; {residual}, no region differs{extra}"
+        return Check(Tier.NEAR, orientation, reason, a.differs, a.residual)
+    lines_up = a.differs <= MAX_SIMILAR_DIFFERS and a.gain > 0
+    if a.changed_cells:
+        what = f"{a.differs:.0%} of the frame differs" + (f", {a.where}" if a.where else "")
+    elif a.overlay > MAX_OVERLAY_SHARE:
+        what = f"{a.overlay:.0%} of the frame is covered by an overlay (banner or large watermark)"
+    elif a.chroma > MAX_CHROMA_RESIDUAL or a.gain <= 0:
+        what = f"strongly recoloured (colour residual {a.chroma:.1f}/255)"
+    else:
+        what = "the frames overlap only in part (a different framing, not a crop)"
+    if lines_up or looks_alike:
+        kind = _kind(a)
+        reason = f"similar, not the same picture: {what}: {kind}; aligned: {geometry}; {residual}"
+        return Check(Tier.SIMILAR, orientation, reason, a.differs, a.residual)
+    reason = f"different pictures: {what}; {residual}"
+    return Check(None, orientation, reason, a.differs, a.residual)
+
+
+def _kind(a: _Aligned) -> str:
+    if a.changed_cells and a.differs < 0.25:
+        return "a copy changed in a region, or a different capture"
+    if a.changed_cells:
+        return "a different capture"
+    if a.overlay > MAX_OVERLAY_SHARE:
+        return "a copy with a large overlay"
+    if a.chroma > MAX_CHROMA_RESIDUAL or a.gain <= 0:
+        return "a recoloured copy or another colourway"
+    return "a different framing"
+
+
+def _rank(a: _Aligned) -> tuple[float, float]:
+    return (a.differs + a.overlay, a.residual)
+
+
+# --- orientation ----------------------------------------------------------------
+
+_ORIENTATION_WORDS = {
+    Orientation.IDENTITY: "",
+    Orientation.ROT90: "rotated 90°",
+    Orientation.ROT180: "rotated 180°",
+    Orientation.ROT270: "rotated 270°",
+    Orientation.MIRROR: "mirrored",
+    Orientation.MIRROR_ROT90: "mirrored and rotated 90°",
+    Orientation.MIRROR_ROT180: "flipped upside down",
+    Orientation.MIRROR_ROT270: "mirrored and rotated 270°",
+}
+
+
+def _turn(pixels: np.ndarray, orientation: Orientation) -> np.ndarray:
+    if orientation is Orientation.IDENTITY:
+        return pixels
+    im = Image.fromarray(pixels).transpose(VARIANT_TRANSPOSES[orientation])
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _size(pixels: np.ndarray) -> str:
+    return f"{pixels.shape[1]}x{pixels.shape[0]} px"
+
+
+# --- alignment ------------------------------------------------------------------
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def _alignments(new: np.ndarray, old: np.ndarray) -> list[_Aligned]:
+    gn, go = _grey(new), _grey(old)
+    found = [_measure(new, old, gn, go, _frames(gn, go), "frames")]
+    if found[0].edit_like and found[0].changed_cells == 0 and found[0].overlay == 0.0:
+        return found  # a plain resize or re-encode: nothing for features to improve
+    features = _features(gn, go)
+    if features is not None:
+        found.append(_measure(new, old, gn, go, features, "features"))
+    else:  # too few corners (smooth or flat pictures): look for one frame inside the other
+        inside = _template(gn, go)
+        if inside is not None:
+            found.append(_measure(new, old, gn, go, inside, "template"))
+    return found
+
+
+def _frames(gn: np.ndarray, go: np.ndarray) -> np.ndarray:
+    """Map the new picture's content box onto the old one's (a resize, with any border trimmed)."""
+    ax0, ay0, ax1, ay1 = content_box(gn)
+    bx0, by0, bx1, by1 = content_box(go)
+    sx = (bx1 - bx0) / (ax1 - ax0)
+    sy = (by1 - by0) / (ay1 - ay0)
+    return np.array([[sx, 0.0, bx0 - sx * ax0], [0.0, sy, by0 - sy * ay0]], dtype=np.float64)
+
+
+_ORB: list[Any] = []  # one detector per process: creating it costs more than using it
+
+
+def _orb() -> Any:
+    if not _ORB:
+        _ORB.append(cv2.ORB.create(nfeatures=700, fastThreshold=12))
+    return _ORB[0]
+
+
+def _features(gn: np.ndarray, go: np.ndarray) -> np.ndarray | None:
+    """A similarity transform from ORB features matched both ways and RANSAC, or None."""
+    orb = _orb()
+    kn, dn = orb.detectAndCompute(gn, None)
+    ko, do = orb.detectAndCompute(go, None)
+    if dn is None or do is None or len(kn) < MIN_INLIERS or len(ko) < MIN_INLIERS:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dn, do)
+    if len(matches) < MIN_INLIERS:
+        return None
+    src = np.array([kn[m.queryIdx].pt for m in matches], dtype=np.float32)
+    dst = np.array([ko[m.trainIdx].pt for m in matches], dtype=np.float32)
+    matrix, inliers = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=2000, confidence=0.995
+    )
+    if matrix is None or inliers is None or int(inliers.sum()) < MIN_INLIERS:
+        return None
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    if not 0.2 <= scale <= 5.0:
+        return None
+    return np.asarray(matrix, dtype=np.float64)
+
+
+#: the longer side at which the template search runs
+_SEARCH_SIDE = 160
+
+
+def _template(gn: np.ndarray, go: np.ndarray) -> np.ndarray | None:
+    """One picture found inside the other (a crop, at any size) by normalised
+    cross-correlation over a range of scales, refined by ECC; None if nothing fits well."""
+    best: tuple[float, np.ndarray] | None = None
+    for small, big, swapped in ((gn, go, False), (go, gn, True)):
+        f = _SEARCH_SIDE / max(big.shape)
+        big_s = cv2.resize(big, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        hb, wb = big_s.shape
+        hs, ws = small.shape
+        for share in np.linspace(0.55, 1.0, 19):  # the share of the big picture's width the small one covers
+            tw = round(share * wb)
+            th = round(tw * hs / ws)
+            if th > hb or tw < 16 or th < 16:
+                continue
+            tmpl = cv2.resize(small, (tw, th), interpolation=cv2.INTER_AREA)
+            scores = cv2.matchTemplate(big_s, tmpl, cv2.TM_CCOEFF_NORMED)
+            _, score, _, (x, y) = cv2.minMaxLoc(scores)
+            if best is None or score > best[0]:
+                k = tw / ws / f  # big pixels per small pixel
+                m = np.array([[k, 0.0, x / f], [0.0, k, y / f]], dtype=np.float64)
+                best = (float(score), _invert(m) if swapped else m)
+    if best is None or best[0] < 0.8:
+        return None
+    return _ecc(gn, go, best[1])
+
+
+def _ecc(gn: np.ndarray, go: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Refine a new-to-old transform by maximising the enhanced correlation (OpenCV's ECC)."""
+    try:
+        _, warp = cv2.findTransformECC(
+            gn.astype(np.float32), go.astype(np.float32), m.astype(np.float32), cv2.MOTION_AFFINE,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-5), None,
+        )  # fmt: skip
+    except cv2.error:
+        return m  # did not converge: keep the estimate
+    return np.asarray(warp, dtype=np.float64)
+
+
+# --- measuring ------------------------------------------------------------------
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.invertAffineTransform(m), dtype=np.float64)
+
+
+def _measure(
+    new: np.ndarray, old: np.ndarray, gn: np.ndarray, go: np.ndarray, m: np.ndarray, method: str
+) -> _Aligned:
+    """Warp the larger picture onto the smaller one's frame and measure what differs there."""
+    det = abs(float(np.linalg.det(m[:, :2])))  # area of one new pixel in old pixels
+    if det >= 1.0:  # the new picture is the smaller: compare in its frame
+        base, moving, gb, gm, to_base = new, old, gn, go, _invert(m)
+    else:
+        base, moving, gb, gm, to_base = old, new, go, gn, m
+    h, w = gb.shape
+    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
+    rgb_m = moving
+    if shrink < 0.8:  # low-pass before sampling down, like a resize would
+        sigma = 0.45 / shrink
+        rgb_m = cv2.GaussianBlur(moving, (0, 0), sigma)
+    warped = cv2.warpAffine(rgb_m, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.full(gm.shape, 255, dtype=np.uint8)
+    inside = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    # two pixels in from every edge, the frame's own included: interpolation there mixes in the border
+    eroded = cv2.erode(inside, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = np.asarray(eroded > 0)
+    area = int(valid.sum())
+    overlap = int(np.count_nonzero(inside))
+    moving_area_in_base = gm.size * abs(float(np.linalg.det(to_base[:, :2])))
+    covered_base = overlap / gb.size
+    covered_moving = min(1.0, overlap / max(moving_area_in_base, 1.0))
+    if det >= 1.0:
+        covered_new, covered_old = covered_base, covered_moving
+    else:
+        covered_new, covered_old = covered_moving, covered_base
+    geometry, edit_like = _geometry(m, new.shape[1], new.shape[0], old.shape[1], old.shape[0], covered_new, covered_old, gn, go)
+    if area < 0.25 * gb.size or area < 64:
+        return _Aligned(tuple(m.ravel()), method, covered_new, covered_old, 255.0, 0, 0, 1.0, 0.0, 0.0, 1.0, "", geometry, False)
+
+    warped_raw = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    b = cv2.GaussianBlur(base, (0, 0), 0.8).astype(np.float32)
+    a = cv2.GaussianBlur(warped, (0, 0), 0.8).astype(np.float32)
+    yb = b @ _LUMA
+    ya = a @ _LUMA
+    gain, offset = _fit(ya[valid], yb[valid])
+    ya_fit = ya * gain + offset
+    r = np.maximum(_outside(yb, ya_fit), _outside(ya_fit, yb))
+    differing = (r > PIXEL_TOLERANCE) & valid
+    residual = float(np.abs(ya_fit - yb)[valid].mean())
+
+    overlaid = np.zeros_like(differing)
+    if differing.any():
+        ys, xs = np.nonzero(differing)
+        # judged on the unblurred pixels: blurring a thin opaque stroke would make it look translucent
+        pa, pb = warped_raw[ys, xs].astype(np.float32), base[ys, xs].astype(np.float32)
+        over = _overlay(pa, pb) | _overlay(pb, pa)
+        overlaid[ys[over], xs[over]] = True
+    changed = differing & ~overlaid
+    # isolated specks are compression noise: a change has neighbours
+    neighbours = cv2.boxFilter(changed.astype(np.float32), -1, (3, 3), normalize=False)
+    changed &= neighbours >= 2
+
+    rows, cols = -(-h // CELL), -(-w // CELL)
+    pad = ((0, rows * CELL - h), (0, cols * CELL - w))
+    per_cell = np.pad(changed, pad).reshape(rows, CELL, cols, CELL).sum(axis=(1, 3))
+    valid_cell = np.pad(valid, pad).reshape(rows, CELL, cols, CELL).sum(axis=(1, 3)) >= CELL * CELL // 4
+    hot = (per_cell >= CELL_CHANGED_PIXELS) & valid_cell
+    cells = int(valid_cell.sum())
+    changed_cells = int(hot.sum())
+    differs = changed_cells / max(cells, 1)
+    chroma = _chroma_residual(a, b, valid)
+    return _Aligned(
+        tuple(m.ravel()), method, covered_new, covered_old, residual, changed_cells, cells,
+        differs, float(overlaid.sum()) / area, chroma, gain, _where(hot), geometry, edit_like,
+    )  # fmt: skip
+
+
+def _outside(y: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """How far each pixel of ``y`` lies outside the range of the 3x3
+    neighbourhood of ``other`` there, widened by a share of that range (an
+    edge blurred or sharpened by an edit moves within it; new content in a
+    flat area does not)."""
+    kernel = np.ones((3, 3), np.uint8)
+    hi, lo = cv2.dilate(other, kernel), cv2.erode(other, kernel)
+    slack = EDGE_SLACK * (hi - lo)
+    return np.asarray(np.maximum(np.maximum(y - hi - slack, lo - slack - y), 0.0))
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares gain and offset with y ~ gain * x + offset (gain 1, offset 0 for flat x)."""
+    sx = float(x.std())
+    if sx < 1e-3:
+        return 1.0, float(y.mean() - x.mean())
+    gain = float(((x - x.mean()) * (y - y.mean())).mean()) / (sx * sx)
+    return gain, float(y.mean()) - gain * float(x.mean())
+
+
+def _overlay(top: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """Which pixels (rows of RGB) of ``top`` are ``under`` seen through a
+    translucent layer of one colour: ``top = alpha * c + (1 - alpha) * under``
+    with the same alpha and colour in every channel, alpha at most
+    MAX_OVERLAY_ALPHA.  Solved per pixel over its three channels, so it needs
+    a pixel with some colour underneath (on grey the layer's opacity cannot
+    be told from new content, and the pixel counts as changed)."""
+    u = under
+    d = top - under
+    um = u.mean(axis=1, keepdims=True)
+    dm = d.mean(axis=1, keepdims=True)
+    var = ((u - um) ** 2).mean(axis=1)
+    cov = ((u - um) * (d - dm)).mean(axis=1)
+    alpha = -cov / np.maximum(var, 1e-6)
+    fit = dm[:, 0] + alpha * um[:, 0]  # alpha * c
+    misfit = np.abs(d - (fit[:, None] - alpha[:, None] * u)).max(axis=1)
+    colour = fit / np.maximum(alpha, 1e-6)
+    return np.asarray(
+        (var >= OVERLAY_MIN_SPREAD**2)
+        & (alpha >= 0.05)
+        & (alpha <= MAX_OVERLAY_ALPHA)
+        & (misfit <= 8.0)
+        & (colour >= -16.0)
+        & (colour <= 271.0)
+    )
+
+
+def _chroma_residual(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
+    """How far the colours are from a per-channel gain and offset of each other, both ways."""
+    worst = 0.0
+    ca = cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    cb = cv2.cvtColor(np.clip(b, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    for ch in (1, 2):
+        x, y = ca[..., ch][valid], cb[..., ch][valid]
+        for p, q in ((x, y), (y, x)):
+            g, o = _fit(p, q)
+            worst = max(worst, float(np.abs(p * g + o - q).mean()))
+    return worst
+
+
+def _where(hot: np.ndarray) -> str:
+    """Where the differing cells are, in words: "top-left", "centre", "all over"."""
+    if not hot.any():
+        return ""
+    rows, cols = hot.shape
+    if hot.mean() > 0.5:
+        return "all over"
+    ys, xs = np.nonzero(hot)
+    y, x = ys.mean() / rows, xs.mean() / cols
+    v = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else ""
+    hpos = "left" if x < 1 / 3 else "right" if x > 2 / 3 else ""
+    return "-".join(p for p in (v, hpos) if p) or "centre"
+
+
+def _geometry(
+    m: np.ndarray, wn: int, hn: int, wo: int, ho: int,
+    covered_new: float, covered_old: float, gn: np.ndarray, go: np.ndarray,
+) -> tuple[str, bool]:  # fmt: skip
+    """Words for the alignment, and whether it is a geometry an edit makes:
+    one frame (less any uniform border) inside the other, or a small turn about the centre."""
+    angle = math.degrees(math.atan2(m[1, 0], m[0, 0]))
+    words = []
+    if abs(angle) >= 0.5:
+        # the matrix turns the new picture back; the new one was turned the other way
+        words.append(f"rotated {abs(angle):.1f}° {'counter-clockwise' if angle > 0 else 'clockwise'}")
+    # the new frame's corners, in old coordinates
+    corners = np.array([[0, 0, 1], [wn, 0, 1], [0, hn, 1], [wn, hn, 1]], dtype=np.float64) @ m.T
+    x0, y0 = corners[:, 0].min(), corners[:, 1].min()
+    x1, y1 = corners[:, 0].max(), corners[:, 1].max()
+    cuts = {"left": x0 / wo, "top": y0 / ho, "right": (wo - x1) / wo, "bottom": (ho - y1) / ho}
+    turned = abs(angle) >= 0.5
+    # a turned frame's corners stick out by design: name crops and pads only when square
+    cropped = {} if turned else {k: v for k, v in cuts.items() if v >= 0.01}
+    padded = {} if turned else {k: -v for k, v in cuts.items() if v <= -0.01}
+    if cropped:
+        words.append("cropped " + ", ".join(f"{v:.1%} {k}" for k, v in cropped.items()))
+    if padded:
+        words.append("padded or bordered " + ", ".join(f"{v:.1%} {k}" for k, v in padded.items()))
+    if cropped and padded:
+        # one frame is not inside the other: a shifted view, unless the
+        # overhang is a uniform border of one picture
+        inside = max(covered_new, covered_old) >= CONTAINED and _trimmed_inside(m, gn, go)
+    else:
+        inside = max(covered_new, covered_old) >= CONTAINED
+    if turned:
+        centre_new = np.array([wn / 2, hn / 2, 1.0]) @ m.T
+        centred = math.hypot(centre_new[0] - wo / 2, centre_new[1] - ho / 2) <= 0.02 * max(wo, ho)
+        edit_like = abs(angle) <= 15.0 and (centred or inside) and min(covered_new, covered_old) >= 0.8
+    else:
+        edit_like = inside
+    return ", ".join(words), edit_like
+
+
+def _trimmed_inside(m: np.ndarray, gn: np.ndarray, go: np.ndarray) -> bool:
+    """Is the content box (uniform borders trimmed) of one picture inside the other's frame?"""
+    ax0, ay0, ax1, ay1 = content_box(gn)
+    box = np.array([[ax0, ay0, 1], [ax1, ay0, 1], [ax0, ay1, 1], [ax1, ay1, 1]], dtype=np.float64) @ m.T
+    ho, wo = go.shape
+    tol = 0.01 * max(wo, ho)
+    if box[:, 0].min() >= -tol and box[:, 1].min() >= -tol and box[:, 0].max() <= wo + tol and box[:, 1].max() <= ho + tol:
+        return True
+    bx0, by0, bx1, by1 = content_box(go)
+    inv = _invert(m)
+    back = np.array([[bx0, by0, 1], [bx1, by0, 1], [bx0, by1, 1], [bx1, by1, 1]], dtype=np.float64) @ inv.T
+    hn, wn = gn.shape
+    tol = 0.01 * max(wn, hn)
+    return bool(back[:, 0].min() >= -tol and back[:, 1].min() >= -tol and back[:, 0].max() <= wn + tol and back[:, 1].max() <= hn + tol)

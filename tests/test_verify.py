@@ -1,0 +1,191 @@
+"""Tests for the pixel verifier (dedupd.verify through dedupd.matching.compare):
+pictures that differ in one region are never `near`; edits that keep the picture are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from dedupd import hashing
+from dedupd.config import MatchSettings
+from dedupd.matching import compare
+from dedupd.models import Fingerprint, Tier, Verdict
+
+import helpers as H
+
+SETTINGS = MatchSettings()
+
+
+def file_of(picture: Image.Image, fmt: str = "PNG", **params: object) -> tuple[Fingerprint, np.ndarray]:
+    data = H.encode(picture, fmt, **params)
+    return hashing.fingerprint_bytes(data), hashing.verification_pixels_of(data)
+
+
+def judge(new: Image.Image, old: Image.Image, fmt: str = "PNG", **params: object) -> Verdict:
+    a, b = file_of(new, fmt, **params), file_of(old)
+    return compare(a[0], b[0], SETTINGS, (a[1], b[1]))
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+# --- pictures that differ in one region -------------------------------------------
+
+
+def screenshot(lines: list[str], size: tuple[int, int] = (1280, 800)) -> Image.Image:
+    im = Image.new("RGB", size, (250, 250, 250))
+    d = ImageDraw.Draw(im)
+    d.rectangle((0, 0, size[0], 36), fill=(40, 44, 52))
+    d.text((12, 8), "editor.py - Code", font=font(16), fill=(220, 220, 220))
+    for i, line in enumerate(lines):
+        d.text((48, 56 + 22 * i), f"{i + 1:>3}", font=font(15), fill=(150, 150, 150))
+        d.text((96, 56 + 22 * i), line, font=font(15), fill=(30, 30, 30))
+    return im
+
+
+CODE = [
+    "import numpy as np",
+    "",
+    "def total(values, weights):",
+    "    \"\"\"The weighted sum of the values.\"\"\"",
+    "    checked = [v for v in values if v is not None]",
+    "    return sum(v * w for v, w in zip(checked, weights))",
+    "",
+    "def mean(values):",
+    "    return total(values, [1] * len(values)) / len(values)",
+    "",
+    "class Report:",
+    "    def __init__(self, rows):",
+    "        self.rows = list(rows)",
+    "    def render(self):",
+    "        return '\\n'.join(str(r) for r in self.rows)",
+] * 2
+
+
+def bar_chart(values: list[int]) -> Image.Image:
+    im = Image.new("RGB", (800, 600), "white")
+    d = ImageDraw.Draw(im)
+    d.line((80, 40, 80, 540), fill="black", width=2)
+    d.line((80, 540, 760, 540), fill="black", width=2)
+    for tick in range(0, 101, 20):
+        y = 540 - tick * 5
+        d.line((74, y, 80, y), fill="black", width=2)
+        d.text((30, y - 8), str(tick), font=font(14), fill="black")
+    for i, v in enumerate(values):
+        x = 120 + i * 160
+        d.rectangle((x, 540 - v * 5, x + 100, 540), fill=(70, 110, 200))
+        d.text((x + 30, 550), f"Q{i + 1}", font=font(14), fill="black")
+    return im
+
+
+def form(ticked: set[int]) -> Image.Image:
+    im = Image.new("RGB", (900, 700), (252, 252, 248))
+    d = ImageDraw.Draw(im)
+    d.text((40, 30), "Application form", font=font(28), fill="black")
+    for i in range(10):
+        y = 100 + i * 55
+        d.rectangle((40, y, 64, y + 24), outline="black", width=2)
+        d.text((80, y + 2), f"I agree with statement number {i + 1} of the terms", font=font(18), fill="black")
+        if i in ticked:
+            d.line((44, y + 12, 51, y + 20), fill="black", width=3)
+            d.line((51, y + 20, 61, y + 4), fill="black", width=3)
+    return im
+
+
+def sign(word: str) -> Image.Image:
+    im = H.photo(21, (640, 480))
+    d = ImageDraw.Draw(im)
+    d.rounded_rectangle((220, 190, 420, 270), radius=10, fill=(30, 30, 30))
+    d.text((320, 230), word, font=font(40), fill=(240, 200, 40), anchor="mm")
+    return im
+
+
+def traffic_light(green: bool) -> Image.Image:
+    im = H.photo(22, (480, 640))
+    d = ImageDraw.Draw(im)
+    d.rectangle((200, 150, 280, 390), fill=(25, 25, 25))
+    for k, colour in enumerate(((220, 30, 30), (230, 180, 30), (40, 200, 60))):
+        lit = (k == 2) == green and k != 1
+        fill = colour if lit else tuple(c // 5 for c in colour)
+        d.ellipse((215, 160 + k * 75, 265, 210 + k * 75), fill=fill)
+    return im
+
+
+def with_object(seed: int, at: tuple[int, int], colour: tuple[int, int, int] = (200, 40, 40)) -> Image.Image:
+    im = H.photo(seed, (640, 480))
+    d = ImageDraw.Draw(im)
+    x, y = at
+    d.ellipse((x, y, x + 36, y + 36), fill=colour)
+    return im
+
+
+def with_caption(seed: int) -> Image.Image:
+    im = H.photo(seed, (640, 480))
+    ImageDraw.Draw(im).text((320, 440), "Summer 2019, the lake house", font=font(22), fill="white", anchor="mm")
+    return im
+
+
+REGION_PAIRS = {
+    "line-of-code-changed": (screenshot(CODE), screenshot([*CODE[:5], "    checked = [v for v in values if v]", *CODE[6:]])),
+    "chart-value-60-to-65": (bar_chart([40, 60, 85, 30]), bar_chart([40, 65, 85, 30])),
+    "box-ticked": (form({0, 3}), form({0, 3, 6})),
+    "sign-open-closed": (sign("OPEN"), sign("CLOSED")),
+    "traffic-light-red-green": (traffic_light(False), traffic_light(True)),
+    "object-added": (H.photo(23, (640, 480)), with_object(23, (400, 120))),
+    "object-moved": (with_object(24, (100, 300)), with_object(24, (460, 80))),
+    "caption-added": (H.photo(25, (640, 480)), with_caption(25)),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [(name, "PNG") for name in REGION_PAIRS] + [("line-of-code-changed", "JPEG"), ("box-ticked", "JPEG"), ("caption-added", "JPEG")],
+)
+def test_pictures_that_differ_in_one_region_are_never_near(name: str, fmt: str) -> None:
+    """An object added or moved, a chart value, a line of text, a ticked box, a caption: similar at most, and the reason says where."""
+    old, new = REGION_PAIRS[name]
+    for a, b in ((new, old), (old, new)):
+        verdict = judge(a, b, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        assert verdict.match is None or verdict.match.tier is Tier.SIMILAR, verdict.reason
+        if verdict.match is not None:
+            assert "differs" in verdict.reason
+
+
+def test_similar_reason_says_how_much_and_where() -> None:
+    """A copy changed in one corner is similar, with the share of the frame and the corner named."""
+    old = H.photo(26, (640, 480))
+    new = old.copy()
+    ImageDraw.Draw(new).rectangle((20, 20, 150, 110), fill=(240, 240, 240))
+    verdict = judge(new, old)
+    assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
+    assert "% of the frame differs, top-left" in verdict.reason
+
+
+# --- edits that keep the picture ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        pytest.param(lambda im: im.crop((64, 0, im.width, im.height)), "cropped", id="crop-15pct-left"),
+        pytest.param(lambda im: im.crop((24, 18, im.width - 24, im.height - 18)), "cropped", id="crop-5pct-all"),
+        pytest.param(lambda im: ImageOps.expand(im, border=16, fill=(0, 0, 0)), "padded", id="pad-16px"),
+        pytest.param(lambda im: im.rotate(3, resample=Image.Resampling.BICUBIC), "counter-clockwise", id="rotate-3"),
+    ],
+)
+def test_framing_edits_are_near_and_the_reason_says_what(edit: object, words: str) -> None:
+    """A crop, a pad or a small rotation is near, and the reason names the edit."""
+    old = H.photo(27, (480, 360))
+    verdict = judge(edit(old), old, "JPEG", quality=90)  # type: ignore[operator]
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
+    assert words in verdict.reason
+
+
+def test_grayscale_copy_is_similar_not_near() -> None:
+    """A grayscale copy of a colourful picture is similar (strongly recoloured), never near."""
+    old = H.photo(28, (480, 360))
+    verdict = judge(old.convert("L").convert("RGB"), old)
+    assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
+    assert "recoloured" in verdict.reason
