@@ -11,7 +11,8 @@ a clean stop, and the template for a second library.
 
 Needs root and the tools of Debian's debootstrap and systemd-container packages
 (.ci/run installs them); skips without root, and without the tools unless CI is
-set.  The whole module keeps within BUDGET seconds.
+set.  Every step has a timeout: building, booting and installing share one budget
+of BUDGET seconds, and each wait for an outcome inside has its own (WAIT).
 """
 
 from __future__ import annotations
