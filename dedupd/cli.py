@@ -363,8 +363,7 @@ def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
         pid = store.writer_pid()
         daemon = read_daemon_status(store)
         counts = store.counts()
-        actions = dict(store.db.execute(
-            "SELECT action || '_' || outcome, COUNT(*) FROM audit GROUP BY 1 ORDER BY 1").fetchall()) if "audit" in store.db.table_names() else {}
+        actions = store.action_counts()
         last = [r.as_json() for r in Audit(store).rows("action != 'log'", newest=5)] if actions else []
     finally:
         store.close()
@@ -512,6 +511,7 @@ def restore(
         raise click.UsageError("give audit IDS, or --since, or --all")
     ctx = Context(config_path, db)
     store = ctx.store()
+    store.lock_writer_or_share()
     failed = 0
     try:
         trail = Audit(store, ctx.config.audit_jsonl)
@@ -558,6 +558,7 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
 
     ctx = Context(config_path, db)
     store = ctx.store()
+    store.lock_writer_or_share()
     try:
         trail = Audit(store, ctx.config.audit_jsonl)
         sha_a, sha_b = sha256_of(a), sha256_of(b)

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from dedupd.errors import ConfigError
-from dedupd.hashing import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from dedupd.models import Action, Tier
+from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Action, Tier
 
 
 class KeepRule(enum.StrEnum):

@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 
 from dedupd.models import FileStat
-from dedupd.store import Store
+from dedupd.backend import StoreBackend
 
 log = structlog.get_logger()
 
@@ -45,7 +45,7 @@ def maybe_crash(path: Path) -> None:
 class CrashTracker:
     """Counts worker deaths per file, in the store."""
 
-    def __init__(self, store: Store, limit: int = CRASH_LIMIT) -> None:
+    def __init__(self, store: StoreBackend, limit: int = CRASH_LIMIT) -> None:
         self.store = store
         self.limit = limit
         self.suspects: set[Path] = set()

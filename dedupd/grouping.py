@@ -35,7 +35,7 @@ from dedupd.config import Config
 from dedupd.index import HashIndex
 from dedupd.matching import INVERSE, Decision, choose_original, verdict_for
 from dedupd.models import Duplicate, Match, Record, Tier
-from dedupd.store import Store
+from dedupd.backend import StoreBackend
 
 log = structlog.get_logger()
 
@@ -64,7 +64,7 @@ def inverse(match: Match) -> Match:
 class Grouping:
     """Owns the ``matches`` of the store and the in-memory near-duplicate index."""
 
-    def __init__(self, store: Store, config: Config, index: HashIndex | None = None) -> None:
+    def __init__(self, store: StoreBackend, config: Config, index: HashIndex | None = None) -> None:
         self.store = store
         self.config = config
         self._index = index

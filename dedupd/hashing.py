@@ -44,7 +44,7 @@ import scipy.fftpack
 from PIL import Image, UnidentifiedImageError
 
 from dedupd import errors
-from dedupd.models import FileStat, Fingerprint, Hashes, Orientation
+from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, FileStat, Fingerprint, Hashes, Orientation
 
 try:  # HEIC/HEIF and AVIF
     import pillow_heif
@@ -61,10 +61,6 @@ THUMB = 64
 DRAFT_SIDE = 2 * THUMB
 #: the longer side of the pictures the pixel verifier compares (``verify.py``)
 VERIFY_SIDE = 512
-#: default pixel limit: above it an image is refused as a decompression bomb
-DEFAULT_MAX_PIXELS = 150_000_000
-#: default size limit: a file larger than this is not read into memory
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 _EXIF_ORIENTATION = 0x0112
 

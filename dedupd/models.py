@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+#: default pixel limit: above it an image is refused as a decompression bomb
+DEFAULT_MAX_PIXELS = 150_000_000
+#: default size limit: a file larger than this is not read into memory
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
 class Tier(enum.StrEnum):
     """How two files were found to be the same picture, strongest first."""
 

@@ -24,7 +24,7 @@ from dedupd.grouping import Grouping
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
 from dedupd.models import Duplicate, FileStat, Fingerprint, Record
-from dedupd.store import Store
+from dedupd.backend import StoreBackend
 from dedupd.walking import Filter, missing, unique_roots, walk
 
 __all__ = [
@@ -103,7 +103,7 @@ class Outcome:
 class Pipeline:
     """Stat, skip, fingerprint, store; grouping does the matching.  One per writer."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: StoreBackend, config: Config) -> None:
         self.store = store
         self.grouping = Grouping(store, config, HashIndex.build(store.all_hashes()))
 

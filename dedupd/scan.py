@@ -100,7 +100,7 @@ def scan(
     pipeline = Pipeline(store, config)
     filt = Filter(config)
     summary = Summary()
-    seen_ids: set[int] = set()
+    store.start_seen()  # what this scan saw, kept in the store: flat memory at any size
     n_workers = workers or config.effective_workers()
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="scanning", unit=" files", disable=not show, file=sys.stderr, dynamic_ncols=True)
@@ -120,7 +120,7 @@ def scan(
         else:
             summary.fingerprinted += 1
             assert outcome.record is not None
-            seen_ids.add(outcome.record.id)
+            store.mark_seen(outcome.record.id)
         hand_on(outcome.duplicates)
 
     unreadable: list[Path] = []
@@ -139,12 +139,12 @@ def scan(
                 if plan.step is Step.UNCHANGED:
                     summary.unchanged += 1
                     assert plan.record is not None
-                    seen_ids.add(plan.record.id)
+                    store.mark_seen(plan.record.id)
                 elif plan.step is Step.RENAMED:
                     summary.renamed += 1
                     moved = pipeline.follow_rename(plan)
                     assert moved.record is not None
-                    seen_ids.add(moved.record.id)
+                    store.mark_seen(moved.record.id)
                     hand_on(moved.duplicates)
                 else:
                     yield path, plan.stat.size
@@ -174,8 +174,8 @@ def scan(
         for root in roots:
             if not root.is_dir():
                 continue
-            for file_id, path in list(store.ids_under(root)):
-                if file_id not in seen_ids and missing(path):
+            for _, path in store.unseen_under(root):
+                if missing(path):
                     forgotten = pipeline.forget(path)
                     if forgotten is not None:
                         summary.removed += 1

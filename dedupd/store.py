@@ -16,12 +16,15 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from dedupd.errors import StoreError, StoreLockedError
+
+if TYPE_CHECKING:
+    from dedupd.backend import StoreBackend
 from dedupd.models import (
     Distances,
     FileStat,
@@ -165,6 +168,18 @@ class Store:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def lock_writer_or_share(self) -> None:
+        """For short writers (``restore``, ``ignore``): become the writer, or, when a
+        daemon or scan already is, write beside it.  Every write is a ``BEGIN
+        IMMEDIATE`` transaction, so the two take turns (waiting on the busy
+        timeout) and neither fails."""
+        try:
+            self.lock_writer()
+        except StoreLockedError:
+            import structlog  # noqa: PLC0415 - only this path logs
+
+            structlog.get_logger().info("store_shared", writer_pid=self.writer_pid(), path=self.path)
 
     def writer_pid(self) -> int | None:
         """The pid of the process holding the writer lock, or None when nobody does."""
@@ -403,14 +418,22 @@ class Store:
             yield Path(os.fsdecode(current)), members
 
     def unacted_matches(self) -> list[int]:
-        """Duplicates with no audit row about their pair: an action a crash interrupted."""
+        """Duplicates whose action is still owed: none was recorded for the pair (a
+        crash came in between, or the match was made by ``ignore``), or the last
+        one failed or was held back by a circuit breaker.  Never a pair a person
+        restored or ignored."""
         return [
             row[0]
             for row in self.db.execute(
                 "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
-                " JOIN files o ON o.id = m.original_id WHERE NOT EXISTS ("
-                "  SELECT 1 FROM audit a WHERE a.sha256 = d.sha256"
-                "  AND a.original_sha256 = o.sha256 AND a.path = d.path) ORDER BY m.file_id"
+                " JOIN files o ON o.id = m.original_id"
+                " WHERE NOT EXISTS (SELECT 1 FROM ignores i"
+                "  WHERE i.sha_a = MIN(d.sha256, o.sha256) AND i.sha_b = MAX(d.sha256, o.sha256))"
+                " AND COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
+                "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
+                "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
+                "  ORDER BY a.id DESC LIMIT 1), 1)"
+                " ORDER BY m.file_id"
             )
         ]
 
@@ -441,9 +464,46 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def action_counts(self) -> dict[str, int]:
+        """Audit rows by ``action_outcome`` (``quarantine_done``...): kept by a trigger, read in O(1)."""
+        return {
+            name.removeprefix("audit:"): int(n)
+            for name, n in self.db.execute(
+                "SELECT name, n FROM counters WHERE name LIKE 'audit:%' AND n > 0 ORDER BY name"
+            )
+        }
+
+    # --- the scan's removal pass -------------------------------------------------
+
+    def start_seen(self) -> None:
+        """Begin recording which files a scan saw (in a temporary table, not in memory)."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.seen")
+
+    def mark_seen(self, file_id: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", [file_id])
+
+    def unseen_under(self, root: Path, chunk: int = 1000) -> Iterator[tuple[int, Path]]:
+        """Records under ``root`` the scan did not see, in chunks (the caller may delete as it goes)."""
+        key = _path_key(root).rstrip(b"/")
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT id, path FROM files WHERE id > ? AND (path = ? OR (path >= ? AND path < ?))"
+                " AND id NOT IN (SELECT id FROM temp.seen) ORDER BY id LIMIT ?",
+                [last, key, key + b"/", key + b"0", chunk],
+            ).fetchall()
+            if not rows:
+                return
+            for file_id, path in rows:
+                yield file_id, Path(os.fsdecode(path))
+            last = rows[-1][0]
+
     def counts(self) -> dict[str, int]:
         """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""
-        return {name: int(n) for name, n in self.db.execute("SELECT name, n FROM counters")}
+        return {
+            name: int(n) for name, n in self.db.execute("SELECT name, n FROM counters WHERE name NOT LIKE 'audit:%'")
+        }
 
     # --- helpers -----------------------------------------------------------
 
@@ -735,3 +795,24 @@ def m008_grouping_crashes(db: sqlite_utils.Database) -> None:
     db.table("crashes").create(
         {"path": bytes, "size": int, "mtime_ns": int, "count": int, "at": float}, pk="path"
     )
+
+
+@migrations()
+def m008_grouping_audit_counters(db: sqlite_utils.Database) -> None:
+    # `dedupd status` shows audit rows per action and outcome: counted as they are written
+    db.execute(
+        "INSERT INTO counters (name, n) SELECT 'audit:' || action || '_' || outcome, COUNT(*)"
+        " FROM audit GROUP BY 1"
+    )
+    db.execute(
+        "CREATE TRIGGER counters_audit_insert AFTER INSERT ON audit BEGIN"
+        " INSERT INTO counters (name, n) VALUES ('audit:' || NEW.action || '_' || NEW.outcome, 1)"
+        " ON CONFLICT (name) DO UPDATE SET n = n + 1;"
+        " END"
+    )
+
+
+if TYPE_CHECKING:  # mypy checks here that Store is a complete backend
+
+    def _is_a_backend(store: Store) -> StoreBackend:
+        return store

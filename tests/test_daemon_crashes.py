@@ -115,3 +115,23 @@ def test_concurrent_restore_while_the_daemon_writes_does_not_kill_it(env: Env) -
     env.wait_idle(daemon, after=0)
     assert daemon.alive()
     assert daemon.stop() == 0
+
+
+def test_breaker_skipped_action_is_retried_on_reload_but_not_a_restored_one(env: Env) -> None:
+    """An action the rate breaker held back is done after a reload; a pair a person
+    restored is not acted on again."""
+    originals = [write(env.root / f"b{i}.jpg", picture(350 + i)) for i in range(3)]
+    daemon = env.start(max_actions_per_minute=1)
+    env.wait_indexed(*originals)
+    first = write(env.root / "b0 copy.jpg", picture(350))
+    wait_until(lambda: not first.exists(), "the first copy quarantined")
+    assert env.cli("restore", "--all").returncode == 0  # a person undid it: never again
+    held = [write(env.root / f"b{i} copy.jpg", picture(350 + i)) for i in (1, 2)]
+    daemon.wait_event("action_skipped", reason="circuit breaker open: too many actions per minute")
+    assert all(p.exists() for p in held)
+    env.write_config(max_actions_per_minute=100)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("config_reloaded")
+    wait_until(lambda: not any(p.exists() for p in held), "the held-back copies quarantined after the reload")
+    assert first.exists(), "the restored copy stays where the person put it"
+    assert daemon.stop() == 0
