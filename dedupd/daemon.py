@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import stat as stat_module
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +49,10 @@ CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
 STATUS_EVERY = 2.0
 EVENT_QUEUE_SIZE = 10_000
 CATCH_UP_BATCH = 64  # files planned per pass while catching up
+#: indexed files checked (lstat) per pass by the sweep that forgets what a
+#: catch-up walk did not find: a pass stays short at any store size, so the
+#: loop keeps serving the systemd watchdog, signals and events
+SWEEP_BATCH = 2000
 #: a file written (an inotify modify) but never closed is taken as still being
 #: written for this long; after that, a writer that died is assumed
 OPEN_WRITE_TIMEOUT = 300.0
@@ -63,6 +68,7 @@ class Pending:
     closed_at: float | None = None  # monotonic time of the last close-after-write
     from_walk: bool = False  # found by a catch-up walk rather than an event
     open_for_write: bool = False  # written, and the observer has not seen it closed yet
+    seen_ctime: int | None = None  # st_ctime_ns at the last look: a metadata change restarts the clock
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Daemon:
         self.roots: dict[Path, RootState] = {}
         self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
         self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
+        self.sweeps: dict[Path, tuple[Path | None, int]] = {}  # root -> (last path checked, forgotten so far)
         self.counters = Counters()
         self.started_at = time.time()
 
@@ -223,7 +230,7 @@ class Daemon:
         while not self.stop.is_set():
             now = time.monotonic()
             every = self.config.reconcile_interval
-            if every and now - last_reconcile >= every and not self.catch_up:
+            if every and now - last_reconcile >= every and not self.catch_up and not self.sweeps:
                 last_reconcile = now
                 for root in self.roots:
                     self._queue_catch_up(root)
@@ -242,6 +249,7 @@ class Daemon:
             self._collect()
             self._process_gone(now)
             self._finish_catch_ups()
+            self._advance_sweeps()
             if self.watchdog_every and now - last_ping >= self.watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now
@@ -254,7 +262,7 @@ class Daemon:
     def _wait(self) -> None:
         if self.in_flight:
             cf.wait(list(self.in_flight.values()), timeout=TICK, return_when=cf.FIRST_COMPLETED)
-        elif self.events.empty() and not self.catch_up:
+        elif self.events.empty() and not self.catch_up and not self.sweeps:
             self.stop.wait(TICK)
 
     def _take_events(self) -> None:
@@ -316,30 +324,51 @@ class Daemon:
                     self.finishing.add(root)
 
     def _finish_catch_ups(self) -> None:
-        """Forget files deleted while we were away, once every walked file was
-        planned (so that files renamed meanwhile were followed, not forgotten)."""
+        """Once every walked file was planned (so that files renamed meanwhile were
+        followed, not forgotten), start the sweep that forgets files deleted while
+        we were away."""
         for root in list(self.finishing):
             if any(p.from_walk and p.root == root for p in self.pending.values()) or any(
                 path.is_relative_to(root) for path in self.in_flight
             ):
                 continue
             self.finishing.discard(root)
-            self._check_roots()  # a root unmounted since this loop's check must not be taken as emptied
+            self.sweeps[root] = (None, 0)
+
+    def _advance_sweeps(self) -> None:
+        """Check up to SWEEP_BATCH indexed files of the sweeping roots: forget those gone."""
+        budget = SWEEP_BATCH
+        for root in list(self.sweeps):
+            if budget <= 0:
+                return
+            # a root unmounted since this loop's check must not be taken as emptied
+            self._check_roots()
             state = self.roots.get(root)
             if state is None or state.tripped:
+                del self.sweeps[root]
                 continue
-            gone = [p for _, p in self.store.ids_under(root) if missing(p)]
-            for p in gone:
-                self._forget(p)
-            state.vouched = False
-            log.info("catch_up_finished", root=root, forgotten=len(gone), indexed=self.store.count_under(root))
+            after, forgotten = self.sweeps[root]
+            rows = self.store.ids_under_after(root, after, budget)
+            budget -= len(rows)
+            if not rows:
+                del self.sweeps[root]
+                state.vouched = False
+                log.info("catch_up_finished", root=root, forgotten=forgotten, indexed=self.store.count_under(root))
+                continue
+            for _, path in rows:
+                if missing(path):
+                    self._forget(path)
+                    forgotten += 1
+            self.sweeps[root] = (rows[-1][1], forgotten)
 
     def _submit_ready(self, now: float) -> None:
         """Hand complete files to the workers.
 
-        Complete means: closed after writing (where the observer says so) and
-        not written again for a short grace, or size and mtime unchanged for
-        the settle time.  Any change seen restarts the clock.
+        Complete means: no event and no change of size, mtime or ctime for
+        the settle time after the last write and the LAST close (a file
+        appended in chunks, closed after each, is not complete after the
+        first); a file written but not yet closed (inotify) waits up to
+        OPEN_WRITE_TIMEOUT.  Any change seen restarts the clock.
         """
         settle = self.config.settle_seconds
         # after a worker died with several files in flight, they go one at a
@@ -352,7 +381,8 @@ class Daemon:
                 continue
             p = self.pending[path]
             try:
-                st = FileStat.from_path(path)
+                raw = os.lstat(path)
+                st = FileStat.from_path(path) if not stat_module.S_ISREG(raw.st_mode) else FileStat.of(raw)
             except FileNotFoundError:
                 del self.pending[path]
                 continue
@@ -361,18 +391,17 @@ class Daemon:
                 log.warning("file_skipped", path=path, reason="not_an_image", detail=f"not a regular file: {exc.strerror or exc}")
                 self.counters.errors += 1
                 continue
-            if st != p.seen:
+            if st != p.seen or raw.st_ctime_ns != p.seen_ctime:
                 first = p.seen is None
-                p.seen = st
+                p.seen, p.seen_ctime = st, raw.st_ctime_ns
                 written_before = time.time() - st.mtime_ns / 1e9 >= settle
                 if first and p.from_walk and written_before:
                     p.changed_at = now - settle  # found by a walk, untouched for a while
                 else:
                     p.changed_at = now
                     continue
-            closed = p.closed_at is not None and now - p.closed_at >= CLOSE_GRACE and now - p.changed_at >= CLOSE_GRACE
-            quiet = now - p.changed_at >= (OPEN_WRITE_TIMEOUT if p.open_for_write else settle)
-            if not (closed or quiet):
+            last = max(p.changed_at, p.closed_at or 0.0)
+            if now - last < (OPEN_WRITE_TIMEOUT if p.open_for_write else settle):
                 continue
             del self.pending[path]
             self._handle(path)
@@ -557,7 +586,7 @@ class Daemon:
                 for s in self.roots.values()
             ],
             "queue_depth": len(self.pending) + len(self.in_flight) + self.events.qsize(),
-            "catching_up": len(self.catch_up),
+            "catching_up": len(self.catch_up) + len(self.finishing) + len(self.sweeps),
             "events": self.counters.events,
             "fingerprinted": self.counters.fingerprinted,
             "errors": self.counters.errors,

@@ -277,6 +277,21 @@ class Store:
         ):
             yield file_id, Path(os.fsdecode(path))
 
+    def ids_under_after(self, root: Path, after: Path | None, limit: int) -> list[tuple[int, Path]]:
+        """Up to ``limit`` records under ``root`` whose path sorts after ``after``, in
+        path order (one range of the path index per step): a sweep over a root in
+        bounded steps that may delete as it goes."""
+        key = _path_key(root).rstrip(b"/")
+        if after is None:
+            where, low = "path >= ?", key + b"/"
+        else:
+            where, low = "path > ?", _path_key(after)
+        rows = self.db.execute(
+            f"SELECT id, path FROM files WHERE {where} AND path < ? ORDER BY path LIMIT ?",
+            [low, key + b"0", limit],  # '0' sorts right after '/'
+        ).fetchall()
+        return [(file_id, Path(os.fsdecode(path))) for file_id, path in rows]
+
     def count_under(self, root: Path) -> int:
         key = _path_key(root).rstrip(b"/")
         row = self.db.execute(
@@ -484,20 +499,24 @@ class Store:
         self.db.execute("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", [file_id])
 
     def unseen_under(self, root: Path, chunk: int = 1000) -> Iterator[tuple[int, Path]]:
-        """Records under ``root`` the scan did not see, in chunks (the caller may delete as it goes)."""
+        """Records under ``root`` the scan did not see, in path order and in chunks
+        (each one range of the path index; the caller may delete as it goes)."""
         key = _path_key(root).rstrip(b"/")
-        last = 0
+        row = self.db.execute("SELECT id FROM files WHERE path = ? AND id NOT IN (SELECT id FROM temp.seen)", [key]).fetchone()
+        if row is not None:  # the root itself, a file
+            yield row[0], root
+        where, low = "path >= ?", key + b"/"
         while True:
             rows = self.db.execute(
-                "SELECT id, path FROM files WHERE id > ? AND (path = ? OR (path >= ? AND path < ?))"
-                " AND id NOT IN (SELECT id FROM temp.seen) ORDER BY id LIMIT ?",
-                [last, key, key + b"/", key + b"0", chunk],
+                f"SELECT id, path FROM files WHERE {where} AND path < ?"
+                " AND id NOT IN (SELECT id FROM temp.seen) ORDER BY path LIMIT ?",
+                [low, key + b"0", chunk],  # '0' sorts right after '/'
             ).fetchall()
             if not rows:
                 return
             for file_id, path in rows:
                 yield file_id, Path(os.fsdecode(path))
-            last = rows[-1][0]
+            where, low = "path > ?", rows[-1][1]
 
     def counts(self) -> dict[str, int]:
         """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""

@@ -4,6 +4,7 @@ restarts, a bad root on start or reload, and a second writer (``restore``)."""
 from __future__ import annotations
 
 import signal
+import time
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -134,4 +135,23 @@ def test_breaker_skipped_action_is_retried_on_reload_but_not_a_restored_one(env:
     daemon.wait_event("config_reloaded")
     wait_until(lambda: not any(p.exists() for p in held), "the held-back copies quarantined after the reload")
     assert first.exists(), "the restored copy stays where the person put it"
+    assert daemon.stop() == 0
+
+
+def test_a_file_appended_in_chunks_is_handled_only_after_its_last_close(env: Env) -> None:
+    """A copy written in chunks, closed after each, is read once, complete: not after
+    the first chunk (which would be a truncated picture)."""
+    original = write(env.root / "s.jpg", picture(360, size=(640, 480)))
+    daemon = env.start(settle_seconds=1.5)
+    env.wait_indexed(original)
+    data = original.read_bytes()
+    copy = env.root / "s copy.jpg"
+    step = len(data) // 4 + 1
+    for start in range(0, len(data), step):
+        with copy.open("ab") as f:  # open, append, close: as a slow uploader does
+            f.write(data[start : start + step])
+        time.sleep(0.6)  # the uploader's pace (shorter than settle_seconds), not a wait for an outcome
+    wait_until(lambda: not copy.exists(), "the complete copy quarantined")
+    assert daemon.events("file_skipped", path=copy) == []
+    assert len(daemon.events("duplicate_found", path=copy)) == 1
     assert daemon.stop() == 0
