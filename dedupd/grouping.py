@@ -27,6 +27,7 @@ larger write; each operation also opens its own (nested) transaction.
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 
 import structlog
@@ -68,12 +69,41 @@ class Grouping:
         self.store = store
         self.config = config
         self._index = index
+        self._building: threading.Thread | None = None
+        self._built: list[HashIndex] = []
+
+    def build_index_in_background(self) -> None:
+        """Start building the index from a read-only snapshot of the store, beside
+        whatever the caller does next (a daemon's start, a scan's walk), which
+        mostly needs no index: at a million files the build takes seconds.
+
+        Safe because every change to an indexed file after the snapshot is
+        followed by an index call (:meth:`changed`, :meth:`forget`...), and the
+        first index call waits for the build to finish.
+        """
+        if self._index is not None or self._building is not None:
+            return
+        reader = self.store.reader()
+
+        def build() -> None:
+            try:
+                self._built.append(HashIndex.build(reader.all_hashes()))
+            finally:
+                reader.close()
+
+        self._building = threading.Thread(target=build, name="dedupd-index-build", daemon=True)
+        self._building.start()
 
     @property
     def index(self) -> HashIndex:
-        """Built from the store on first use (a command that never matches never pays for it)."""
+        """The index: waits for a background build, or builds it on first use."""
         if self._index is None:
-            self._index = HashIndex.build(self.store.all_hashes())
+            if self._building is not None:
+                self._building.join()
+                self._building = None
+                if not self._built:  # the build failed: its error is in the log; build here
+                    log.error("index_build_failed", note="building it again in the foreground")
+            self._index = self._built.pop() if self._built else HashIndex.build(self.store.all_hashes())
         return self._index
 
     # --- operations ---------------------------------------------------------

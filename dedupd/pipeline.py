@@ -105,7 +105,8 @@ class Pipeline:
 
     def __init__(self, store: StoreBackend, config: Config) -> None:
         self.store = store
-        self.grouping = Grouping(store, config, HashIndex.build(store.all_hashes()))
+        self.grouping = Grouping(store, config)
+        self.grouping.build_index_in_background()
 
     @property
     def config(self) -> Config:

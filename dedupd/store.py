@@ -145,6 +145,10 @@ class Store:
             raise StoreError(f"{path}: {exc.strerror or exc}") from exc
         return cls(db, path)
 
+    def reader(self) -> Store:
+        """Another, read-only connection to this store (a snapshot per query, for another thread)."""
+        return Store.open(self.path, readonly=True)
+
     def close(self) -> None:
         self.db.close()
         if self._lock_fd is not None:
