@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -86,8 +87,10 @@ class Grouping:
         reader = self.store.reader()
 
         def build() -> None:
+            started = time.monotonic()
             try:
                 self._built.append(HashIndex.build(reader.all_hashes()))
+                log.info("index_built", files=len(self._built[0]), seconds=round(time.monotonic() - started, 2))
             finally:
                 reader.close()
 
