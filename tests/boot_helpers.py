@@ -46,6 +46,8 @@ PACKAGES = ("systemd", "systemd-sysv", "jq")
 PREFETCH = ("python3-venv",)
 #: bump to rebuild every cached root after a change to how it is made
 RECIPE = 1
+#: a cached root or wheel set of another key unused this long is removed
+STALE = 2 * 24 * 3600
 
 #: where the checkout and the wheels are inside the container
 SRC_IN = Path("/usr/local/src/dedupd")
@@ -108,28 +110,29 @@ def cached_root(budget: Budget) -> Path:
     key = _key(RECIPE, SUITE, MIRROR, PACKAGES, PREFETCH)
     final = CACHE / f"root-{key}"
     with _locked("root"):
-        if (final / "etc" / "os-release").exists():
-            return final
-        work = CACHE / f"root-{key}.partial"
-        if work.exists():
-            shutil.rmtree(work)
-        run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(work), MIRROR],
-            timeout=budget.left(240),
-        )
-        # Fill the apt cache: lists and the .debs of PREFETCH, not installed.
-        run(
-            ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D", str(work), "sh", "-c",
-             "apt-get update -qq && apt-get install -y -qq --download-only " + " ".join(PREFETCH)],
-            timeout=budget.left(120),
-            env={"PATH": PATH_IN, "LANG": "C.UTF-8"},
-        )
-        (work / "etc" / "machine-id").write_text("")  # a new one at each boot
-        work.rename(final)
-    for old in CACHE.glob("root-*"):  # roots of older recipes
-        if old.is_dir() and old != final and not old.name.endswith(".partial"):
-            shutil.rmtree(old, ignore_errors=True)
+        if not (final / "etc" / "os-release").exists():
+            _debootstrap(CACHE / f"root-{key}.partial", final, budget)
+        _forget_stale("root-*", final)
     return final
+
+
+def _debootstrap(work: Path, final: Path, budget: Budget) -> None:
+    """Build the root in ``work`` and rename it to ``final`` once it is complete."""
+    if work.exists():
+        shutil.rmtree(work)
+    run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(work), MIRROR],
+        timeout=budget.left(240),
+    )
+    # Fill the apt cache: lists and the .debs of PREFETCH, not installed.
+    run(
+        ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D", str(work), "sh", "-c",
+         "apt-get update -qq && apt-get install -y -qq --download-only " + " ".join(PREFETCH)],
+        timeout=budget.left(120),
+        env={"PATH": PATH_IN, "LANG": "C.UTF-8"},
+    )
+    (work / "etc" / "machine-id").write_text("")  # a new one at each boot
+    work.rename(final)
 
 
 def dependencies() -> list[str]:
@@ -144,19 +147,27 @@ def cached_wheels(budget: Budget) -> Path:
     key = _key(RECIPE, deps, sys.version_info[:2])
     final = CACHE / f"wheels-{key}"
     with _locked("wheels"):
-        if final.is_dir():
-            return final
-        work = CACHE / f"wheels-{key}.partial"
-        shutil.rmtree(work, ignore_errors=True)
-        run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(work), *deps],
-            timeout=budget.left(180),
-        )
-        work.rename(final)
-    for old in CACHE.glob("wheels-*"):
-        if old.is_dir() and old != final and not old.name.endswith(".partial"):
-            shutil.rmtree(old, ignore_errors=True)
+        if not final.is_dir():
+            work = CACHE / f"wheels-{key}.partial"
+            shutil.rmtree(work, ignore_errors=True)
+            run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(work), *deps],
+                timeout=budget.left(180),
+            )
+            work.rename(final)
+        _forget_stale("wheels-*", final)
     return final
+
+
+def _forget_stale(pattern: str, current: Path) -> None:
+    """Mark ``current`` as used now, and remove entries of other keys unused for STALE seconds
+    (not at once: another checkout with other dependencies may be booting from one)."""
+    os.utime(current)
+    for old in CACHE.glob(pattern):
+        if old.is_dir() and old != current and not old.name.endswith(".partial"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > STALE:
+                    shutil.rmtree(old, ignore_errors=True)
 
 
 class Container:
