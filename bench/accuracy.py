@@ -237,7 +237,7 @@ def lookalikes(root: Path, workers: int, json_out: Path | None) -> None:
         }, indent=2))  # fmt: skip
 
 
-def dataset(data: Path, workers: int, json_out: Path | None) -> None:
+def dataset(data: Path, workers: int, json_out: Path | None, full: bool = True) -> None:
     manifest = Manifest.load(data)
     by_path = {f["path"]: f for f in manifest.raw["files"]}
     paths = sorted(by_path)
@@ -255,13 +255,16 @@ def dataset(data: Path, workers: int, json_out: Path | None) -> None:
     t_pairs = time.perf_counter() - t1
     seconds = sorted(sec for _, _, sec in verdicts.values())
 
-    pairs = candidate_pairs(fps)
-    # only a distinct pair can be a false positive: judge those (copies of one
-    # source propose each other by the thousand and are scored above)
-    distinct = [(n, o) for n, o in pairs if expected_relation(manifest, n, o) is Relation.DISTINCT]
-    t2 = time.perf_counter()
-    judged = judge_all(data, fps, distinct, workers)
-    t_cand = time.perf_counter() - t2
+    if not full:
+        pairs, distinct, judged, t_cand = [], [], [], 0.0
+    else:
+        # only a distinct pair can be a false positive: judge those (copies of
+        # one source propose each other by the thousand and are scored above)
+        pairs = candidate_pairs(fps)
+        distinct = [(n, o) for n, o in pairs if expected_relation(manifest, n, o) is Relation.DISTINCT]
+        t2 = time.perf_counter()
+        judged = judge_all(data, fps, distinct, workers)
+        t_cand = time.perf_counter() - t2
     fp_pairs, similar_distinct = [], 0
     for new, old, tier, reason, _ in judged:
         if tier in {t.value for t in ACTIONABLE}:
@@ -269,7 +272,7 @@ def dataset(data: Path, workers: int, json_out: Path | None) -> None:
         elif tier == Tier.SIMILAR.value:
             similar_distinct += 1
 
-    groups = grouped(data, fps, paths)
+    groups = grouped(data, fps, paths) if full else {}
 
     near: dict[str, list[bool]] = collections.defaultdict(list)
     found: dict[str, list[bool]] = collections.defaultdict(list)
@@ -342,12 +345,13 @@ def main() -> None:
     ap.add_argument("--lookalikes", type=Path, help="a folder of real pictures with labels.json")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--pairs-only", action="store_true", help="only each copy against its source: skip the candidate and grouped passes")
     args = ap.parse_args()
     logs.configure("console", "warning")  # one duplicate_found line per pair would drown the report
     if args.lookalikes:
         lookalikes(args.lookalikes.resolve(), args.workers, args.json)
     else:
-        dataset(args.data, args.workers, args.json)
+        dataset(args.data, args.workers, args.json, full=not args.pairs_only)
 
 
 if __name__ == "__main__":

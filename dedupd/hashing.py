@@ -38,6 +38,7 @@ import struct
 import warnings
 from pathlib import Path
 
+import cv2
 import imagehash
 import numpy as np
 import scipy.fftpack
@@ -270,21 +271,27 @@ CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = (
 #: centre crops to these shapes (long:short, in the picture's own orientation)
 CROP_ASPECTS = ((4, 3), (16, 9), (1, 1))
 #: the side of the reduced picture crop keys are cut from
-_CROP_SOURCE_SIDE = 256
+_CROP_SOURCE_SIDE = 2 * THUMB
 
 
 def _crop_keys(im: Image.Image, orientation: int) -> tuple[int, ...]:
     """pHashes of the content box (uniform borders trimmed), of the
     :data:`CROP_WINDOWS` and of centre crops to :data:`CROP_ASPECTS`, each
-    computed like the whole picture's pHash from its own 64x64 thumbnail.
+    computed like the whole picture's pHash (DCT of a 32x32 grey thumbnail,
+    bits above the median), from a copy reduced to 128 px.
 
     A cropped copy's pHash is near one of its source's keys; a padded or
     bordered copy's content-box key is near its source's pHash.  Windows
     too flat to tell pictures apart are left out.
     """
     small = _displayable(im)
-    small = small.copy() if small is im else small
-    small.thumbnail((_CROP_SOURCE_SIDE, _CROP_SOURCE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    factor = min(small.size) // _CROP_SOURCE_SIDE
+    if factor > 1:  # a box filter first: cheap on a large PNG or TIFF, and a new image
+        small = small.reduce(factor)
+    scale = _CROP_SOURCE_SIDE / max(small.size)
+    if scale < 1.0:
+        size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
+        small = small.resize(size, Image.Resampling.BILINEAR)
     small = _composite(small) if small.mode == "RGBA" else small.convert("RGB")
     if orientation in _ORIENT_TRANSPOSE:
         small = small.transpose(_ORIENT_TRANSPOSE[orientation])
@@ -303,15 +310,14 @@ def _crop_keys(im: Image.Image, orientation: int) -> tuple[int, ...]:
             continue
         cw, ch = (round(h * target), h) if w / h > target else (w, round(w / target))
         boxes.append(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
-    keys = []
-    for box in boxes:
-        window = small.crop(box).resize((THUMB, THUMB), Image.Resampling.LANCZOS).convert("L")
-        if float(np.asarray(window, dtype=np.float32).std()) < 6.0:
-            continue  # flat: any other flat window would match it
-        grey32 = np.asarray(window.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-        block = scipy.fftpack.dct(scipy.fftpack.dct(grey32, axis=0), axis=1)[:8, :8]
-        bits = (block > np.median(block)).astype(np.uint8).ravel()
-        keys.append(int.from_bytes(np.packbits(bits).tobytes(), "big"))
+    grey = np.asarray(small.convert("L"), dtype=np.float32)
+    windows = np.stack(
+        [cv2.resize(grey[y0:y1, x0:x1], (32, 32), interpolation=cv2.INTER_AREA) for x0, y0, x1, y1 in boxes]
+    )
+    detailed = windows.std(axis=(1, 2)) >= 6.0  # a flat window would match any other flat one
+    blocks = scipy.fftpack.dct(scipy.fftpack.dct(windows[detailed], axis=1), axis=2)[:, :8, :8].reshape(-1, 64)
+    bits = (blocks > np.median(blocks, axis=1, keepdims=True)).astype(np.uint8)
+    keys = [int.from_bytes(np.packbits(row).tobytes(), "big") for row in bits]
     return tuple(dict.fromkeys(keys))
 
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from dedupd.models import Fingerprint
 
 
+#: hashes compared per block in a multi-probe lookup (probes x block temporaries)
+_BLOCK = 32768
 #: at most this many crop keys per file (ids in the crop table are id * _KEYS + k)
 _KEYS = 16
 
@@ -70,11 +72,24 @@ class HashIndex:
         if settings.rotations:
             probes.extend(h.phash for _, h in fp.variants)
         limit = settings.near_distance
-        found: set[int] = set()
-        for probe in probes:
-            found.update(i for i, _ in self.search(probe, limit))
+        found = self._within(probes, limit)
         if self._crops is not None:
-            found.update(i // _KEYS for i, _ in self._crops.search(fp.hashes.phash, limit))
+            found.update(i // _KEYS for i in self._crops._within([fp.hashes.phash], limit))
+        return found
+
+    def _within(self, probes: list[int], limit: int) -> set[int]:
+        """Ids whose hash is within ``limit`` bits of any probe: all probes in
+        one pass over the array, in blocks that keep the temporaries small."""
+        if self._size == 0 or not probes:
+            return set()
+        keys = np.array(probes, dtype=np.uint64)[:, None]
+        found: set[int] = set()
+        for start in range(0, self._size, _BLOCK):
+            block = self._hashes[start : min(self._size, start + _BLOCK)]
+            near = (np.bitwise_count(np.bitwise_xor(block[None, :], keys)) <= limit).any(axis=0)
+            hits = np.flatnonzero(near)
+            if hits.size:
+                found.update(self._ids[start + hits].tolist())
         return found
 
     def _add_crops(self, file_id: int, keys: tuple[int, ...]) -> None:
