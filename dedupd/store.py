@@ -136,6 +136,10 @@ class Store:
                 db = sqlite_utils.Database(conn)
                 db.enable_wal()
                 db.execute("PRAGMA synchronous=NORMAL")
+                # 64 MiB of page cache (the default is 2 MiB): the indexes on
+                # SHA-256 and pixel digest take random keys, and at a million
+                # files their pages no longer fit the default
+                db.execute("PRAGMA cache_size=-65536")
                 db.execute("PRAGMA foreign_keys=ON")
                 migrations.apply(db)
             db.execute("PRAGMA busy_timeout=30000")
