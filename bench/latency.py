@@ -6,7 +6,7 @@ Starts ``dedupd run`` as a subprocess on a temporary root (actions: exact
 duplicates quarantined), writes one original, then delivers exact copies one
 at a time (written in full and closed, as ``cp`` does) and measures, for each,
 the time from the moment its writer closed it to the moment it is gone from
-the root (moved to quarantine). Two observers in the same run: inotify (the
+the root and its copy is in quarantine. Two observers in the same run: inotify (the
 file is complete on close-after-write, plus a 0.5 s grace) and polling (the
 file is complete when size and mtime held still for settle_seconds): the
 ratio shows what close-after-write buys over waiting for quiet.
@@ -38,6 +38,7 @@ def run(observer: str, files: int, settle: float) -> list[float]:
         base = Path(tmp)
         root, quarantine = base / "root", base / "q"
         root.mkdir()
+        quarantine.mkdir()  # dedupd never creates the directory it moves files into
         config = base / "c.yaml"
         config.write_text(
             f"roots: [{root}]\nquarantine_dir: {quarantine}\nsettle_seconds: {settle}\n"
@@ -64,7 +65,9 @@ def run(observer: str, files: int, settle: float) -> list[float]:
                 with open(target, "wb") as f:
                     f.write(data)
                 closed = time.monotonic()
-                while target.exists():
+                # done: gone from the root and its copy in quarantine (the file
+                # leaves the root when it is taken, before it is verified and placed)
+                while target.exists() or not (quarantine / target.name).exists():
                     time.sleep(0.005)
                     if time.monotonic() - closed > 60:
                         raise SystemExit(f"{target} was not acted on")

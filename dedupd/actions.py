@@ -1,12 +1,27 @@
-"""What is done to a duplicate, the record of it, and how it is undone.
+"""What is done to a duplicate, and how a crash in the middle is settled.
 
 Nothing here deletes a user's file.  ``quarantine`` moves a duplicate into
 the quarantine directory (keeping its path relative to its watched root);
-``symlink`` puts a copy in quarantine and atomically replaces the duplicate
-with a symlink to its original.  Before acting, the file is checked to be
-the very file that was fingerprinted and the original to still be there.
-An intent is committed before anything moves and completed with its audit
-row after; :func:`resolve_intents` settles what a crash left half done.
+``symlink`` does the same and leaves a symlink to its original in its place.
+
+A move never acts on a path, only on a file it holds:
+
+1. preflight: the duplicate and its original are still the versions that
+   were fingerprinted (device, inode, size, mtime, ctime), are two different
+   files, and the duplicate lies in a root, outside reference directories;
+2. an intent naming every name the move will use is committed;
+3. the duplicate is *taken*: renamed to a private name in its own directory
+   (``renameat2(RENAME_NOREPLACE)``), or for a symlink swapped with a
+   ready symlink (``RENAME_EXCHANGE``), so the path is never empty;
+4. what was taken is checked again, by inode and by SHA-256, and so is the
+   original's content; a file that is not the one checked (a newer file
+   saved at the path in between) is put back without overwriting anything;
+5. the quarantine record (``dedupd.sidecar``) is written, the copy placed
+   (a hard link, or a copy verified by SHA-256), the taken name unlinked,
+   and the audit row committed with the intent marked done.
+
+:func:`resolve_intents` settles an intent a crash left at any of these
+steps, from what it finds on disk.  Restores are in ``dedupd.restore``.
 """
 
 from __future__ import annotations
@@ -19,13 +34,11 @@ from pathlib import Path
 
 import structlog
 
-from dedupd import fileops
-from dedupd.audit import Audit, AuditRow, Intent
+from dedupd import faults, fileops, identity, sidecar
+from dedupd.audit import Audit, Intent
 from dedupd.config import Config
-from dedupd.errors import ActionError, display_path
-from dedupd.matching import is_under
-from dedupd.models import Action, FileStat, Tier
-from dedupd.models import Duplicate
+from dedupd.errors import ActionError, NotTheCheckedFile
+from dedupd.models import Action, Duplicate, FileStat
 from dedupd.store import Store
 
 log = structlog.get_logger()
@@ -83,7 +96,9 @@ class Actor:
     ) -> None:
         self.store = store
         self.config = config
-        self.roots = tuple(Path(os.path.realpath(r)) for r in (roots or config.roots))
+        self.roots = tuple(identity.real(r) for r in (roots or config.roots))
+        self.references = tuple(identity.real(d) for d in config.reference_dirs)
+        self.quarantine = None if config.quarantine_dir is None else identity.real(config.quarantine_dir)
         self.dry_run = dry_run
         self.audit = Audit(store, config.audit_jsonl)
         self.breaker = RateBreaker(config.max_actions_per_minute)
@@ -109,6 +124,8 @@ class Actor:
             return self._record(dup, action, "skipped", "circuit breaker open: too many actions per minute")
         try:
             return self._move(dup, action)
+        except NotTheCheckedFile as exc:
+            return self._record(dup, action, "skipped", exc.detail)
         except (OSError, ActionError) as exc:
             detail = exc.message if isinstance(exc, ActionError) else f"{exc.strerror or exc}"
             log.error("action_failed", path=dup.duplicate.path, action=action.value, error=detail)
@@ -117,22 +134,18 @@ class Actor:
     # --- checks -----------------------------------------------------------
 
     def root_of(self, path: Path) -> Path | None:
-        real_parent = Path(os.path.realpath(path.parent))
-        best = None
-        for root in self.roots:
-            if real_parent == root or real_parent.is_relative_to(root):
-                if best is None or len(root.parts) > len(best.parts):
-                    best = root
-        return best
+        return identity.within(path, self.roots)
 
     def _preflight(self, dup: Duplicate) -> Checked:
         path, original = dup.duplicate.path, dup.original.path
         fp, ofp = dup.duplicate.fingerprint, dup.original.fingerprint
         assert fp is not None and ofp is not None
-        if self.config.quarantine_dir is None:
+        if self.quarantine is None:
             return Checked("no quarantine_dir configured")
-        if is_under(path, self.config.reference_dirs):
+        if identity.within(path, self.references) is not None:
             return Checked("in a reference directory: never acted on")
+        if identity.within(path, (self.quarantine,)) is not None:
+            return Checked("inside the quarantine: never acted on")
         root = self.root_of(path)
         if root is None:
             return Checked("outside the watched roots: never acted on")
@@ -140,37 +153,69 @@ class Actor:
             return Checked(f"actions on this root are paused: {self.paused[root]}")
         if self.store.is_ignored(fp.sha256, ofp.sha256):
             return Checked("a person marked this pair as not duplicates")
-        changed = _changed(path, dup.duplicate.stat, "the file")
-        if changed:
-            return Checked(changed)
+        # ctime is left to the content check that follows (every tier): a ctime moved
+        # by a rename, a chmod or dedupd's own hard link is not a changed picture
+        for p, recorded, what in ((path, dup.duplicate.stat, "the file"), (original, dup.original.stat, "the original")):
+            why = identity.changed(p, recorded, what, ctime=False)
+            if why:
+                return Checked(why)
+        if identity.same_file(path, original) or identity.real_parent(path) == identity.real_parent(original):
+            return Checked("the file and its original are one file under two names: never acted on")
         if fileops.open_for_writing(path):
             return Checked("the file is open for writing by another process")
-        changed = _changed(original, dup.original.stat, "the original")
-        if changed:
-            return Checked(changed)
-        if dup.match.tier is Tier.EXACT:
-            if fileops.sha256_of(path) != fp.sha256 or fileops.sha256_of(original) != ofp.sha256:
-                return Checked("the content no longer matches its fingerprint")
         return Checked(None)
+
+    def _check_copy(self, dest: Path, linked: bool, dup: Duplicate) -> str | None:
+        """Why the copy just placed (or the original) is not what was checked, or None.
+
+        A hard link is the file itself: it must be the fingerprinted inode and
+        hash to the fingerprint.  A copy across filesystems was verified
+        against the fingerprint's SHA-256 while it was placed.
+        """
+        fp, ofp = dup.duplicate.fingerprint, dup.original.fingerprint
+        assert fp is not None and ofp is not None
+        if linked:
+            try:
+                now = FileStat.from_path(dest)
+            except OSError:
+                return "the copy placed in quarantine is gone"
+            if now != dup.duplicate.stat:
+                return "a different file was at the path (saved there since the check?)"
+            if fileops.sha256_of(dest) != fp.sha256:
+                return "the file's content no longer matches its fingerprint"
+        if identity.changed(dup.original.path, dup.original.stat, "the original", ctime=False):
+            return "the original changed since it was fingerprinted"
+        if identity.same_file(dest, dup.original.path):
+            return "the file and its original are one file under two names"
+        try:
+            original_sha = fileops.sha256_of(dup.original.path)
+        except OSError:
+            return "the original can no longer be read"
+        if original_sha != ofp.sha256:
+            return "the original's content no longer matches its fingerprint"
+        return None
 
     # --- doing ------------------------------------------------------------
 
     def destination(self, path: Path) -> Path:
-        assert self.config.quarantine_dir is not None
+        assert self.quarantine is not None
         root = self.root_of(path)
-        real = Path(os.path.realpath(path.parent)) / path.name
+        real = identity.real_parent(path)
         rel = real.relative_to(root) if root is not None else Path(path.name)
-        return fileops.free_name(self.config.quarantine_dir / rel)
+        return fileops.free_name(self.quarantine / rel)
 
     def _move(self, dup: Duplicate, action: Action) -> str:
         path, original = dup.duplicate.path, dup.original.path
         fp, ofp = dup.duplicate.fingerprint, dup.original.fingerprint
         assert fp is not None and ofp is not None
+        step = action.value
         dest = self.destination(path)
-        link_target = Path(os.path.abspath(original)) if action is Action.SYMLINK else None
+        work = fileops.temp_name(path)
+        link_target = identity.real_parent(original) if action is Action.SYMLINK else None
+        root = self.root_of(path)
         with self.store.atomic():
             intent_id = self.audit.begin(
-                action=action.value,
+                action=step,
                 path=path,
                 destination=dest,
                 stat=dup.duplicate.stat,
@@ -178,30 +223,65 @@ class Actor:
                 original=original,
                 original_sha256=ofp.sha256,
                 link_target=link_target,
+                work=work,
+                root=root,
             )
 
         def remember_temp(tmp: Path) -> None:
             with self.store.atomic():
                 self.audit.set_temp(intent_id, tmp)
 
+        linked = link_target is not None
+        replaced = False
         try:
-            fileops.place_copy(path, dest, fp.sha256, on_temp=remember_temp)
-            if FileStat.from_path(path) != dup.duplicate.stat:
-                fileops.remove_copy(dest, path, fp.sha256)
-                raise ActionError(f"{display_path(path)} changed while it was being moved: left in place")
+            sidecar.write(dest, self._sidecar(intent_id, None, dest, path, root, step, fp.sha256, original,
+                                              ofp.sha256, link_target))
+            faults.point(f"{step}.after_record")
+            # 1. the copy, from the path: a hard link (checked to be the fingerprinted
+            #    inode) or a copy verified against the fingerprint's SHA-256
+            try:
+                hard = fileops.place_copy(path, dest, fp.sha256, on_temp=remember_temp)
+            except ActionError as exc:
+                raise NotTheCheckedFile(f"{exc.detail}: not moved") from exc
+            why = self._check_copy(dest, hard, dup)
+            if why is not None:
+                raise NotTheCheckedFile(f"{why}: not moved")
+            faults.point(f"{step}.after_copy")
+            # 2. take the file from its path (never a file that arrived since the copy)
+            exchanged = False
             if link_target is not None:
-                tmp_link = fileops.temp_name(path)
-                os.symlink(link_target, tmp_link)
-                os.rename(tmp_link, path)  # atomic: the path is never missing
+                os.symlink(link_target, work)
+                faults.point("symlink.after_temp_link")
+                exchanged = fileops.exchange(work, path)
+                if not exchanged:  # no RENAME_EXCHANGE here: take it, then link (the path is briefly empty)
+                    os.unlink(work)
+            if not exchanged:
+                fileops.rename_no_replace(path, work)
+            faults.point(f"{step}.after_take")
+            taken = FileStat.from_path(work)
+            if taken != dup.duplicate.stat and (taken.dev, taken.ino) == (dup.duplicate.stat.dev, dup.duplicate.stat.ino):
+                raise NotTheCheckedFile("the file was written to while it was being moved: put back, not moved")
+            if taken != dup.duplicate.stat:
+                # a newer file was saved at the path after the copy was made: it goes
+                # back, untouched; the checked version it replaced stays in quarantine
+                put_back(work, path, link_target)
+                replaced, linked = True, False
             else:
-                os.unlink(path)
+                if link_target is not None and not exchanged:
+                    try:
+                        os.symlink(link_target, path)
+                    except FileExistsError:
+                        linked = False  # a newer file was saved at the path meanwhile: it stays
+                os.unlink(work)
             fileops.fsync_dir(path.parent)
+            faults.point(f"{step}.after_unlink")
         except BaseException:
-            with self.store.atomic():
-                self.audit.finish(intent_id, "abandoned", None)
+            self._undo(intent_id, path, work, dest, link_target, fp.sha256)
             raise
         with self.store.atomic():
-            detail = "moved to quarantine" + (" and replaced by a symlink" if link_target else "")
+            detail = "moved to quarantine" + (" and replaced by a symlink" if linked else "")
+            if replaced or (link_target is not None and not linked):
+                detail += "; a newer file was saved at its path meanwhile and was left there"
             audit_id = self._append(dup, action, "done", detail, dest, intent_id)
             self.audit.finish(intent_id, "done", audit_id)
             # a duplicate is never an original, so nothing else points at its record
@@ -219,6 +299,42 @@ class Actor:
             audit_id=audit_id,
         )
         return "done"
+
+    @staticmethod
+    def _sidecar(
+        intent_id: int, audit_id: int | None, dest: Path, path: Path, root: Path | None, action: str,
+        sha256: str, original: Path, original_sha256: str, link_target: Path | None,
+    ) -> sidecar.QuarantineRecord:
+        return sidecar.QuarantineRecord(
+            file=dest.name,
+            path=os.fsdecode(path),
+            root=None if root is None else os.fsdecode(root),
+            action=action,
+            sha256=sha256,
+            original=os.fsdecode(original),
+            original_sha256=original_sha256,
+            link_target=None if link_target is None else os.fsdecode(link_target),
+            intent_id=intent_id,
+            audit_id=audit_id,
+            at=time.time(),
+        )
+
+    def _undo(self, intent_id: int, path: Path, work: Path, dest: Path, link_target: Path | None, sha: str) -> None:
+        """After an error at any step: put the taken file back, remove what was placed.
+
+        When that cannot be done the intent stays pending, for the next start to settle.
+        """
+        intent = self.audit.intent(intent_id)
+        assert intent is not None
+        try:
+            settled = _roll_back(intent)
+        except OSError as exc:
+            log.error("action_undo_failed", path=path, work=work, destination=dest,
+                      error=exc.strerror or str(exc), note="left pending: settled on the next start")
+            return
+        if settled:
+            with self.store.atomic():
+                self.audit.finish(intent_id, "abandoned", None)
 
     # --- recording --------------------------------------------------------
 
@@ -262,21 +378,11 @@ class Actor:
         )
 
 
-def _changed(path: Path, recorded: FileStat, what: str) -> str | None:
-    """Why ``path`` is no longer the file that was fingerprinted, or None."""
-    try:
-        now = FileStat.from_path(path)
-    except OSError:
-        return f"{what} is gone or is no longer a regular file"
-    return None if now == recorded else f"{what} changed since it was fingerprinted"
-
-
 # --- crash recovery ---------------------------------------------------------------
 
 
 def act_on_unhandled(store: Store, actor: Actor) -> int:
     """Handle duplicates whose match was stored but whose action never ran (a crash in between)."""
-
     ids = store.unacted_matches()
     for file_id in ids:
         dup_rec = store.record(file_id)
@@ -293,22 +399,110 @@ def act_on_unhandled(store: Store, actor: Actor) -> int:
     return len(ids)
 
 
+def is_own_symlink(store: Store, path: Path) -> bool:
+    """Is ``path`` the symlink a completed symlink action left there?"""
+    if not os.path.islink(path):
+        return False
+    for row in store.intent_rows(state="done", path=path):
+        intent = Audit(store).intent(int(row[0]))
+        if intent is not None and intent.action == "symlink" and fileops.is_our_symlink(path, intent.link_target):
+            return True
+    return False
+
 
 def resolve_intents(store: Store, audit: Audit) -> int:
     """Settle every intent a crash left pending; returns how many there were.
 
     Each file ends either where it was (the copy in quarantine, provably
-    redundant, is removed) or in quarantine with its audit row.
+    redundant, is removed) or in quarantine with its audit row and record;
+    no private or temporary name is left behind.
     """
+    from dedupd.restore import resolve_restore  # noqa: PLC0415 - restore imports this module
+
     pending = audit.intents("pending")
     for intent in pending:
         if intent.temp is not None and os.path.lexists(intent.temp):
             os.unlink(intent.temp)  # a partial copy; the source was never touched
-        if intent.action == "restore":
-            _resolve_restore(store, audit, intent)
-        else:
-            _resolve_move(store, audit, intent)
+        try:
+            if intent.action == "restore":
+                resolve_restore(store, audit, intent)
+            else:
+                _resolve_move(store, audit, intent)
+        except OSError as exc:
+            log.error("intent_unresolved", path=intent.path, destination=intent.destination,
+                      reason=f"{exc.strerror or exc} while settling it; left for the next start")
     return len(pending)
+
+
+def _taken(intent: Intent) -> bool:
+    """Is the private name holding the file the intent took (its recorded inode)?"""
+    work = intent.work
+    if work is None or not fileops.is_regular(work):
+        return False
+    try:
+        return FileStat.from_path(work) == intent.stat
+    except OSError:
+        return False
+
+
+def _roll_back(intent: Intent) -> bool:
+    """Undo a move that did not complete: the file back at its path, no private name left.
+
+    Returns True when nothing of the move remains (the copy placed in
+    quarantine was provably redundant and is removed); False when the copy
+    must stay: it is then the only copy of the checked version (a newer file
+    was saved over it at the path), and the move is to be completed instead.
+    """
+    work, dest = intent.work, intent.destination
+    if work is not None and fileops.is_our_symlink(work, intent.link_target):
+        os.unlink(work)  # the symlink was made but never swapped in
+    here = intent.path
+    ours = False
+    if work is not None and fileops.is_regular(work):
+        st = os.lstat(work)
+        ours = (st.st_dev, st.st_ino) == (intent.stat.dev, intent.stat.ino)
+        here = put_back(work, intent.path, intent.link_target)
+        log.warning("file_put_back", path=intent.path, at=here, action=intent.action)
+    elif _source_intact(intent):
+        ours = True
+    if not os.path.lexists(dest):
+        sidecar.remove(dest, intent.id)
+        return True
+    if ours or fileops.remove_copy(dest, here, intent.sha256):
+        # the checked file is still at its path (maybe written to since): the copy is not needed
+        if os.path.lexists(dest):
+            os.unlink(dest)
+            fileops.fsync_dir(dest.parent)
+        sidecar.remove(dest, intent.id)
+        return True
+    return False
+
+
+def put_back(work: Path, path: Path, link_target: Path | None) -> Path:
+    """Return a taken file from ``work`` to ``path``, never over another file; returns where it went.
+
+    Our own symlink at ``path`` is swapped back atomically.  If a newer file
+    holds the path, it stays, and the taken file goes beside it under a free name.
+    """
+    if link_target is not None and fileops.is_our_symlink(path, link_target):
+        if fileops.exchange(work, path):
+            if fileops.is_our_symlink(work, link_target):
+                os.unlink(work)
+            fileops.fsync_dir(path.parent)
+            return path
+        os.rename(work, path)  # replaces only our own symlink (checked just above)
+        fileops.fsync_dir(path.parent)
+        return path
+    try:
+        fileops.rename_no_replace(work, path)
+        where = path
+    except FileExistsError:
+        where = fileops.free_name(path)
+        fileops.rename_no_replace(work, where)
+        log.warning("file_put_back_beside", path=path, at=where,
+                    reason="a newer file was saved at its path meanwhile; both kept")
+    fileops.fsync_dir(path.parent)
+    return where
 
 
 def _source_intact(intent: Intent) -> bool:
@@ -319,137 +513,50 @@ def _source_intact(intent: Intent) -> bool:
 
 
 def _resolve_move(store: Store, audit: Audit, intent: Intent) -> None:
-    dest_exists = os.path.lexists(intent.destination)
-    if _source_intact(intent):
-        # the move did not complete: undo the copy, if any, and leave the file where it was
-        if dest_exists and not fileops.remove_copy(intent.destination, intent.path, intent.sha256):
-            log.error("intent_unresolved", path=intent.path, destination=intent.destination,
-                      reason="source and quarantine copy both exist and differ; left both")
-            return
+    dest = intent.destination
+    taken = _taken(intent)
+    dest_ok = fileops.is_regular(dest) and fileops.sha256_of(dest) == intent.sha256
+    if taken and dest_ok:
+        # killed after the take: finish (the copy is verified, the file is ours)
+        assert intent.work is not None
+        if intent.link_target is not None and not os.path.lexists(intent.path):
+            os.symlink(intent.link_target, intent.path)
+        os.unlink(intent.work)
+        fileops.fsync_dir(intent.path.parent)
+        _complete(store, audit, intent)
+        return
+    if _roll_back(intent):
         with store.atomic():
             audit.finish(intent.id, "abandoned", None)
         log.warning("intent_rolled_back", path=intent.path, action=intent.action)
         return
-    if dest_exists:
-        if intent.action == "symlink" and not os.path.lexists(intent.path) and intent.link_target:
-            tmp = fileops.temp_name(intent.path)
-            os.symlink(intent.link_target, tmp)
-            fileops.rename_no_replace(tmp, intent.path)
-        with store.atomic():
-            audit_id = audit.append(
-                action=intent.action,
-                outcome="done",
-                path=intent.path,
-                original=intent.original,
-                size=intent.stat.size,
-                sha256=intent.sha256,
-                original_sha256=intent.original_sha256,
-                detail="completed after an interruption (found in quarantine on start)",
-                destination=intent.destination,
-                intent_id=intent.id,
-            )
-            audit.finish(intent.id, "done", audit_id)
-            moved = store.record_for_path(intent.path)
-            if moved is not None and moved.stat == intent.stat:
-                store.delete_file(moved.id)
-        log.warning("intent_completed", path=intent.path, destination=intent.destination)
+    if dest_ok:
+        # the file is no longer at its path as recorded, its verified copy is in
+        # quarantine: the move completed but for its record
+        if intent.link_target is not None and not os.path.lexists(intent.path):
+            os.symlink(intent.link_target, intent.path)
+        _complete(store, audit, intent)
         return
-    log.error("intent_unresolved", path=intent.path, destination=intent.destination,
-              reason="neither the file nor its quarantine copy is where it was recorded")
+    log.error("intent_unresolved", path=intent.path, destination=dest,
+              reason="something that is not a copy of the file is at its quarantine destination; left it")
 
 
-def _resolve_restore(store: Store, audit: Audit, intent: Intent) -> None:
-    # for a restore, ``path`` is the quarantine copy and ``destination`` where it goes back
-    back = intent.destination
-    if os.path.lexists(back) and fileops.is_regular(back) and os.path.lexists(intent.path):
-        if fileops.remove_copy(intent.path, back, intent.sha256):
-            with store.atomic():
-                audit.finish(intent.id, "done", None)
-            return
-    with store.atomic():
-        audit.finish(intent.id, "abandoned", None)
-
-
-# --- undo -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    audit_id: int
-    path: Path | None
-    ok: bool
-    detail: str
-
-
-def restore(store: Store, audit: Audit, row: AuditRow, *, dry_run: bool = False) -> RestoreResult:
-    """Put the file of one audited move back, byte-identical, never over another file."""
-
-    def fail(detail: str) -> RestoreResult:
-        log.warning("restore_refused", audit_id=row.id, path=row.path, reason=detail)
-        return RestoreResult(row.id, row.path, False, detail)
-
-    if row.action not in ("quarantine", "symlink") or row.outcome != "done" or row.intent_id is None:
-        return fail("not a completed move: nothing to restore")
-    intent = audit.intent_for_audit(row.id)
-    if intent is None:
-        return fail("no record of where the file went")
-    if intent.state == "restored":
-        return fail("already restored")
-    quarantined = intent.destination
-    if not fileops.is_regular(quarantined):
-        return fail(f"the quarantined copy is missing: {display_path(quarantined)}")
-    if fileops.sha256_of(quarantined) != intent.sha256:
-        return fail("the quarantined copy no longer matches its recorded SHA-256")
-    target = intent.path
-    replace_link = intent.action == "symlink" and fileops.is_our_symlink(target, intent.link_target)
-    if os.path.lexists(target) and not replace_link:
-        return fail(f"a file now exists at {display_path(target)}: not overwritten")
-    if dry_run:
-        return RestoreResult(row.id, target, True, f"would restore from {display_path(quarantined)}")
-    with store.atomic():
-        restore_intent = audit.begin(
-            action="restore",
-            path=quarantined,
-            destination=target,
-            stat=FileStat.from_path(quarantined),
-            sha256=intent.sha256,
-            original=intent.original,
-            original_sha256=intent.original_sha256,
-        )
-    tmp = fileops.temp_name(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fileops.place_copy(quarantined, tmp, intent.sha256)
-    if replace_link:
-        os.rename(tmp, target)  # atomically replaces our own symlink
-    else:
-        try:
-            fileops.rename_no_replace(tmp, target)
-        except FileExistsError:
-            os.unlink(tmp)
-            with store.atomic():
-                audit.finish(restore_intent, "abandoned", None)
-            return fail(f"a file appeared at {display_path(target)}: not overwritten")
-    fileops.fsync_dir(target.parent)
-    if fileops.sha256_of(target) != intent.sha256:  # pragma: no cover - place_copy verified it
-        raise ActionError(f"restored {display_path(target)} does not verify")
-    fileops.remove_copy(quarantined, target, intent.sha256)
+def _complete(store: Store, audit: Audit, intent: Intent) -> None:
     with store.atomic():
         audit_id = audit.append(
-            action="restore",
+            action=intent.action,
             outcome="done",
-            path=target,
+            path=intent.path,
             original=intent.original,
             size=intent.stat.size,
             sha256=intent.sha256,
             original_sha256=intent.original_sha256,
-            detail=f"restored from {display_path(quarantined)}; pair marked as not duplicates",
-            destination=target,
-            intent_id=restore_intent,
-            restores=row.id,
+            detail="completed after an interruption (found in quarantine on start)",
+            destination=intent.destination,
+            intent_id=intent.id,
         )
-        audit.finish(restore_intent, "done", audit_id)
-        audit.finish(intent.id, "restored", None)
-        if intent.original_sha256:
-            audit.ignore(intent.sha256, intent.original_sha256, f"restored audit #{row.id}")
-    log.info("file_restored", path=target, from_=quarantined, audit_id=row.id)
-    return RestoreResult(row.id, target, True, "restored")
+        audit.finish(intent.id, "done", audit_id)
+        moved = store.record_for_path(intent.path)
+        if moved is not None and moved.stat == intent.stat:
+            store.delete_file(moved.id)
+    log.warning("intent_completed", path=intent.path, destination=intent.destination)

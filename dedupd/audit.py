@@ -1,12 +1,16 @@
 """The audit trail and the crash-safe record of moves ("intents").
 
-An *intent* is written and committed before a file is moved, and marked
-done in the same transaction that appends the audit row for the move.  On
-start, :func:`dedupd.actions.resolve_intents` settles any intent a crash
-left pending.  Audit rows are append-only; a row whose ``dedup_key`` is
-already present is not written again, so re-running over the same files
-adds nothing.  When ``audit_jsonl`` is configured each new row is also
-appended to that file as one JSON line.
+An *intent* is written and committed before a file is moved (or put back),
+naming every name the operation will use (the private name its source is
+taken to, the temporary copy, the destination), and marked done in the same
+transaction that appends the audit row.  On start,
+:func:`dedupd.actions.resolve_intents` settles any intent a crash left
+pending.  Audit rows are append-only; a row whose ``dedup_key`` is already
+present is not written again, so re-running over the same files adds
+nothing.  When ``audit_jsonl`` is configured each new row is also appended
+to that file as one JSON line; a failure to write it is logged and retried
+with the next row, never fatal (the store is the record).  The SQL itself
+lives in the store ("audit and intents" section of :class:`Store`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from dedupd.models import FileStat
 from dedupd.store import Store
+
+log = structlog.get_logger()
 
 
 def _b(path: Path | None) -> bytes | None:
@@ -44,6 +52,10 @@ class Intent:
     original: Path | None
     original_sha256: str | None
     audit_id: int | None
+    #: the private name beside ``path`` the source is taken to (a move) or the
+    #: copy is placed at before it is renamed into place (a restore)
+    work: Path | None = None
+    root: Path | None = None  # the watched root ``path`` was under
 
 
 @dataclass(frozen=True)
@@ -76,19 +88,13 @@ class AuditRow:
         return out
 
 
-_AUDIT_COLUMNS = (
-    "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
-    " colour_distance, similarity, size, sha256, original_sha256, reason, detail,"
-    " destination, intent_id, restores"
-)
-
-
 class Audit:
     """Writes and reads audit rows and intents.  Call inside ``store.atomic()``."""
 
     def __init__(self, store: Store, jsonl: Path | None = None) -> None:
         self.store = store
         self.jsonl = jsonl
+        self.unmirrored: list[int] = []  # rows the JSONL file could not take yet
 
     # --- audit rows ---------------------------------------------------------
 
@@ -134,32 +140,51 @@ class Audit:
             "restores": restores,
             "dedup_key": dedup_key,
         }
-        if dedup_key is not None:
-            hit = self.store.db.execute("SELECT id FROM audit WHERE dedup_key = ?", [dedup_key]).fetchone()
-            if hit:
-                return None
-        audit_id = int(self.store.db.table("audit").insert(row).last_pk)  # type: ignore[arg-type]
-        if self.jsonl is not None:
-            entry = self.get(audit_id)
-            assert entry is not None
-            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with self.jsonl.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(entry.as_json()) + "\n")
+        audit_id = self.store.audit_insert(row)
+        if audit_id is not None:
+            self._mirror(audit_id)
         return audit_id
 
+    def _mirror(self, audit_id: int) -> None:
+        """Append the row (and any earlier one that failed) to the JSONL file; never raises."""
+        if self.jsonl is None:
+            return
+        self.unmirrored.append(audit_id)
+        try:
+            lines = []
+            for i in self.unmirrored:
+                entry = self.get(i)
+                if entry is not None:
+                    lines.append(json.dumps(entry.as_json()) + "\n")
+            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            with self.jsonl.open("ab+") as f:
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")  # end a line an earlier failed write cut short
+                f.write("".join(lines).encode("utf-8"))
+        except OSError as exc:
+            log.error("audit_jsonl_write_failed", path=self.jsonl, error=exc.strerror or str(exc),
+                      waiting=len(self.unmirrored), note="the store keeps the row; retried with the next one")
+            return
+        self.unmirrored.clear()
+
     def get(self, audit_id: int) -> AuditRow | None:
-        rows = self.rows("id = ?", [audit_id])
+        rows = self.rows(audit_id=audit_id)
         return rows[0] if rows else None
 
     def rows(
-        self, where: str = "1", params: list[Any] | None = None, *, newest: int | None = None
+        self,
+        *,
+        audit_id: int | None = None,
+        since: float | None = None,
+        moves: bool = False,
+        not_log: bool = False,
+        newest: int | None = None,
     ) -> list[AuditRow]:
         """Rows in order; with ``newest=N`` only the last N, newest first."""
-        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE {where} ORDER BY id"
-        if newest is not None:
-            sql += f" DESC LIMIT {int(newest)}"
         out = []
-        for r in self.store.db.execute(sql, params or []).fetchall():
+        for r in self.store.audit_rows(audit_id=audit_id, since=since, moves=moves, not_log=not_log, newest=newest):
             values = list(r)
             for i in (4, 5, 16):
                 values[i] = _p(values[i])
@@ -179,86 +204,72 @@ class Audit:
         original: Path | None,
         original_sha256: str | None,
         link_target: Path | None = None,
+        work: Path | None = None,
+        temp: Path | None = None,
+        root: Path | None = None,
     ) -> int:
         now = time.time()
-        return int(
-            self.store.db.table("intents")
-            .insert(
-                {
-                    "created_at": now,
-                    "updated_at": now,
-                    "action": action,
-                    "state": "pending",
-                    "path": _b(path),
-                    "destination": _b(destination),
-                    "temp": None,
-                    "link_target": _b(link_target),
-                    "dev": stat.dev,
-                    "ino": stat.ino,
-                    "size": stat.size,
-                    "mtime_ns": stat.mtime_ns,
-                    "sha256": sha256,
-                    "original": _b(original),
-                    "original_sha256": original_sha256,
-                    "audit_id": None,
-                }
-            )
-            .last_pk  # type: ignore[arg-type]
+        return self.store.intent_insert(
+            {
+                "created_at": now,
+                "updated_at": now,
+                "action": action,
+                "state": "pending",
+                "path": _b(path),
+                "destination": _b(destination),
+                "temp": _b(temp),
+                "link_target": _b(link_target),
+                "dev": stat.dev,
+                "ino": stat.ino,
+                "size": stat.size,
+                "mtime_ns": stat.mtime_ns,
+                "ctime_ns": stat.ctime_ns,
+                "sha256": sha256,
+                "original": _b(original),
+                "original_sha256": original_sha256,
+                "audit_id": None,
+                "work": _b(work),
+                "root": _b(root),
+            }
         )
 
     def set_temp(self, intent_id: int, temp: Path) -> None:
-        self.store.db.execute(
-            "UPDATE intents SET temp = ?, updated_at = ? WHERE id = ?", [_b(temp), time.time(), intent_id]
-        )
+        self.store.intent_update(intent_id, {"temp": _b(temp), "updated_at": time.time()})
 
     def finish(self, intent_id: int, state: str, audit_id: int | None) -> None:
-        self.store.db.execute(
-            "UPDATE intents SET state = ?, audit_id = COALESCE(?, audit_id), updated_at = ? WHERE id = ?",
-            [state, audit_id, time.time(), intent_id],
-        )
+        self.store.intent_update(intent_id, {"state": state, "audit_id": audit_id, "updated_at": time.time()})
 
     def intents(self, state: str) -> list[Intent]:
-        return self._intents("state = ?", [state])
+        return [_intent(r) for r in self.store.intent_rows(state=state)]
 
-    def _intents(self, where: str, params: list[Any]) -> list[Intent]:
-        out = []
-        for r in self.store.db.execute(
-            "SELECT id, action, state, path, destination, temp, link_target, dev, ino, size,"
-            f" mtime_ns, sha256, original, original_sha256, audit_id FROM intents WHERE {where}"
-            " ORDER BY id",
-            params,
-        ).fetchall():
-            out.append(
-                Intent(
-                    id=r[0],
-                    action=r[1],
-                    state=r[2],
-                    path=Path(os.fsdecode(r[3])),
-                    destination=Path(os.fsdecode(r[4])),
-                    temp=_p(r[5]),
-                    link_target=_p(r[6]),
-                    stat=FileStat(dev=r[7], ino=r[8], size=r[9], mtime_ns=r[10]),
-                    sha256=r[11],
-                    original=_p(r[12]),
-                    original_sha256=r[13],
-                    audit_id=r[14],
-                )
-            )
-        return out
+    def intent(self, intent_id: int) -> Intent | None:
+        found = self.store.intent_rows(intent_id=intent_id)
+        return _intent(found[0]) if found else None
 
     def intent_for_audit(self, audit_id: int) -> Intent | None:
-        row = self.store.db.execute("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
-        if row is None or row[0] is None:
-            return None
-        found = self._intents("id = ?", [row[0]])
-        return found[0] if found else None
+        intent_id = self.store.intent_of_audit(audit_id)
+        return None if intent_id is None else self.intent(intent_id)
 
     # --- ignores ------------------------------------------------------------
 
     def ignore(self, sha_a: str, sha_b: str, note: str) -> bool:
-        a, b = sorted((sha_a, sha_b))
-        if self.store.is_ignored(a, b):
-            return False
-        self.store.db.table("ignores").insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
-        return True
+        return self.store.add_ignore(sha_a, sha_b, note)
 
+
+def _intent(r: tuple[Any, ...]) -> Intent:
+    return Intent(
+        id=r[0],
+        action=r[1],
+        state=r[2],
+        path=Path(os.fsdecode(r[3])),
+        destination=Path(os.fsdecode(r[4])),
+        temp=_p(r[5]),
+        link_target=_p(r[6]),
+        stat=FileStat(dev=r[7], ino=r[8], size=r[9], mtime_ns=r[10], ctime_ns=r[17] or 0),
+        sha256=r[11],
+        original=_p(r[12]),
+        original_sha256=r[13],
+        audit_id=r[14],
+        work=_p(r[15]),
+        root=_p(r[16]),
+    )

@@ -141,9 +141,11 @@ def scan(
     """
     from dedupd.actions import Actor, resolve_intents
     from dedupd.audit import Audit
+    from dedupd.identity import resolve
     from dedupd.scan import scan as run_scan
 
     ctx = Context(config_path, db)
+    config = resolve(ctx.config, strict=False)
     store = ctx.store()
     store.lock_writer()
     with tempfile.TemporaryDirectory(prefix="dedupd-dry-run-") as scratch:
@@ -151,12 +153,12 @@ def scan(
             real, store = store, store.snapshot(Path(scratch) / "dry-run.db")
             real.close()
         else:
-            resolve_intents(store, Audit(store))
+            resolve_intents(store, Audit(store, config.audit_jsonl))
         try:
-            roots = tuple(Path(os.path.abspath(p)) for p in paths)
-            actor = Actor(store, ctx.config, roots=roots, dry_run=dry_run)
+            roots = tuple(Path(os.path.realpath(p)) for p in paths)
+            actor = Actor(store, config, roots=roots, dry_run=dry_run)
             summary = run_scan(
-                list(paths), store, ctx.config, on_duplicate=actor.handle, progress=progress, workers=workers
+                list(roots), store, config, on_duplicate=actor.handle, progress=progress, workers=workers
             )
         finally:
             store.close()
@@ -333,17 +335,18 @@ def run(watch: tuple[Path, ...], db: Path | None, config_path: Path | None) -> N
     import dataclasses
 
     from dedupd.daemon import run as run_daemon
+    from dedupd.identity import resolve
 
     ctx = Context(config_path, db)
     cfg = ctx.config
     if watch:
         roots = tuple(dict.fromkeys([*cfg.roots, *(Path(os.path.abspath(w)) for w in watch)]))
         cfg = dataclasses.replace(cfg, roots=roots)
-    for root in cfg.roots:
-        if not root.is_dir():
-            # a configuration problem (78), so that systemd's
-            # RestartPreventExitStatus=78 stops a restart loop
-            raise errors.ConfigError(f"{display_path(root)}: not a directory", source=config_path, key="roots")
+    if not cfg.roots:
+        raise errors.ConfigError("nothing to watch: give --watch DIR or 'roots' in the config", source=config_path, key="roots")
+    # missing or overlapping roots are a configuration problem (78), so that
+    # systemd's RestartPreventExitStatus=78 stops a restart loop
+    cfg = resolve(cfg, strict=True)
     sys.exit(run_daemon(cfg, ctx.db_path, config_path))
 
 
@@ -364,7 +367,7 @@ def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
         daemon = read_daemon_status(store)
         counts = store.counts()
         actions = store.action_counts()
-        last = [r.as_json() for r in Audit(store).rows("action != 'log'", newest=5)] if actions else []
+        last = [r.as_json() for r in Audit(store).rows(not_log=True, newest=5)] if actions else []
     finally:
         store.close()
     running = pid is not None and daemon is not None and daemon.get("pid") == pid and daemon.get("state") == "running"
@@ -401,10 +404,16 @@ def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @log_options
 def check_config(file: Path) -> None:
-    """Validate a config file and print the effective configuration (exit 78 if invalid)."""
+    """Validate a config file and print the effective configuration (exit 78 if invalid).
+
+    Paths are printed resolved (symlinks followed); the roots and the
+    quarantine_dir must exist, and must not overlap in ways that cannot work.
+    """
     import yaml
 
-    cfg = config_module.load(file)
+    from dedupd.identity import resolve
+
+    cfg = resolve(config_module.load(file), strict=True)
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
@@ -466,7 +475,7 @@ def audit(db: Path | None, config_path: Path | None, since: str | None, fmt: str
     ctx = Context(config_path, db)
     store = ctx.store(readonly=True)
     try:
-        rows = Audit(store).rows("at >= ?", [parse_since(since)]) if since else Audit(store).rows()
+        rows = Audit(store).rows(since=parse_since(since) if since else None)
     finally:
         store.close()
     if fmt == "json":
@@ -490,53 +499,73 @@ def audit(db: Path | None, config_path: Path | None, since: str | None, fmt: str
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--since", help="Restore every move newer than this: 30m, 2h, 3d, 1w or an ISO date.")
 @click.option("--all", "everything", is_flag=True, help="Restore every move not yet restored.")
+@click.option(
+    "--from-quarantine",
+    "from_quarantine",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Restore every file under this quarantine directory from the record beside it "
+    "(works without the store that recorded the moves).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be restored; move nothing.")
 @db_option
 @config_option
 @log_options
 def restore(
-    ids: tuple[int, ...], since: str | None, everything: bool, dry_run: bool, db: Path | None, config_path: Path | None
+    ids: tuple[int, ...],
+    since: str | None,
+    everything: bool,
+    from_quarantine: Path | None,
+    dry_run: bool,
+    db: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Undo moves: put quarantined (or symlinked) files back where they were.
 
     IDS are audit entry numbers (see 'dedupd audit'). Each file comes back
     byte-identical (verified by SHA-256), never over a file that now exists
-    at its path, and the pair is remembered as "not duplicates" so that
-    dedupd does not act on it again. Exits 3 if any could not be restored.
+    at its path, never outside its watched root (its directory resolved),
+    and the pair is remembered as "not duplicates" so that dedupd does not
+    act on it again. Exits 3 if any could not be restored.
     """
-    from dedupd.actions import restore as restore_one
     from dedupd.audit import Audit
+    from dedupd.identity import resolve
+    from dedupd.restore import RestoreResult, resolve_pending_restores, restore_from_quarantine
+    from dedupd.restore import restore as restore_one
 
-    if sum(bool(x) for x in (ids, since, everything)) != 1:
-        raise click.UsageError("give audit IDS, or --since, or --all")
+    if sum(bool(x) for x in (ids, since, everything, from_quarantine)) != 1:
+        raise click.UsageError("give audit IDS, or --since, or --all, or --from-quarantine DIR")
     ctx = Context(config_path, db)
+    roots = resolve(ctx.config, strict=False).roots
     store = ctx.store()
     store.lock_writer_or_share()
-    failed = 0
+    results: list[RestoreResult] = []
     try:
         trail = Audit(store, ctx.config.audit_jsonl)
-        moves = "action IN ('quarantine', 'symlink') AND outcome = 'done'"
-        if ids:
-            rows = []
-            for i in ids:
-                row = trail.get(i)
-                if row is None:
-                    raise errors.InputPathError(f"no audit entry #{i}")
-                rows.append(row)
-        elif since:
-            rows = trail.rows(f"{moves} AND at >= ?", [parse_since(since)])
+        if not dry_run:
+            resolve_pending_restores(store, trail)
+        if from_quarantine is not None:
+            results = restore_from_quarantine(store, trail, from_quarantine, roots=roots, dry_run=dry_run)
         else:
-            rows = trail.rows(moves)
-        if not ids:  # skip what is already restored rather than report it
-            rows = [r for r in rows if (it := trail.intent_for_audit(r.id)) is not None and it.state == "done"]
-        for row in rows:
-            result = restore_one(store, trail, row, dry_run=dry_run)
-            failed += not result.ok
-            mark = "ok  " if result.ok else "FAIL"
-            click.echo(f"{mark} #{row.id} {display_path(str(result.path))}: {result.detail}")
-        click.echo(f"{len(rows) - failed} restored{' (dry run)' if dry_run else ''}, {failed} refused")
+            if ids:
+                rows = []
+                for i in ids:
+                    row = trail.get(i)
+                    if row is None:
+                        raise errors.InputPathError(f"no audit entry #{i}")
+                    rows.append(row)
+            else:
+                rows = trail.rows(moves=True, since=parse_since(since) if since else None)
+                # skip what is already restored rather than report it
+                rows = [r for r in rows if (it := trail.intent_for_audit(r.id)) is not None and it.state == "done"]
+            results = [restore_one(store, trail, row, roots=roots, dry_run=dry_run) for row in rows]
     finally:
         store.close()
+    failed = sum(not r.ok for r in results)
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        number = f"#{result.audit_id} " if result.audit_id is not None else ""
+        click.echo(f"{mark} {number}{display_path(str(result.path))}: {result.detail}")
+    click.echo(f"{len(results) - failed} restored{' (dry run)' if dry_run else ''}, {failed} refused")
     if failed:
         sys.exit(errors.EX_PARTIAL)
 

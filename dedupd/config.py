@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from dedupd.errors import ConfigError
-from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Action, Tier
+from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, Action, Tier
 
 
 class KeepRule(enum.StrEnum):
@@ -98,6 +98,12 @@ class Config:
     preferred_formats: tuple[str, ...] = ("PNG", "TIFF", "HEIF", "AVIF", "WEBP", "JPEG")
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: memory one decoded frame and its working copies may take (bands and bit
+    #: depth counted, not just pixels): above it a file is skipped, recorded
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    #: address space a fingerprinting worker may use beyond what it holds once
+    #: started; a file that exhausts it is recorded as out_of_memory (0: no limit)
+    worker_memory_bytes: int = DEFAULT_MAX_DECODE_BYTES + 512 * 1024 * 1024
     workers: int = 0  # 0: one per CPU core
     settle_seconds: float = 2.0
     polling: bool | None = None  # None: poll only roots on network filesystems
@@ -168,6 +174,8 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         "preferred_formats": lambda k, v: tuple(p.string(k, x).upper() for x in p.seq(k, v)),
         "max_pixels": lambda k, v: p.number(k, v, int, 1, 10**12),
         "max_file_bytes": lambda k, v: p.number(k, v, int, 1, 2**40),
+        "max_decode_bytes": lambda k, v: p.number(k, v, int, 1, 2**44),
+        "worker_memory_bytes": lambda k, v: p.number(k, v, int, 0, 2**46),
         "workers": lambda k, v: p.number(k, v, int, 0, 256),
         "settle_seconds": lambda k, v: p.number(k, v, float, 0.0, 3600.0),
         "polling": lambda k, v: None if v is None else p.boolean(k, v),

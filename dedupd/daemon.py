@@ -29,14 +29,16 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
-from dedupd import startup
-from dedupd.actions import Actor, act_on_unhandled, resolve_intents
+from dedupd import identity, startup
+from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
 from dedupd.errors import ConfigError
+from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
-from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job
+from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, worker_init
+from dedupd.restore import adopt_records
 from dedupd.walking import Filter, missing, walk
 from dedupd.sdnotify import Notifier, watchdog_interval
 from dedupd.store import Store, write_daemon_status
@@ -118,19 +120,20 @@ class Daemon:
     def run(self) -> int:
         self.store = Store.open(self.db_path)
         self.store.lock_writer()
+        self.store.require_sound()
         self.crashes = CrashTracker(self.store)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         overflow_log = listen_for_overflow(self.overflow)
         workers = self.config.effective_workers()
-        # forkserver: never fork a process that runs observer threads
-        self.pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        self.pool = self._new_pool()
         self.max_in_flight = workers * 2
         try:
-            settled = resolve_intents(self.store, Audit(self.store))
+            settled = resolve_intents(self.store, Audit(self.store, self.config.audit_jsonl))
             if settled:
                 log.warning("intents_resolved", count=settled)
+            adopt_records(self.store, Audit(self.store, self.config.audit_jsonl), self.config.quarantine_dir)
             self.actor = Actor(self.store, self.config, roots=self.config.roots)
             # before the index is built: an action here may move a file away
             act_on_unhandled(self.store, self.actor)
@@ -388,6 +391,8 @@ class Daemon:
                 continue
             except OSError as exc:  # not a regular file (a FIFO, a device...), or unreadable
                 del self.pending[path]
+                if is_own_symlink(self.store, path):
+                    continue  # the symlink action's own work, seen arriving
                 log.warning("file_skipped", path=path, reason="not_an_image", detail=f"not a regular file: {exc.strerror or exc}")
                 self.counters.errors += 1
                 continue
@@ -423,7 +428,9 @@ class Daemon:
         if self.crashes.isolating and path not in self.crashes.suspects:
             self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic() - self.config.settle_seconds))
             return
-        future = self.pool.submit(fingerprint_job, path, self.config.max_pixels, self.config.max_file_bytes)
+        future = self.pool.submit(
+            fingerprint_job, path, self.config.max_pixels, self.config.max_file_bytes, self.config.max_decode_bytes
+        )
         self.in_flight[path] = future
         self.in_flight_stat[path] = plan.stat
 
@@ -463,8 +470,15 @@ class Daemon:
         self.in_flight.clear()
         self.in_flight_stat.clear()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = cf.ProcessPoolExecutor(
-            self.config.effective_workers(), mp_context=multiprocessing.get_context("forkserver")
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        # forkserver: never fork a process that runs observer threads
+        return cf.ProcessPoolExecutor(
+            self.config.effective_workers(),
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=worker_init,
+            initargs=(self.config.worker_memory_bytes,),
         )
 
     def _drain(self) -> None:
@@ -479,7 +493,7 @@ class Daemon:
     def _ingest(self, result: Fingerprinted | Failed) -> None:
         if isinstance(result, Fingerprinted):
             try:
-                if FileStat.from_path(result.path) != result.stat:
+                if identity.changed(result.path, result.stat) is not None:  # ctime too: rewritten in place
                     self.pending.setdefault(result.path, Pending(self._root_of(result.path), changed_at=time.monotonic()))
                     return  # changed while we read it: settle again
             except OSError:
@@ -520,9 +534,7 @@ class Daemon:
             new = config_module.load(self.config_path)
             if not new.roots:
                 new = config_module.from_mapping({**new.to_dict(), "roots": [str(r) for r in self.config.roots]}, source=self.config_path)
-            for root in new.roots:
-                if not root.is_dir():
-                    raise ConfigError(f"{root}: not a directory", source=self.config_path, key="roots")
+            new = resolve(new, strict=True)
         except ConfigError as exc:
             log.error("config_reload_failed", error=exc.message, note="keeping the running configuration")
             self.notifier.ready(self._status_line())

@@ -131,6 +131,18 @@ class DecompressionBomb(FileSkipped):
     reason = "too_many_pixels"
 
 
+class DecodeBudgetExceeded(FileSkipped):
+    """Decoding the image would take more memory than the configured budget."""
+
+    reason = "over_memory_budget"
+
+
+class OutOfMemory(FileSkipped):
+    """Fingerprinting the image ran out of the memory a worker may use."""
+
+    reason = "out_of_memory"
+
+
 class UnreadableFile(FileSkipped):
     """The file cannot be read."""
 
@@ -159,3 +171,7 @@ class DaemonUnreachable(DedupdError):
     """The daemon cannot be signalled (not running?)."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class NotTheCheckedFile(ActionError):
+    """Not acted on: the file is no longer the one that was checked."""

@@ -10,6 +10,7 @@ its source, at its target, or at both (which start-up recovery settles).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -44,8 +45,49 @@ def free_name(target: Path) -> Path:
     raise ActionError(f"no free name for {display_path(target)}")
 
 
+#: the longest file name most Linux filesystems allow, in bytes
+NAME_MAX = 255
+
+
 def temp_name(beside: Path) -> Path:
-    return beside.with_name(f".{beside.name}.dedupd-{secrets.token_hex(4)}.tmp")
+    """A private, unused-looking name in the same directory: ``.NAME.dedupd-XXXXXXXX.tmp``.
+
+    The part taken from ``beside`` is shortened so that the whole name stays
+    within NAME_MAX bytes however long the original name is.
+    """
+    raw = os.fsencode(beside.name)[: NAME_MAX - 30]
+    return beside.with_name(f".{os.fsdecode(raw)}.dedupd-{secrets.token_hex(4)}.tmp")
+
+
+# --- renameat2 ----------------------------------------------------------------
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_libc: ctypes.CDLL | None = None
+#: errors that mean "this kernel or filesystem has no such rename": fall back
+_NO_RENAMEAT2 = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``; False when the kernel or filesystem lacks it."""
+    global _libc  # noqa: PLW0603 - a loaded library handle, nothing else
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    func = getattr(_libc, "renameat2", None)
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_RENAMEAT2:
+        return False
+    raise OSError(err, os.strerror(err), str(src), None, str(dst))
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically; False when the filesystem cannot (nothing moved)."""
+    return _renameat2(a, b, RENAME_EXCHANGE)
 
 
 def fsync_dir(path: Path) -> None:
@@ -62,9 +104,22 @@ def fsync_dir(path: Path) -> None:
 
 
 def rename_no_replace(src: Path, dst: Path) -> None:
-    """Rename that fails with FileExistsError rather than replace ``dst``."""
+    """Rename that fails with FileExistsError rather than replace ``dst``.
+
+    ``renameat2(RENAME_NOREPLACE)`` where the filesystem has it; otherwise a
+    hard link and an unlink; otherwise a check and a rename (a small window).
+    """
     try:
-        os.link(src, dst)
+        if _renameat2(src, dst, RENAME_NOREPLACE):
+            return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
+        raise
+    try:
+        os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
@@ -87,43 +142,68 @@ def place_copy(
     the temporary name before a copy starts, so a crash can clean it up.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst, follow_symlinks=False)
-        fsync_dir(dst.parent)
+    if _link(src, dst):
         return True
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
-        if exc.errno not in _NO_LINK:
-            raise
     tmp = temp_name(dst)
     if on_temp is not None:
         on_temp(tmp)
     try:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        try:
-            shutil.copystat(src, tmp, follow_symlinks=False)
-        except OSError:
-            # e.g. RestrictSUIDSGID= refuses a setuid/setgid mode: keep times
-            # and the plain permission bits, which is what a photo needs
-            st = os.stat(src)
-            os.chmod(tmp, stat_module.S_IMODE(st.st_mode) & 0o777)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        got = sha256_of(tmp)
-        if got != sha256:
-            raise ActionError(
-                f"copy of {display_path(src)} to {display_path(tmp)} does not verify "
-                f"(sha256 {got[:12]}..., expected {sha256[:12]}...)"
-            )
+        copy_verified(src, tmp, sha256)
         rename_no_replace(tmp, dst)
         fsync_dir(dst.parent)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return False
+
+
+def link_or_copy(src: Path, dst: Path, sha256: str) -> bool:
+    """``dst`` (a private name that must not exist) becomes a hard link to ``src``,
+    or a verified copy of it; True for a link.  Nothing is left at ``dst`` on failure."""
+    if _link(src, dst):
+        return True
+    try:
+        copy_verified(src, dst, sha256)
+    except BaseException:
+        if os.path.lexists(dst):
+            os.unlink(dst)
+        raise
+    return False
+
+
+def _link(src: Path, dst: Path) -> bool:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
+        if exc.errno not in _NO_LINK:
+            raise
+        return False
+    fsync_dir(dst.parent)
+    return True
+
+
+def copy_verified(src: Path, dst: Path, sha256: str) -> None:
+    """Copy ``src`` to a new file ``dst`` (never over one), fsync, keep its times, verify."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    try:
+        shutil.copystat(src, dst, follow_symlinks=False)
+    except OSError:
+        # e.g. RestrictSUIDSGID= refuses a setuid/setgid mode: keep times
+        # and the plain permission bits, which is what a photo needs
+        st = os.stat(src)
+        os.chmod(dst, stat_module.S_IMODE(st.st_mode) & 0o777)
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    got = sha256_of(dst)
+    if got != sha256:
+        raise ActionError(
+            f"copy of {display_path(src)} to {display_path(dst)} does not verify "
+            f"(sha256 {got[:12]}..., expected {sha256[:12]}...)"
+        )
 
 
 def same_inode(a: Path, b: Path) -> bool:
@@ -157,6 +237,17 @@ def remove_copy(copy: Path, of: Path, sha256: str) -> bool:
         fsync_dir(copy.parent)
         return True
     return False
+
+
+def is_partial_copy(copy: Path, of: Path) -> bool:
+    """Is ``copy`` a regular file holding a beginning of ``of`` (a copy cut short)?"""
+    if not (is_regular(copy) and is_regular(of)) or os.lstat(copy).st_size > os.lstat(of).st_size:
+        return False
+    with open(copy, "rb") as a, open(of, "rb") as b:
+        for chunk in iter(lambda: a.read(1 << 20), b""):
+            if b.read(len(chunk)) != chunk:
+                return False
+    return True
 
 
 def open_for_writing(path: Path) -> bool:

@@ -45,7 +45,15 @@ import scipy.fftpack
 from PIL import Image, UnidentifiedImageError
 
 from dedupd import errors
-from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, FileStat, Fingerprint, Hashes, Orientation
+from dedupd.models import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FileStat,
+    Fingerprint,
+    Hashes,
+    Orientation,
+)
 
 try:  # HEIC/HEIF and AVIF
     import pillow_heif
@@ -62,8 +70,33 @@ THUMB = 64
 DRAFT_SIDE = 2 * THUMB
 #: the longer side of the pictures the pixel verifier compares (``verify.py``)
 VERIFY_SIDE = 512
+#: bytes per pixel of each Pillow mode (bands times bit depth)
+_MODE_BYTES = {
+    "1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+    "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4,
+    "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "BGR;15": 2, "BGR;16": 2, "BGR;24": 3,
+}  # fmt: skip
+#: modes whose thumbnail goes through a float64 copy of the whole picture
+_WIDE_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def decode_cost(mode: str, width: int, height: int) -> int:
+    """Peak bytes to decode one frame of this mode and size and fingerprint it.
+
+    The frame itself, one full copy (``tobytes`` for the pixel digest, or a
+    mode conversion), and for 16- and 32-bit modes the float64 copy the
+    thumbnail is scaled from.
+    """
+    per_pixel = 2 * _MODE_BYTES.get(mode, 4) + (9 if mode in _WIDE_MODES else 0)
+    return width * height * per_pixel
 
 _EXIF_ORIENTATION = 0x0112
+
+#: magic numbers of formats that are images for sure, even when Pillow refuses the rest
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)  # fmt: skip
 
 # EXIF orientation value -> the transpose that displays the stored pixels upright
 _ORIENT_TRANSPOSE: dict[int, Image.Transpose] = {
@@ -142,6 +175,7 @@ def read_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes,
         len(data) != before.st_size
         or after.st_size != before.st_size
         or after.st_mtime_ns != before.st_mtime_ns
+        or after.st_ctime_ns != before.st_ctime_ns  # rewritten in place, mtime put back
     ):
         raise errors.FileChangedWhileReading(
             path, f"size {before.st_size} -> {after.st_size} while reading {len(data)} bytes"
@@ -154,11 +188,14 @@ def fingerprint_file(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     variants: bool = True,
 ) -> tuple[FileStat, Fingerprint]:
     """Read ``path`` once and fingerprint it."""
     data, st = read_file(path, max_bytes=max_bytes)
-    return st, fingerprint_bytes(data, path=path, max_pixels=max_pixels, variants=variants)
+    return st, fingerprint_bytes(
+        data, path=path, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, variants=variants
+    )
 
 
 # --- fingerprinting ----------------------------------------------------------
@@ -169,6 +206,7 @@ def fingerprint_bytes(
     *,
     path: Path = Path("<bytes>"),
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     variants: bool = True,
 ) -> Fingerprint:
     """Fingerprint an image file's bytes; ``path`` only names it in errors."""
@@ -180,7 +218,7 @@ def fingerprint_bytes(
             # dedupd enforces its own limit, below, with a clear error
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-            return _fingerprint_image(im, data, sha256, path, max_pixels, variants)
+            return _fingerprint_image(im, data, sha256, path, max_pixels, max_decode_bytes, variants)
     except errors.FileSkipped as exc:
         if exc.path != path and str(exc.path).startswith("<"):
             raise type(exc)(path, exc.cause) from exc
@@ -188,6 +226,9 @@ def fingerprint_bytes(
     except Image.DecompressionBombError as exc:
         raise errors.DecompressionBomb(path, str(exc)) from exc
     except UnidentifiedImageError as exc:
+        known = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+        if known is not None:  # a known format Pillow refused to open: a 0x0 PNG, a broken header
+            raise errors.CorruptImage(path, f"a {known} file whose header Pillow cannot read") from exc
         raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         # Pillow reports truncated and corrupt data as any of these
@@ -200,6 +241,7 @@ def _fingerprint_image(
     sha256: str,
     path: Path,
     max_pixels: int,
+    max_decode_bytes: int,
     variants: bool,
 ) -> Fingerprint:
     fmt = im.format or "UNKNOWN"
@@ -225,13 +267,20 @@ def _fingerprint_image(
         # Decode first: a damaged picture must fail here, not be half-read by
         # getexif(); and some plugins (TIFF) apply the orientation while loading
         # and drop the tag, which must then not be applied a second time.
-        im.load()  # first frame only for animations and multi-page files
-        orientation = _orientation(im)
-        width, height = im.size
-        if fmt == "PNG":
+        cost = decode_cost(im.mode, width, height)
+        if cost > max_decode_bytes:
+            raise errors.DecodeBudgetExceeded(
+                path, f"{width}x{height} {im.mode} needs about {cost} bytes to decode, budget {max_decode_bytes}"
+            )
+        if fmt == "PNG":  # the digest of the coded chunks covers every frame of an APNG
+            im.load()
+            orientation = _orientation(im)
             pixel_digest = "png:" + _png_picture_digest(data, orientation)
         else:
-            pixel_digest = "pixels:" + _pixels_digest(im, orientation)
+            # every frame and page: two files that share a first page are not the same picture
+            pixel_digest = "pixels:" + _frames_digest(im, path, max_pixels, max_decode_bytes)
+            orientation = _orientation(im)
+        width, height = im.size
 
     thumb = _thumbnail(im)
     keys = _crop_keys(im, orientation)
@@ -523,13 +572,37 @@ def _to_int(h: imagehash.ImageHash) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def _pixels_digest(im: Image.Image, orientation: int) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+def _digest_frame(digest: "hashlib.blake2b", im: Image.Image, orientation: int) -> None:
     digest.update(f"{im.mode}:{im.size[0]}x{im.size[1]}:{orientation}:".encode())
     if im.mode in ("P", "PA"):  # the indices mean nothing without their colours
         digest.update(bytes(im.getpalette() or []))
         digest.update(repr(im.info.get("transparency")).encode())
     digest.update(im.tobytes())
+
+
+def _frames_digest(im: Image.Image, path: Path, max_pixels: int, max_decode_bytes: int) -> str:
+    """Digest of the decoded pixels of every frame (or page), the first one left loaded.
+
+    A single-frame picture has the digest it always had.  Each later frame
+    is decoded alone and held to the same pixel and memory limits; a frame
+    that cannot be decoded (a file cut short, still being written) makes
+    the whole file corrupt rather than "the same as its first frame".
+    """
+    im.load()
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    digest = hashlib.blake2b(digest_size=20)
+    _digest_frame(digest, im, _orientation(im))
+    if frames > 1:
+        digest.update(f"frames:{frames}:".encode())
+        for index in range(1, frames):
+            im.seek(index)
+            w, h = im.size
+            if w * h > max_pixels or decode_cost(im.mode, w, h) > max_decode_bytes:
+                raise errors.DecodeBudgetExceeded(path, f"frame {index}: {w}x{h} {im.mode} is over the limits")
+            im.load()
+            _digest_frame(digest, im, 0)
+        im.seek(0)
+        im.load()
     return digest.hexdigest()
 
 

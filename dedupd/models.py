@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import stat as stat_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -13,6 +13,9 @@ from pathlib import Path
 DEFAULT_MAX_PIXELS = 150_000_000
 #: default size limit: a file larger than this is not read into memory
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: default decode budget: the memory a decoded frame and its working copies
+#: may take (see dedupd.hashing.decode_cost); a 949 KB float TIFF can claim gigabytes
+DEFAULT_MAX_DECODE_BYTES = 2 * 1024 * 1024 * 1024
 
 
 class Tier(enum.StrEnum):
@@ -59,16 +62,26 @@ class Orientation(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What identifies one version of a file without reading it."""
+    """What identifies one version of a file without reading it.
+
+    Equality is device, inode, size and mtime: "the same version, no need to
+    read it again".  ``ctime_ns`` is carried but not compared there, because
+    a rename or a new hard link changes it without changing a byte; the
+    stricter check before an action (:func:`dedupd.identity.unchanged`)
+    compares it too.  0 means "not recorded".
+    """
 
     dev: int
     ino: int
     size: int
     mtime_ns: int
+    ctime_ns: int = field(default=0, compare=False)
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileStat:
-        return cls(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return cls(
+            dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns
+        )
 
     @classmethod
     def from_path(cls, path: Path) -> FileStat:

@@ -23,7 +23,7 @@ from dedupd.crashes import maybe_crash
 from dedupd.grouping import Grouping
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
-from dedupd.models import Duplicate, FileStat, Fingerprint, Record
+from dedupd.models import DEFAULT_MAX_DECODE_BYTES, Duplicate, FileStat, Fingerprint, Record
 from dedupd.backend import StoreBackend
 from dedupd.walking import Filter, missing, unique_roots, walk
 
@@ -53,24 +53,60 @@ class Failed:
     detail: str
 
 
-def fingerprint_job(path: Path, max_pixels: int, max_bytes: int) -> Fingerprinted | Failed:
+def worker_init(memory_bytes: int) -> None:
+    """Initializer of a fingerprinting worker: cap its address space.
+
+    The limit is ``memory_bytes`` above what the worker holds once started
+    (interpreter, libraries, their reserved arenas), so it holds the same on
+    any machine.  A file that needs more fails with MemoryError, which
+    :func:`fingerprint_job` records against the file (``out_of_memory``)
+    instead of losing the worker or the daemon.  0: no limit.
+    """
+    if memory_bytes <= 0:
+        return
+    import resource  # noqa: PLC0415 - only workers need it
+
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        base = 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = base + memory_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def fingerprint_job(
+    path: Path, max_pixels: int, max_bytes: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+) -> Fingerprinted | Failed:
     """Run in a worker process: read and fingerprint one file, errors as values."""
     maybe_crash(path)
     try:
-        st, fp = fingerprint_file(path, max_pixels=max_pixels, max_bytes=max_bytes)
+        st, fp = fingerprint_file(path, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
+    except MemoryError:
+        # the worker's memory limit, not a bug: the file is recorded and skipped
+        return _failed(path, errors.OutOfMemory(path, "ran out of the memory a worker may use"))
     except errors.FileSkipped as exc:
-        try:
-            st_now: FileStat | None = FileStat.from_path(path)
-        except OSError:
-            st_now = None
-        return Failed(path, st_now, exc.reason, exc.cause or exc.message)
+        return _failed(path, exc)
     return Fingerprinted(path, st, fp)
 
 
-def fingerprint_batch(paths: list[Path], max_pixels: int, max_bytes: int) -> list[Fingerprinted | Failed]:
+def _failed(path: Path, exc: errors.FileSkipped) -> Failed:
+    try:
+        st_now: FileStat | None = FileStat.from_path(path)
+    except OSError:
+        st_now = None
+    return Failed(path, st_now, exc.reason, exc.cause or exc.message)
+
+
+def fingerprint_batch(
+    paths: list[Path], max_pixels: int, max_bytes: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+) -> list[Fingerprinted | Failed]:
     """Several files per worker task: a process pool's per-task overhead is
     comparable to fingerprinting one small JPEG, so a scan sends batches."""
-    return [fingerprint_job(p, max_pixels, max_bytes) for p in paths]
+    return [fingerprint_job(p, max_pixels, max_bytes, max_decode_bytes) for p in paths]
 
 
 # --- what the pipeline concludes ---------------------------------------------

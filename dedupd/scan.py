@@ -30,6 +30,7 @@ from dedupd.pipeline import (
     Step,
     fingerprint_batch,
     fingerprint_job,
+    worker_init,
 )
 from dedupd.store import Store
 from dedupd.walking import Filter, missing, unique_roots, walk
@@ -152,15 +153,20 @@ def scan(
     try:
         if n_workers <= 1:
             for path, _ in jobs():
-                consume(pipeline.ingest(fingerprint_job(path, config.max_pixels, config.max_file_bytes)))
+                consume(pipeline.ingest(
+                    fingerprint_job(path, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)))
         else:
             # forkserver: the progress bar runs a thread, and forking a threaded process is unsafe
             ctx = multiprocessing.get_context("forkserver")
-            with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            with cf.ProcessPoolExecutor(
+                max_workers=n_workers, mp_context=ctx,
+                initializer=worker_init, initargs=(config.worker_memory_bytes,),
+            ) as pool:
                 window: collections.deque[cf.Future[list[Fingerprinted | Failed]]] = collections.deque()
 
                 def submit(batch: list[Path]) -> None:
-                    window.append(pool.submit(fingerprint_batch, batch, config.max_pixels, config.max_file_bytes))
+                    window.append(pool.submit(
+                        fingerprint_batch, batch, config.max_pixels, config.max_file_bytes, config.max_decode_bytes))
                     while len(window) >= n_workers * IN_FLIGHT_PER_WORKER:
                         for result in window.popleft().result():
                             consume(pipeline.ingest(result))

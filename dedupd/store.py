@@ -129,6 +129,16 @@ class Store:
                 conn = sqlite3.connect(
                     f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
                 )
+                try:
+                    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    # a directory this user cannot write, with no WAL index to share:
+                    # read the file as it is (no writer can be running there either)
+                    conn.close()
+                    conn = sqlite3.connect(
+                        f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30, check_same_thread=False
+                    )
+                    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 db = sqlite_utils.Database(conn)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -532,17 +542,132 @@ class Store:
             name: int(n) for name, n in self.db.execute("SELECT name, n FROM counters WHERE name NOT LIKE 'audit:%'")
         }
 
+    # --- audit and intents ------------------------------------------------------
+    # The SQL behind dedupd.audit.  Rows come back as tuples in the order of
+    # AUDIT_COLUMNS / INTENT_COLUMNS; dedupd.audit turns them into values.
+    # Call the writing ones inside atomic().
+
+    def audit_insert(self, row: dict[str, Any]) -> int | None:
+        """Append an audit row; None when its ``dedup_key`` is already recorded."""
+        key = row.get("dedup_key")
+        if key is not None:
+            if self.db.execute("SELECT 1 FROM audit WHERE dedup_key = ?", [key]).fetchone():
+                return None
+        return int(self.db.table("audit").insert(row).last_pk)  # type: ignore[arg-type]
+
+    def audit_rows(
+        self,
+        *,
+        audit_id: int | None = None,
+        since: float | None = None,
+        moves: bool = False,
+        not_log: bool = False,
+        newest: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if audit_id is not None:
+            where.append("id = ?")
+            params.append(audit_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if moves:
+            where.append("action IN ('quarantine', 'symlink') AND outcome = 'done'")
+        if not_log:
+            where.append("action != 'log'")
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
+        if newest is not None:
+            sql += f" DESC LIMIT {int(newest)}"
+        return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def intent_insert(self, values: dict[str, Any]) -> int:
+        return int(self.db.table("intents").insert(values).last_pk)  # type: ignore[arg-type]
+
+    def intent_update(self, intent_id: int, values: dict[str, Any]) -> None:
+        """Set some columns of an intent (``audit_id`` is only ever set, never cleared)."""
+        if values.get("audit_id", 0) is None:
+            values = {k: v for k, v in values.items() if k != "audit_id"}
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.db.execute(f"UPDATE intents SET {sets} WHERE id = ?", [*values.values(), intent_id])
+
+    def intent_rows(
+        self,
+        *,
+        state: str | None = None,
+        intent_id: int | None = None,
+        destination: Path | None = None,
+        path: Path | None = None,
+    ) -> list[tuple[Any, ...]]:
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if path is not None:
+            where.append("path = ?")
+            params.append(_path_key(path))
+        if destination is not None:
+            where.append("destination = ?")
+            params.append(_path_key(destination))
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if intent_id is not None:
+            where.append("id = ?")
+            params.append(intent_id)
+        sql = f"SELECT {INTENT_COLUMNS} FROM intents WHERE {' AND '.join(where)} ORDER BY id"
+        return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def intent_of_audit(self, audit_id: int) -> int | None:
+        row = self.db.execute("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def add_ignore(self, sha_a: str, sha_b: str, note: str) -> bool:
+        """Remember a pair as not duplicates; False if it already was."""
+        a, b = sorted((sha_a, sha_b))
+        if self.is_ignored(a, b):
+            return False
+        self.db.table("ignores").insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
+        return True
+
+    def require_sound(self) -> None:
+        """Raise StoreError (exit 74) unless ``PRAGMA quick_check`` finds the store sound."""
+        problem = self.quick_check()
+        if problem is not None:
+            raise StoreError(
+                f"{self.path} is damaged ({problem}); the quarantine records beside each "
+                "quarantined file still allow 'dedupd restore --from-quarantine DIR'"
+            )
+
+    def quick_check(self) -> str | None:
+        """SQLite's ``PRAGMA quick_check``: None when the store is sound, else what is wrong."""
+        try:
+            rows = self.db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        found = [str(r[0]) for r in rows]
+        return None if found == ["ok"] else "; ".join(found[:5])
+
     # --- helpers -----------------------------------------------------------
 
     def _records(self, where: str, params: list[Any]) -> list[Record]:
         sql = (
             "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
             " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id, f.variants, f.crop_keys"
+            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns"
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
         return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
+
+AUDIT_COLUMNS = (
+    "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
+    " colour_distance, similarity, size, sha256, original_sha256, reason, detail,"
+    " destination, intent_id, restores"
+)
+INTENT_COLUMNS = (
+    "id, action, state, path, destination, temp, link_target, dev, ino, size, mtime_ns,"
+    " sha256, original, original_sha256, audit_id, work, root, ctime_ns"
+)
 
 _FINGERPRINT_COLUMNS = (
     "sha256", "pixel_digest", "phash", "dhash", "colour", "width", "height", "format", "detail", "variants",
@@ -558,6 +683,7 @@ def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
         "ino": st.ino,
         "size": st.size,
         "mtime_ns": st.mtime_ns,
+        "ctime_ns": st.ctime_ns,
         "seq": seq,
         **dict.fromkeys(_FINGERPRINT_COLUMNS),
         "error": None,
@@ -567,7 +693,7 @@ def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
 
 
 def _record_from_row(row: tuple[Any, ...]) -> Record:
-    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops) = row
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops, ctime) = row
     fp = None
     if err is None and sha is not None:
         fp = Fingerprint(
@@ -584,7 +710,7 @@ def _record_from_row(row: tuple[Any, ...]) -> Record:
     return Record(
         id=fid,
         path=Path(os.fsdecode(path)),
-        stat=FileStat(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns),
+        stat=FileStat(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns, ctime_ns=ctime or 0),
         fingerprint=fp,
         seq=seq,
         error=err,
@@ -843,3 +969,15 @@ if TYPE_CHECKING:  # mypy checks here that Store is a complete backend
 
     def _is_a_backend(store: Store) -> StoreBackend:
         return store
+
+
+@migrations()
+def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
+    # ctime: a file rewritten in place with its size and mtime put back is
+    # another version; work: the private name a move takes its source to (and
+    # a restore its copy), so that a crash at any step can be settled; root:
+    # the watched root the file was under, which a restore must stay inside
+    db.table("files").add_column("ctime_ns", int)
+    db.table("intents").add_column("work", bytes)
+    db.table("intents").add_column("root", bytes)
+    db.table("intents").add_column("ctime_ns", int)

@@ -96,12 +96,18 @@ def count_files(top: Path) -> int:
     return sum(len(names) for _, _, names in os.walk(top))
 
 
-def files_under(top: Path) -> dict[Path, str]:
-    """Every regular file under ``top`` (not following symlinks) with its SHA-256."""
+def files_under(top: Path, *, records: bool = False) -> dict[Path, str]:
+    """Every regular file under ``top`` (not following symlinks) with its SHA-256.
+
+    The quarantine's own records (``NAME.dedupd.json`` beside each quarantined
+    file) are left out unless ``records``.
+    """
     out = {}
     for dirpath, _, names in os.walk(top):
         for name in names:
             p = Path(dirpath) / name
+            if not records and name.endswith(".dedupd.json"):
+                continue
             if p.is_file() and not p.is_symlink():
                 out[p] = sha256(p)
     return out
@@ -431,7 +437,7 @@ def daemon_env(tmp_path: Path) -> Iterator[Env]:
         log_path=tmp_path / "daemon.log",
         tmpdir=Path(tempfile.mkdtemp(prefix="dedupd-test-")),
     )
-    for d in (env.root, env.outside, env.db.parent):
+    for d in (env.root, env.outside, env.db.parent, env.quarantine):
         d.mkdir(parents=True)
     try:
         yield env

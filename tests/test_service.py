@@ -413,14 +413,18 @@ def dedupd(tmp_path: Path, *args: str | Path) -> subprocess.CompletedProcess[str
 
 def test_check_config_prints_the_example_back_as_the_effective_config(tmp_path: Path) -> None:
     """config.example.yaml is valid, and since it spells out every default, the effective
-    config printed is exactly the example."""
-    example = REPO / "config.example.yaml"
+    config printed is exactly the example (its root, which must exist, moved under tmp_path)."""
+    text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    assert "/srv/photos" in text
+    photos = tmp_path / "srv" / "photos"
+    photos.mkdir(parents=True)
+    example = write(tmp_path / "example.yaml", text.replace("/srv/photos", str(photos)).encode())
     done = dedupd(tmp_path, "check-config", example)
     assert done.returncode == 0, done.stderr
     effective = yaml.safe_load(done.stdout)
     assert effective == yaml.safe_load(example.read_text(encoding="utf-8"))
     assert effective["match"]["near_distance"] == 10
-    assert effective["roots"] == ["/srv/photos"]
+    assert effective["roots"] == [str(photos)]
 
 
 def test_check_config_fills_in_defaults_for_a_minimal_file(tmp_path: Path) -> None:
@@ -428,6 +432,7 @@ def test_check_config_fills_in_defaults_for_a_minimal_file(tmp_path: Path) -> No
     against the file) and every default filled in."""
     config = tmp_path / "etc" / "dedupd.yaml"
     write(config, b"roots: [photos]\nsettle_seconds: 7.5\nmatch:\n  rotations: false\n")
+    (tmp_path / "etc" / "photos").mkdir()
     done = dedupd(tmp_path, "check-config", config)
     assert done.returncode == 0, done.stderr
     effective = yaml.safe_load(done.stdout)

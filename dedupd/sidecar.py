@@ -1,0 +1,119 @@
+"""The record each quarantined file carries beside it: ``NAME.dedupd.json``.
+
+The store is the main record of every move, but a store can be lost (a
+deleted WAL, a corrupt file, a disk swapped).  So before a move completes,
+a small JSON record is written beside the quarantined copy: where the file
+came from, its watched root, its original, the hashes and the intent.
+``dedupd restore --from-quarantine DIR`` puts files back from these records
+alone.
+
+Paths are stored as text with undecodable bytes kept as surrogate escapes
+(``os.fsdecode``), which JSON holds exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dedupd.fileops import NAME_MAX, fsync_dir
+
+SUFFIX = ".dedupd.json"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """What a quarantined file needs to go home without the store."""
+
+    file: str  # the quarantined file's name, in the record's directory
+    path: str  # where it came from
+    root: str | None  # the watched root it was under
+    action: str  # quarantine or symlink
+    sha256: str
+    original: str | None
+    original_sha256: str | None
+    link_target: str | None  # for symlink: what the link at ``path`` points to
+    intent_id: int  # the store maps it to the audit row of the move
+    audit_id: int | None  # known only when the record is adopted from a lost store
+    at: float
+    version: int = VERSION
+
+
+def record_path(quarantined: Path) -> Path:
+    """Where the record of ``quarantined`` lives: beside it, its name within NAME_MAX bytes."""
+    raw = os.fsencode(quarantined.name)
+    if len(raw) + len(SUFFIX) <= NAME_MAX:
+        return quarantined.with_name(quarantined.name + SUFFIX)
+    tag = hashlib.sha256(raw).hexdigest()[:12]
+    short = os.fsdecode(raw[: NAME_MAX - len(SUFFIX) - 13])
+    return quarantined.with_name(f"{short}~{tag}{SUFFIX}")
+
+
+def is_record(path: Path) -> bool:
+    return path.name.endswith(SUFFIX)
+
+
+def write(quarantined: Path, record: QuarantineRecord) -> Path:
+    """Write the record of ``quarantined``; returns its path.
+
+    Written in place (no temporary name that a crash could strand), before the
+    copy is placed: a crash while writing leaves a record that does not parse,
+    which :func:`read` ignores and the intent's roll-back removes.
+    """
+    target = record_path(quarantined)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(asdict(record), indent=1, sort_keys=True).encode()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(target.parent)
+    return target
+
+
+def read(path: Path) -> QuarantineRecord | None:
+    """The record at ``path``, or None when it is not a readable record of ours."""
+    try:
+        data: Any = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        return None
+    try:
+        return QuarantineRecord(**data)
+    except TypeError:
+        return None
+
+
+def remove(quarantined: Path, intent_id: int | None = None) -> None:
+    """Remove the record of ``quarantined`` (only if it is this intent's, when one is given)."""
+    target = record_path(quarantined)
+    if intent_id is not None:
+        found = read(target)
+        if found is not None and found.intent_id != intent_id:
+            return
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        return
+    fsync_dir(target.parent)
+
+
+def walk(top: Path) -> Iterator[tuple[Path, QuarantineRecord]]:
+    """Every record under ``top`` with the quarantined file it describes, in sorted order."""
+    for dirpath, dirnames, names in os.walk(top):
+        dirnames.sort()
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            if is_record(p):
+                rec = read(p)
+                if rec is not None:
+                    yield p.with_name(rec.file), rec

@@ -1,0 +1,218 @@
+"""Every step of a quarantine, a symlink and a restore, killed, failed or raced.
+
+The fault-injection switch (``DEDUPD_FAULT``, see dedupd/faults.py) makes a
+real ``dedupd scan``, ``dedupd run`` or ``dedupd restore`` subprocess kill
+itself, fail or pause at a named step.  After each crash the next start
+settles what was left, and then every file is either where it was or in
+quarantine with its done audit row and its record, no private or temporary
+name is left anywhere, no intent is pending, and ``restore --all`` brings
+every byte back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_helpers import (
+    DEADLINE,
+    Env,
+    daemon_env,
+    files_under,
+    picture,
+    sha256,
+    stray_temps,
+    wait_until,
+    write,
+)
+
+from dedupd.faults import STEPS
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with daemon_env(tmp_path) as e:
+        yield e
+
+
+def start_cli(env: Env, *args: str, fault: str | None = None) -> subprocess.Popen[str]:
+    """``python -m dedupd ARGS --db DB``, with ``DEDUPD_FAULT`` set when ``fault`` is given."""
+    extra = {"DEDUPD_FAULT": fault} if fault else {}
+    db = [] if args[0] in ("check-config", "compare") else ["--db", str(env.db)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dedupd", *args, *db, "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="surrogateescape",
+        env={**env.env, **extra},
+        cwd=env.base,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait for a CLI process; kill what is left of its process group (workers)."""
+    out, err = proc.communicate(timeout=120)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out, err
+
+
+def cli(env: Env, *args: str, fault: str | None = None) -> tuple[int, str, str]:
+    return finish(start_cli(env, *args, fault=fault))
+
+
+def scan(env: Env, fault: str | None = None) -> tuple[int, str, str]:
+    return cli(env, "scan", str(env.root), "--config", str(env.config_path), "--no-progress", fault=fault)
+
+
+def pending_intents(env: Env) -> list[Any]:
+    return env.query("SELECT id, action, path FROM intents WHERE state = 'pending'")
+
+
+def check_settled(env: Env, files: dict[Path, bytes], *, symlinks: bool = False) -> None:
+    """Every file once: at its path, or in quarantine with a done move and its record
+    (and, for the symlink action, a symlink to its original at its path); nothing stray."""
+    moves = {str(r["path"]): r for r in env.moves()}
+    quarantined = files_under(env.quarantine)
+    records = {p for p in files_under(env.quarantine, records=True) if p.name.endswith(".dedupd.json")}
+    for path, data in files.items():
+        row = moves.get(str(path))
+        if row is None:
+            assert path.is_file() and not path.is_symlink(), f"{path} is neither in place nor moved"
+            assert sha256(path) == sha256(data), f"{path} changed"
+            continue
+        dest = Path(str(row["destination"]))
+        assert quarantined.get(dest) == sha256(data), f"{path}: quarantine copy missing or differs"
+        assert dest.with_name(dest.name + ".dedupd.json") in records, f"{dest} has no record beside it"
+        if symlinks:
+            assert path.is_symlink() and sha256(path) == sha256(data), f"{path} is not a link to its original"
+        else:
+            assert not os.path.lexists(path), f"{path} is both in place and in quarantine"
+    assert set(quarantined) == {Path(str(r["destination"])) for r in moves.values()}
+    assert len(records) == len(moves), "a record without its file, or a file without its record"
+    assert stray_temps(env.root, env.quarantine) == [], "private or temporary names left behind"
+    assert pending_intents(env) == []
+
+
+def restore_everything(env: Env, files: dict[Path, bytes]) -> None:
+    code, out, err = cli(env, "restore", "--all")
+    assert code == 0, out + err
+    for path, data in files.items():
+        assert path.is_file() and not path.is_symlink() and sha256(path) == sha256(data), f"{path} not restored"
+    assert files_under(env.quarantine, records=True) == {}, "quarantine not emptied (records included)"
+    assert stray_temps(env.root, env.quarantine) == []
+
+
+def pair(env: Env, seed: int) -> dict[Path, bytes]:
+    data = picture(seed)
+    return {write(env.root / "a.jpg", data): data, write(env.root / "sub" / "b.jpg", data): data}
+
+
+MOVE_STEPS = [*STEPS["quarantine"], *STEPS["symlink"]]
+
+
+@pytest.mark.parametrize("step", MOVE_STEPS)
+def test_a_kill_at_every_step_of_a_move_is_settled_by_the_next_start(env: Env, step: str) -> None:
+    """`dedupd scan` SIGKILLs itself at this step of a quarantine or symlink; the next scan
+    settles it: each file in place or in quarantine with its row and record, no private
+    name (not even the symlink's temporary), nothing pending; restore brings it all back."""
+    action = step.split(".")[0]
+    files = pair(env, 7000 + MOVE_STEPS.index(step))
+    env.write_config(actions={"exact": action})
+    code, _, err = scan(env, fault=f"{step}:kill")
+    assert code == -signal.SIGKILL, f"the fault at {step} never fired: {code}\n{err}"
+    assert pending_intents(env), "the kill came before the intent was committed"
+    code, _, err = scan(env)
+    assert code == 0, err
+    check_settled(env, files, symlinks=action == "symlink")
+    restore_everything(env, files)
+
+
+@pytest.mark.parametrize("step", STEPS["restore"])
+def test_a_kill_at_every_step_of_a_restore_is_finished_by_restoring_again(env: Env, step: str) -> None:
+    """`dedupd restore` SIGKILLs itself at this step; no stray copy or hard link is left once
+    `restore --all` runs again, which finishes the job; the pair stays 'not duplicates',
+    so a later scan does not quarantine the restored file again."""
+    files = pair(env, 7100 + STEPS["restore"].index(step))
+    env.write_config(actions={"exact": "quarantine"})
+    assert scan(env)[0] == 0
+    assert len(env.moves()) == 1
+    code, _, err = cli(env, "restore", "--all", fault=f"{step}:kill")
+    assert code == -signal.SIGKILL, f"the fault at {step} never fired: {code}\n{err}"
+    restore_everything(env, files)
+    assert pending_intents(env) == []
+    assert scan(env)[0] == 0
+    for path, data in files.items():
+        assert path.is_file() and sha256(path) == sha256(data), f"{path} was acted on again"
+
+
+@pytest.mark.parametrize("step", ["quarantine.after_copy", "symlink.after_copy", "quarantine.after_take"])
+def test_an_error_at_a_step_puts_everything_back(env: Env, step: str) -> None:
+    """An I/O error at a step of a move (a copy already placed, or the file already taken)
+    is undone at once: the copy is removed, the file is back at its path, the audit says
+    failed, and nothing is pending or stray."""
+    action = step.split(".")[0]
+    files = pair(env, 7200 + len(step))
+    env.write_config(actions={"exact": action})
+    code, _, err = scan(env, fault=f"{step}:error")
+    assert code == 0, err
+    failed = [r for r in env.audit() if r["outcome"] == "failed"]
+    assert len(failed) == 1 and "injected fault" in str(failed[0]["detail"]), env.audit()
+    check_settled(env, files)
+    assert env.moves() == []
+
+
+def test_a_kill_inside_the_daemon_is_settled_on_restart_and_the_duplicate_still_moved(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dedupd run` SIGKILLed between the symlink's creation and its swap (the reproduction
+    that left .B.jpg.dedupd-XXXX.tmp in the root for good): the restarted daemon removes
+    the temporary link, then symlinks the duplicate properly, and does not report its own
+    symlink as a file it could not read."""
+    data = picture(7300)
+    original = write(env.root / "A.jpg", data)
+    monkeypatch.setenv("DEDUPD_FAULT", "symlink.after_temp_link:kill")
+    daemon = env.start(actions={"exact": "symlink"})
+    monkeypatch.delenv("DEDUPD_FAULT")
+    env.wait_indexed(original)
+    dup = write(env.root / "B.jpg", data)
+    wait_until(lambda: not daemon.alive(), "the daemon to kill itself at the step")
+    daemon.cleanup()
+    assert stray_temps(env.root), "the temporary symlink should be there right after the kill"
+    second = env.start()
+    wait_until(lambda: dup.is_symlink(), "the duplicate symlinked after the restart")
+    env.wait_idle(second, after=time.time() + 1.0)
+    assert second.events("file_skipped", path=dup) == [], "its own symlink logged as not an image"
+    assert second.stop() == 0
+    check_settled(env, {original: data, dup: data}, symlinks=True)
+    restore_everything(env, {original: data, dup: data})
+
+
+def test_a_source_directory_that_refuses_the_move_leaves_no_copy_behind(env: Env) -> None:
+    """Reproduction 10 (an unwritable source directory): the directory is made immutable,
+    so the copy can be placed but the file cannot leave; the copy and its record are
+    removed, the audit says failed with the reason, nothing is pending or stray."""
+    files = pair(env, 7250)
+    sub = env.root / "sub"
+    if subprocess.run(["chattr", "+i", str(sub)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        env.write_config(actions={"exact": "quarantine"})
+        code, _, err = scan(env)
+        assert code == 0, err
+    finally:
+        subprocess.run(["chattr", "-i", str(sub)], check=False)
+    [failed] = [r for r in env.audit() if r["outcome"] == "failed"]
+    assert "not permitted" in str(failed["detail"]), failed
+    assert files_under(env.quarantine, records=True) == {}
+    check_settled(env, files)
