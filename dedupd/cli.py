@@ -435,8 +435,10 @@ def reload(pid: int, db: Path | None, config_path: Path | None) -> None:
 
     from dedupd import startup
 
+    from dedupd.identity import resolve
+
     ctx = Context(config_path, db)
-    startup.check(ctx.config, ctx.db_path)
+    startup.check(resolve(ctx.config, strict=True), ctx.db_path)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:

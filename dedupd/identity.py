@@ -31,7 +31,7 @@ import structlog
 
 from dedupd.config import Config
 from dedupd.errors import ConfigError, display_path
-from dedupd.models import FileStat
+from dedupd.models import Action, FileStat, Tier
 
 log = structlog.get_logger()
 
@@ -101,7 +101,7 @@ def same_file(a: Path, b: Path) -> bool:
 def resolve(config: Config, *, strict: bool) -> Config:
     """The config with every path resolved and the directories checked together.
 
-    ``strict`` (``run``, ``check-config``): roots and the quarantine must
+    ``strict`` (``run``, ``check-config``): roots, and the quarantine when an action moves files, must
     exist.  Otherwise only what exists is checked.
     """
     src = config.source
@@ -109,7 +109,8 @@ def resolve(config: Config, *, strict: bool) -> Config:
     quarantine = None
     if config.quarantine_dir is not None:
         quarantine = real(config.quarantine_dir)
-        if strict and not quarantine.is_dir():
+        moves = any(config.actions.for_tier(t) is not Action.LOG for t in Tier)
+        if strict and moves and not quarantine.is_dir():
             why = "does not exist" if not os.path.lexists(quarantine) else "is not a directory"
             raise ConfigError(
                 f"{display_path(config.quarantine_dir)} {why} (create it first; dedupd never "
