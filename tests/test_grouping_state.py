@@ -28,7 +28,7 @@ from PIL import Image
 import helpers as H
 from dedupd import config as config_module
 from dedupd.actions import Actor
-from dedupd.actions import restore as restore_one
+from dedupd.restore import restore as restore_one
 from dedupd.audit import Audit
 from dedupd.models import Duplicate
 from dedupd.pipeline import Pipeline, Step, fingerprint_job
@@ -207,7 +207,8 @@ class GroupingMachine(RuleBasedStateMachine):
     def restore(self, i: int) -> None:
         rows = [
             r
-            for r in self.audit.rows("action = 'quarantine' AND outcome = 'done'")
+            for r in self.audit.rows(moves=True)
+            if r.action == "quarantine"
             if (it := self.audit.intent_for_audit(r.id)) is not None and it.state == "done"
         ]
         if not rows:

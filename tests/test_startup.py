@@ -212,6 +212,7 @@ def dedupd(tmp_path: Path, *args: str | Path) -> subprocess.CompletedProcess[str
 def write_config(tmp_path: Path, **values: object) -> Path:
     path = tmp_path / "dedupd.yaml"
     (tmp_path / "photos").mkdir(exist_ok=True)
+    (tmp_path / "quarantine").mkdir(exist_ok=True)  # run and reload refuse a missing one
     body = {"roots": [str(tmp_path / "photos")], "quarantine_dir": str(tmp_path / "quarantine"),
             "actions": {"exact": "quarantine"}, **values}
     path.write_text(yaml.safe_dump(body), encoding="utf-8")
