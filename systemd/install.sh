@@ -134,8 +134,6 @@ if [ ! -e "$CONFIG" ]; then
 elif [ -n "$ROOTS$QUARANTINE" ]; then
     echo "== $CONFIG exists: kept as it is (--root and --quarantine only write a new one)"
 fi
-"$VENV/bin/dedupd" check-config "$CONFIG" >/dev/null
-
 # What the sandbox must let through, from the config as dedupd reads it: lines
 # "rw PATH" (written), "mount PATH" (to be mounted first), "quarantine PATH".
 PATHS=$("$VENV/bin/python" - "$CONFIG" "$STATE" <<'EOF'
@@ -143,9 +141,14 @@ import sys
 from pathlib import Path
 
 from dedupd import config as config_module
+from dedupd.errors import ConfigError
 from dedupd.models import Action
 
-cfg = config_module.load(Path(sys.argv[1]))
+try:
+    cfg = config_module.load(Path(sys.argv[1]))
+except ConfigError as exc:
+    print(f"install.sh: {exc}", file=sys.stderr)
+    sys.exit(78)
 state = Path(sys.argv[2])
 moves = any(a is not Action.LOG for a in (cfg.actions.exact, cfg.actions.pixel, cfg.actions.near))
 written = [*cfg.roots, cfg.quarantine_dir] if moves else []
@@ -166,6 +169,8 @@ if [ -n "$QDIR" ] && [ ! -e "$QDIR" ]; then
     echo "== $QDIR: the quarantine, owned by dedupd"
     install -d -o dedupd -g dedupd -m 0750 "$QDIR"
 fi
+# now that the quarantine exists: the check 'dedupd run' makes (exit 78 if invalid)
+"$VENV/bin/dedupd" check-config "$CONFIG" >/dev/null
 
 # --- 6. the drop-in -------------------------------------------------------------
 DROPIN="/etc/systemd/system/$UNIT.d"
