@@ -981,3 +981,7 @@ def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
     db.table("intents").add_column("work", bytes)
     db.table("intents").add_column("root", bytes)
     db.table("intents").add_column("ctime_ns", int)
+    # the quarantine records are matched to their moves at every start, and a
+    # symlink seen arriving is looked up by its path
+    db.table("intents").create_index(["destination"])
+    db.table("intents").create_index(["path"])
