@@ -85,6 +85,7 @@ def test_a_file_saved_at_the_path_after_the_copy_survives_and_the_checked_versio
     dup = write(env.root / "b.jpg", data)
     env.write_config(actions={"exact": "quarantine"})
     proc = scan_paused_at(env, "quarantine.after_copy")
+    wait_until(lambda: (env.quarantine / "b.jpg").exists(), "the copy placed", interval=0.01)
     newer = picture(7406)
     replace_atomically(dup, newer)
     code, _, err = finish(proc)  # type: ignore[arg-type]
