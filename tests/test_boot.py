@@ -196,8 +196,11 @@ def test_duplicate_is_quarantined(box: Container) -> None:
              "the first file indexed")
     box.sh("cp /root/pic.jpg /srv/photos/second.jpg")
     quarantine = box.path("/srv/dedupd-quarantine")
-    moved = wait_for(lambda: [p for p in quarantine.rglob("*") if p.is_file()], "a file in the quarantine")
+    # each quarantined file has its record beside it (NAME.dedupd.json, see docs/safety.md)
+    moved = wait_for(lambda: [p for p in quarantine.rglob("*") if p.is_file() and not p.name.endswith(".dedupd.json")],
+                     "a file in the quarantine")
     assert [p.name for p in moved] == ["second.jpg"] and sha256(moved[0]) == sha256(data)
+    assert (quarantine / "second.jpg.dedupd.json").is_file()
     assert sorted(p.name for p in box.path("/srv/photos").iterdir()) == ["first.jpg"]
     assert "quarantine" in box.sh(DEDUPD_STATUS).stdout
 
