@@ -174,8 +174,11 @@ class Grouping:
     # --- placing ------------------------------------------------------------
 
     def _detach(self, file_id: int) -> list[int]:
-        """Take a file out of its group; returns its former duplicates, now ungrouped."""
+        """Take a file out of its group; returns its former duplicates, now ungrouped.
+
+        Its similar pairs go too: they were verdicts on a version that is gone."""
         self.store.clear_match(file_id)
+        self.store.clear_similar(file_id)
         orphans = self.store.duplicates_of(file_id)
         for orphan in orphans:
             self.store.clear_match(orphan)
@@ -245,8 +248,7 @@ class Grouping:
             assert root is not None and root.fingerprint is not None
         if (rec.original_id or rec.id) == root.id or self._is_ignored(rec, root):
             return
-        verdict = verdict_for(rec, root, self.config.match)
-        match = verdict.match
+        match = _grouping(verdict_for(rec, root, self.config.match).match)
         if match is None:
             match = self._twin_match(rec, root)
             if match is None:
@@ -296,9 +298,9 @@ class Grouping:
                 continue
             if self._is_ignored(rec, root) or self._is_ignored(rec, twin):
                 continue
-            verdict = verdict_for(rec, root, self.config.match)
-            if verdict.match is not None:
-                return root, verdict.match
+            match = _grouping(verdict_for(rec, root, self.config.match).match)
+            if match is not None:
+                return root, match
             known = self.store.match_of(twin.id)
             if known is not None:
                 # the same picture data as a file that matched this original:
@@ -316,6 +318,7 @@ class Grouping:
         found = self.store.records(candidates)
         roots = {r.original_id or r.id for r in found.values()} - exclude
         best: tuple[tuple[int, float, int, int], Record, Match] | None = None
+        alike: list[tuple[Record, Match]] = []
         for root in self.store.records(roots).values():
             if root.fingerprint is None:
                 continue
@@ -325,9 +328,20 @@ class Grouping:
             verdict = verdict_for(rec, root, self.config.match)
             if verdict.match is None:
                 continue
+            if not verdict.match.tier.actionable:
+                alike.append((root, verdict.match))
+                continue
             key = (_TIER_RANK[verdict.match.tier], -verdict.match.similarity, root.seq, root.id)
             if best is None or key < best[0]:
                 best = (key, root, verdict.match)
+        if best is None:
+            # Similar pairs are recorded for review beside the groups, never as
+            # membership: the file stays an original, so its own copies are
+            # still verified against it and not against a look-alike.
+            for root, match in alike:
+                self.store.set_similar(rec.id, root.id, match)
+                log.info("similar_found", path=rec.path, other=root.path,
+                         similarity=match.similarity, reason=match.reason)
         return None if best is None else (best[1], best[2])
 
     def _merge(
@@ -354,12 +368,13 @@ class Grouping:
                 self.store.clear_match(member_id)
                 continue
             verdict = None if self._is_ignored(member, winner) else verdict_for(member, winner, self.config.match)
-            if verdict is None or verdict.match is None:
+            if verdict is None or _grouping(verdict.match) is None:
                 self.store.clear_match(member_id)
                 todo.append((member_id, None))
                 log.info("group_split", path=member.path, original=winner.path,
                          reason=verdict.reason if verdict else "a person marked the pair as not duplicates")
                 continue
+            assert verdict.match is not None
             decision, member_rule = choose_original(member, winner, self.config)
             # keep rules are not transitive between pixel twins (largest_file
             # does not decide there): a member that would beat the new original
@@ -411,6 +426,11 @@ class Grouping:
                 continue
             out.append(_found(Duplicate(rec, original, match, tie, rule)))
         return out
+
+
+def _grouping(match: Match | None) -> Match | None:
+    """A verdict that may put two files in one group: an actionable tier only."""
+    return match if match is not None and match.tier.actionable else None
 
 
 def _sha(rec: Record) -> str | None:

@@ -400,6 +400,48 @@ class Store:
     def clear_match(self, file_id: int) -> None:
         self.db.execute("DELETE FROM matches WHERE file_id = ?", [file_id])
 
+    # --- similar pairs: for review, never a group and never acted on --------
+
+    def set_similar(self, file_id: int, other_id: int, match: Match) -> None:
+        """Record that ``file_id`` looks like ``other_id`` but may be another capture."""
+        self.db.execute(
+            "INSERT INTO similar_pairs (file_id, other_id, tier, phash_distance, dhash_distance,"
+            " colour_distance, similarity, orientation, reason, matched_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (file_id, other_id) DO UPDATE SET tier = excluded.tier,"
+            " phash_distance = excluded.phash_distance, dhash_distance = excluded.dhash_distance,"
+            " colour_distance = excluded.colour_distance, similarity = excluded.similarity,"
+            " orientation = excluded.orientation, reason = excluded.reason,"
+            " matched_at = excluded.matched_at",
+            [
+                file_id,
+                other_id,
+                match.tier.value,
+                match.distances.phash,
+                match.distances.dhash,
+                round(match.distances.colour, 2),
+                match.similarity,
+                match.orientation.value,
+                match.reason,
+                time.time(),
+            ],
+        )
+
+    def clear_similar(self, file_id: int) -> None:
+        """Forget every similar pair ``file_id`` is part of (its content changed)."""
+        self.db.execute("DELETE FROM similar_pairs WHERE file_id = ? OR other_id = ?", [file_id, file_id])
+
+    def similar_of(self, file_id: int) -> list[tuple[int, Match]]:
+        """The files ``file_id`` was found similar to, with the verdict."""
+        return [
+            (row[0], _match_from_row(row[1:8]))
+            for row in self.db.execute(
+                "SELECT other_id, tier, phash_distance, dhash_distance, colour_distance,"
+                " similarity, orientation, reason FROM similar_pairs WHERE file_id = ? ORDER BY other_id",
+                [file_id],
+            )
+        ]
+
     def match_of(self, file_id: int) -> tuple[int, Match, bool] | None:
         row = self.db.execute(
             "SELECT original_id, tier, phash_distance, dhash_distance, colour_distance,"
@@ -432,12 +474,21 @@ class Store:
         ]
 
     def groups(self) -> Iterator[tuple[Path, list[tuple[Path, Match, bool]]]]:
-        """Every group, original first, in a stable order (by the original's path)."""
+        """Every group, original first, in a stable order (by the original's path).
+
+        Similar pairs (for review only) are listed under the file they look
+        like, with their tier; they are not members of its group."""
         rows = self.db.execute(
             "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
             " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie"
             " FROM matches m JOIN files o ON o.id = m.original_id"
-            " JOIN files d ON d.id = m.file_id ORDER BY o.path, d.path"
+            " JOIN files d ON d.id = m.file_id"
+            " UNION ALL"
+            " SELECT o.path, d.path, s.tier, s.phash_distance, s.dhash_distance,"
+            " s.colour_distance, s.similarity, s.orientation, s.reason, 0"
+            " FROM similar_pairs s JOIN files o ON o.id = s.other_id"
+            " JOIN files d ON d.id = s.file_id"
+            " ORDER BY 1, 2"
         )
         current: bytes | None = None
         members: list[tuple[Path, Match, bool]] = []
@@ -963,6 +1014,30 @@ def m008_grouping_audit_counters(db: sqlite_utils.Database) -> None:
         " ON CONFLICT (name) DO UPDATE SET n = n + 1;"
         " END"
     )
+
+
+@migrations()
+def m009_similar_pairs(db: sqlite_utils.Database) -> None:
+    # Pairs that look alike but may be different captures: kept apart from
+    # `matches`, so that a similar pair never makes a file a group member (its
+    # own copies keep it as their original) and never reaches an action.
+    db.execute(
+        "CREATE TABLE similar_pairs ("
+        " file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+        " other_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+        " tier TEXT NOT NULL, phash_distance INTEGER, dhash_distance INTEGER,"
+        " colour_distance FLOAT, similarity FLOAT, orientation TEXT, reason TEXT,"
+        " matched_at FLOAT, PRIMARY KEY (file_id, other_id))"
+    )
+    db.execute("CREATE INDEX similar_pairs_other ON similar_pairs (other_id)")
+    # similar verdicts recorded as group members before this table existed
+    db.execute(
+        "INSERT OR IGNORE INTO similar_pairs (file_id, other_id, tier, phash_distance,"
+        " dhash_distance, colour_distance, similarity, orientation, reason, matched_at)"
+        " SELECT file_id, original_id, tier, phash_distance, dhash_distance, colour_distance,"
+        " similarity, orientation, reason, matched_at FROM matches WHERE tier = 'similar'"
+    )
+    db.execute("DELETE FROM matches WHERE tier = 'similar'")
 
 
 if TYPE_CHECKING:  # mypy checks here that Store is a complete backend

@@ -176,3 +176,30 @@ def test_compare_explains_each_verdict(tmp_path: Path, run_cli: RunCli) -> None:
     different = run_cli("compare", photo, LOOKALIKES / "reshoot_kphotoalbum-bar55" / "bar55.jpg")
     assert different.returncode == 1
     assert "NOT duplicates" in different.stdout and "different pictures" in different.stdout
+
+
+@needs_lookalikes
+def test_similar_pair_is_not_a_group_membership(tmp_path: Path, run_cli: RunCli) -> None:
+    """A file found only similar to an earlier one stays an original: its own resized copy is matched (and quarantined) as a near copy of it, not of the look-alike, and the similar pair is listed for review apart."""
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    root.mkdir()
+    frames = LOOKALIKES / "video-frames_visp-castel-model"
+    shutil.copy(frames / "castel_image0000.png", root / "a_frame000.png")
+    shutil.copy(frames / "castel_image0015.png", root / "b_frame015.png")
+    with Image.open(frames / "castel_image0015.png") as im:
+        small = im.convert("RGB")
+        small = small.resize((small.width * 3 // 4, small.height * 3 // 4), Image.Resampling.LANCZOS)
+        small.save(root / "c_frame015_small.jpg", quality=90)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions: {{near: quarantine}}\n")
+    result = run_cli("scan", root, "--config", config)
+    assert result.returncode == 0, result.stderr
+    audit = json.loads(run_cli("audit", "--format", "json").stdout)
+    moved = [(Path(r["path"]).name, Path(r["original"]).name, r["tier"]) for r in audit if r["action"] == "quarantine"]
+    assert moved == [("c_frame015_small.jpg", "b_frame015.png", "near")]
+    similar = json.loads(run_cli("groups", "--format", "json", "--tier", "similar").stdout)
+    assert [(Path(g["original"]).name, [Path(d["path"]).name for d in g["duplicates"]]) for g in similar] == [
+        ("a_frame000.png", ["b_frame015.png"])
+    ]
+    assert (root / "a_frame000.png").exists() and (root / "b_frame015.png").exists()
+    assert not (root / "c_frame015_small.jpg").exists()  # the near copy was quarantined
