@@ -118,18 +118,12 @@ def rename_no_replace(src: Path, dst: Path) -> None:
         if exc.errno == errno.EEXIST:
             raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
         raise
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
-        if exc.errno not in _NO_LINK:
-            raise
-        if os.path.lexists(dst):  # no hard links here: check, then rename (small window)
-            raise FileExistsError(errno.EEXIST, "target exists", str(dst)) from exc
-        os.rename(src, dst)
+    if _link(src, dst):
+        os.unlink(src)
         return
-    os.unlink(src)
+    if os.path.lexists(dst):  # no hard links here: check, then rename (small window)
+        raise FileExistsError(errno.EEXIST, "target exists", str(dst))
+    os.rename(src, dst)
 
 
 def place_copy(

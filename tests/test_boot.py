@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import pytest
 from boot_helpers import SRC_IN, WHEELS_IN, BootError, Budget, Container, cached_root, cached_wheels
 from boot_helpers import cannot_boot_reason, missing_tools
-from daemon_helpers import picture, sha256
+from daemon_helpers import picture, sha256, wait_until
 
 #: the tests that boot the container (the docs check below runs everywhere)
 boot = pytest.mark.boot
@@ -113,15 +113,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``
+    (each check runs a command in the container: a slower pace than the daemon tests')."""
+    return wait_until(check, what, timeout=timeout, interval=0.2)
 
 
 def events(box: Container, unit: str = "dedupd", since: float = 0.0) -> list[dict[str, Any]]:
