@@ -1,19 +1,36 @@
-"""Near-duplicate lookup: which stored pHashes lie within a Hamming distance.
+"""Near-duplicate lookup: which stored 64-bit hashes lie within a Hamming distance.
 
-All stored 64-bit pHashes sit in one contiguous numpy ``uint64`` array; a
-query XORs it with the probe and counts bits (``numpy.bitwise_count``) in
-one vectorised pass.  At a million fingerprints that is 8 MB of hashes and
-a few milliseconds a query on one core (see ``bench/`` for the figures),
-with no tuning knob that could silently lose a match the way a
-multi-index or tree with a wrong parameter can.
+Two tables of (hash, file id): one holds each file's whole-picture pHash, the
+other its crop keys (pHashes of its content box and of crop windows,
+``Fingerprint.crop_keys``). A lookup probes the whole-picture table with the
+new picture's pHash, its turned variants and its crop keys, and the crop
+table with its pHash: a copy cropped from a stored picture, or padded around
+it, is proposed either way round.
 
-Beside the whole-picture pHashes, a second table holds each file's crop keys
-(pHashes of its content box and of crop windows, ``Fingerprint.crop_keys``).
-A lookup probes the whole-picture table with the new picture's pHash (and
-its turned variants) and with its crop keys, and the crop table with its
-pHash: a copy cropped from a stored picture, or padded around it, is
-proposed either way round.  About ten keys per file: 16 bytes each (hash and
-id), and about three times the work of a whole-picture-only lookup.
+Each table is searched with a multi-index hash (Norouzi, Punjani and Fleet,
+"Fast search in Hamming space with multi-index hashing", CVPR 2012). The
+64 bits are cut into four 16-bit chunks, and for each chunk the entries are
+kept sorted by that chunk's value, with an offset per value (a CSR layout).
+If two hashes are at most ``r`` bits apart, the four chunk distances add up
+to at most ``r``, so at least one chunk is within ``r // 4`` bits of the
+probe's. A lookup therefore visits, per chunk, the buckets of every 16-bit
+value within ``r // 4`` bits of the probe's chunk (137 of 65,536 at the
+default ``r`` = 10), and checks the full distance of what it finds there.
+The answer is exact, the same set a linear scan gives, for any ``r``: no
+parameter trades recall for speed. Where the buckets would hold more than a
+quarter of the table (large ``r``, or a small table), the lookup scans the
+table linearly instead, since that is then cheaper.
+
+The chunk order is built for a *sealed* prefix of the table. Entries added
+later sit in a tail that is scanned linearly; removed or replaced entries
+are marked dead. The table is compacted and resealed when the tail outgrows
+an eighth of the sealed part or a quarter of the entries are dead, so a
+lookup stays sub-linear as files arrive and leave. At a million files with
+nine crop keys each (ten million entries), one table entry costs 8 bytes of
+hash, 8 of file id, 1 of liveness and 16 of chunk order; file ids map to
+their entries through arrays indexed by id (SQLite rowids are dense), not
+through a dict of ten million Python ints. ``bench/index_bench.py`` and
+``bench/store_scale.py`` measure it.
 """
 
 from __future__ import annotations
@@ -22,46 +39,313 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
     from dedupd.config import MatchSettings
     from dedupd.models import Fingerprint
 
-
-#: hashes compared per block in a multi-probe lookup (probes x block temporaries)
+#: chunks per 64-bit hash, and bits per chunk
+_CHUNKS = 4
+_CHUNK_BITS = 16
+_CHUNK_VALUES = 1 << _CHUNK_BITS
+#: largest per-chunk radius the multi-index probes (r // 4 <= 3, so r <= 15);
+#: beyond it the neighbourhoods are too wide and a linear scan is cheaper
+_MAX_CHUNK_RADIUS = 3
+#: hashes compared per block in a linear scan (probes x block temporaries)
 _BLOCK = 32768
-#: at most this many crop keys per file (ids in the crop table are id * _KEYS + k)
-_KEYS = 16
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+
+def _chunk_masks(radius: int) -> npt.NDArray[np.int64]:
+    """Every 16-bit XOR mask with at most ``radius`` bits set."""
+    values = np.arange(_CHUNK_VALUES, dtype=np.uint16)
+    return np.flatnonzero(np.bitwise_count(values) <= radius).astype(np.int64)
+
+
+_MASKS = [_chunk_masks(r) for r in range(_MAX_CHUNK_RADIUS + 1)]
+
+
+def _chunk(hashes: U64, c: int) -> I64:
+    """Chunk ``c`` (16 bits) of each hash."""
+    return ((hashes >> np.uint64(_CHUNK_BITS * c)) & np.uint64(_CHUNK_VALUES - 1)).astype(np.int64)
+
+
+def _sketch(hashes: U64, c: int) -> npt.NDArray[np.uint32]:
+    """The 32 bits of chunks c+1 and c+2 (wrapping) of each hash."""
+    shift = _CHUNK_BITS * ((c + 1) % _CHUNKS)
+    turned = (hashes >> np.uint64(shift)) | (hashes << np.uint64(64 - shift)) if shift else hashes
+    return (turned & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
+
+
+def _gather(starts: I64, ends: I64) -> I64:
+    """The concatenation of ``range(s, e)`` for every pair, without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    shift: I64 = starts - (np.cumsum(lengths) - lengths)
+    positions: I64 = np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
+    return positions
+
+
+class _Table:
+    """(hash, owner id) entries, searchable by Hamming distance; an owner has
+    one or more entries, appended together and removed together."""
+
+    def __init__(self, capacity: int, seal_min: int, linear_below: int, max_share: float) -> None:
+        self.hashes: U64 = np.zeros(capacity, dtype=np.uint64)
+        self.owners: I64 = np.zeros(capacity, dtype=np.int64)
+        self.alive = np.zeros(capacity, dtype=np.bool_)
+        self.size = 0  # entries appended, dead ones included
+        self.live = 0
+        self.sealed = 0  # entries [0, sealed) are in the chunk order
+        # The buckets of all four chunks in one layout: bucket (c, v) is
+        # order[offsets[b]:offsets[b + 1]] with b = c * 65536 + v, and holds the
+        # positions of the entries whose chunk c is v.  Beside each, in the
+        # same order, its sketch: the 32 bits of chunks c+1 and c+2, so that
+        # most candidates are ruled out without a random read of the table.
+        self.offsets: I64 = np.zeros(_CHUNKS * _CHUNK_VALUES + 1, dtype=np.int64)
+        self.order: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
+        self.sketch: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
+        # owner id -> its first entry (-1: none) and how many it has
+        self.first: I64 = np.full(0, -1, dtype=np.int64)
+        self.count = np.zeros(0, dtype=np.uint8)
+        self.seal_min = seal_min
+        self.linear_below = linear_below
+        self.max_share = max_share
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.hashes, self.owners, self.alive, self.first, self.count, self.offsets, self.order, self.sketch]
+        return sum(a.nbytes for a in arrays)
+
+    # --- changes ---------------------------------------------------------
+
+    def put(self, owner: int, values: list[int]) -> None:
+        """Give ``owner`` exactly these entries (none: remove it)."""
+        self.drop(owner)
+        if not values:
+            return
+        n = len(values)
+        self._reserve(self.size + n)
+        self._reserve_owner(owner)
+        start = self.size
+        self.hashes[start : start + n] = np.array(values, dtype=np.uint64)
+        self.owners[start : start + n] = owner
+        self.alive[start : start + n] = True
+        self.first[owner] = start
+        self.count[owner] = n
+        self.size += n
+        self.live += n
+        self._maybe_seal()
+
+    def drop(self, owner: int) -> None:
+        if owner >= len(self.first) or self.first[owner] < 0:
+            return
+        start, n = int(self.first[owner]), int(self.count[owner])
+        self.alive[start : start + n] = False
+        self.first[owner] = -1
+        self.count[owner] = 0
+        self.live -= n
+        self._maybe_seal()
+
+    def load(self, owners: I64, values: U64) -> None:
+        """Append many entries at once (owners' entries contiguous), then seal."""
+        n = len(values)
+        self._reserve(self.size + n)
+        if n:
+            self._reserve_owner(int(owners.max()))
+        start = self.size
+        self.hashes[start : start + n] = values
+        self.owners[start : start + n] = owners
+        self.alive[start : start + n] = True
+        self.size += n
+        self.live += n
+        self._index_owners(start, self.size)
+        self.seal()
+
+    def _index_owners(self, start: int, end: int) -> None:
+        """Set ``first``/``count`` for the (contiguous) owners of entries [start, end)."""
+        owners = self.owners[start:end][self.alive[start:end]]
+        positions = np.flatnonzero(self.alive[start:end]) + start
+        if owners.size == 0:
+            return
+        uniq, first_at, counts = np.unique(owners, return_index=True, return_counts=True)
+        self.first[uniq] = positions[first_at]
+        self.count[uniq] = counts.astype(np.uint8)
+
+    def _reserve(self, size: int) -> None:
+        if size > len(self.hashes):
+            capacity = max(1024, size, 2 * len(self.hashes))
+            self.hashes = np.resize(self.hashes, capacity)
+            self.owners = np.resize(self.owners, capacity)
+            alive = np.zeros(capacity, dtype=np.bool_)
+            alive[: self.size] = self.alive[: self.size]
+            self.alive = alive
+
+    def _reserve_owner(self, owner: int) -> None:
+        if owner < 0:
+            raise ValueError(f"file ids are non-negative: {owner}")
+        if owner >= len(self.first):
+            capacity = max(1024, owner + 1, 2 * len(self.first))
+            first = np.full(capacity, -1, dtype=np.int64)
+            first[: len(self.first)] = self.first
+            count = np.zeros(capacity, dtype=np.uint8)
+            count[: len(self.count)] = self.count
+            self.first, self.count = first, count
+
+    def _maybe_seal(self) -> None:
+        tail = self.size - self.sealed
+        dead = self.size - self.live
+        if tail > max(self.seal_min, self.sealed // 8) or dead > max(self.seal_min, self.size // 4):
+            self.seal()
+
+    def seal(self) -> None:
+        """Compact out dead entries and build the chunk order over all of them."""
+        if self.live != self.size:
+            keep = np.flatnonzero(self.alive[: self.size])
+            n = len(keep)
+            self.hashes[:n] = self.hashes[keep]
+            self.owners[:n] = self.owners[keep]
+            self.alive[:n] = True
+            self.alive[n : self.size] = False
+            self.size = n
+            self.first[:] = -1
+            self.count[:] = 0
+            self._index_owners(0, n)
+        self.sealed = self.size
+        live = self.hashes[: self.size]
+        orders, sketches, counts = [], [], []
+        for c in range(_CHUNKS):
+            chunk = _chunk(live, c).astype(np.uint16)
+            order = np.argsort(chunk, kind="stable")  # a radix sort on 16-bit keys
+            orders.append(order.astype(np.uint32))
+            sketches.append(_sketch(live[order], c))
+            counts.append(np.bincount(chunk, minlength=_CHUNK_VALUES))
+        self.order, self.sketch = np.concatenate(orders), np.concatenate(sketches)
+        self.offsets = np.zeros(_CHUNKS * _CHUNK_VALUES + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(counts), out=self.offsets[1:])
+
+    # --- lookups ---------------------------------------------------------
+
+    def within(self, probes: U64, limit: int) -> I64:
+        """Positions of live entries within ``limit`` bits of any probe (a
+        position may come more than once)."""
+        if self.live == 0 or probes.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        found = [self._linear(probes, limit, self.sealed, self.size)]
+        if self.sealed:
+            sealed = self._multi_index(probes, limit)
+            found.append(self._linear(probes, limit, 0, self.sealed) if sealed is None else sealed)
+        return np.concatenate(found)
+
+    def _multi_index(self, probes: U64, limit: int) -> I64 | None:
+        """Positions in the sealed part within ``limit`` bits of a probe, found
+        through the chunk buckets; None where a linear scan is the cheaper way.
+
+        Per chunk: the buckets within ``limit // 4`` bits of each probe's chunk
+        value; of their entries, those whose sketch (32 more bits, read in
+        bucket order, so in runs) is within ``limit`` bits of the probe's; of
+        those, the ones whose full hash is. Each entry is only checked against
+        the probe whose bucket held it.
+        """
+        radius = limit // _CHUNKS
+        if self.sealed < self.linear_below or radius > _MAX_CHUNK_RADIUS:
+            return None
+        masks = _MASKS[radius]
+        count = len(probes)
+        # every (chunk, probe, mask) bucket at once: one pass, not one per chunk
+        chunks = np.stack([_chunk(probes, c) for c in range(_CHUNKS)])  # (chunk, probe)
+        base = (np.arange(_CHUNKS, dtype=np.int64) * _CHUNK_VALUES)[:, None, None]
+        buckets = ((chunks[:, :, None] ^ masks[None, None, :]) + base).ravel()
+        starts, ends = self.offsets[buckets], self.offsets[buckets + 1]
+        lengths = ends - starts
+        if int(lengths.sum()) > self.max_share * count * self.sealed:  # a scan is cheaper
+            return None
+        at = _gather(starts, ends)  # places in the bucket layout, in runs
+        key = np.repeat(np.repeat(np.arange(_CHUNKS * count, dtype=np.intp), len(masks)), lengths)
+        sketches = np.stack([_sketch(probes, c) for c in range(_CHUNKS)]).ravel()  # (chunk, probe)
+        # a lower bound of the distance from 32 of the other 48 bits: a cheap,
+        # sequential read that rules out nearly every candidate
+        close = np.bitwise_count(self.sketch[at] ^ sketches[key]) <= limit
+        positions = self.order[at[close]].astype(np.intp)
+        probe = key[close] % count
+        near = np.bitwise_count(self.hashes[positions] ^ probes[probe]) <= limit
+        near &= self.alive[positions]
+        hits: I64 = positions[near]
+        return hits
+
+    def _linear(self, probes: U64, limit: int, start: int, end: int) -> I64:
+        keys = probes[:, None]
+        found = []
+        for lo in range(start, end, _BLOCK):
+            hi = min(end, lo + _BLOCK)
+            near = (np.bitwise_count(self.hashes[None, lo:hi] ^ keys) <= limit).any(axis=0)
+            near &= self.alive[lo:hi]
+            hits = np.flatnonzero(near)
+            if hits.size:
+                found.append(hits + lo)
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 class HashIndex:
-    """An in-memory set of (id, 64-bit hash), searchable by Hamming distance."""
+    """An in-memory set of (id, 64-bit hash), searchable by Hamming distance,
+    with each id's crop keys beside it.
 
-    def __init__(self, capacity: int = 1024) -> None:
-        self._hashes = np.zeros(capacity, dtype=np.uint64)
-        self._ids = np.zeros(capacity, dtype=np.int64)
-        self._size = 0
-        self._slot: dict[int, int] = {}  # id -> position in the arrays
-        self._crops: HashIndex | None = None  # crop keys, under id * _KEYS + k
-        self._crop_count: dict[int, int] = {}  # id -> how many crop keys it has
+    ``seal_min``, ``linear_below`` and ``max_share`` tune when the tables are
+    resealed and when a lookup scans linearly; they change the cost of a
+    lookup, never its answer (the tests turn them down to exercise every path).
+    """
+
+    def __init__(
+        self, capacity: int = 1024, *, seal_min: int = 4096, linear_below: int = 4096, max_share: float = 0.25
+    ) -> None:
+        self._tuning = (seal_min, linear_below, max_share)
+        self._main = _Table(capacity, *self._tuning)
+        self._crops = _Table(0, *self._tuning)
 
     def __len__(self) -> int:
-        return self._size
+        return self._main.live
 
     @classmethod
-    def build(cls, items: Iterable[tuple[int, int] | tuple[int, int, tuple[int, ...]]]) -> HashIndex:
-        """An index of (id, pHash) or (id, pHash, crop keys) items."""
-        index = cls()
+    def build(
+        cls,
+        items: Iterable[tuple[int, int] | tuple[int, int, tuple[int, ...]]],
+        *,
+        seal_min: int = 4096,
+        linear_below: int = 4096,
+        max_share: float = 0.25,
+    ) -> HashIndex:
+        """An index of (id, pHash) or (id, pHash, crop keys) items; an id given
+        twice keeps its last item, as with :meth:`add`.  Built in bulk: a
+        million items take seconds, not the minutes of a million ``add`` calls."""
+        phashes: dict[int, int] = {}
+        crops: dict[int, tuple[int, ...]] = {}
         for item in items:
-            index.add(item[0], item[1])
-            if len(item) == 3:
-                index._add_crops(item[0], item[2])
+            phashes[item[0]] = item[1]
+            if len(item) == 3 and item[2]:
+                crops[item[0]] = item[2][:255]
+            else:
+                crops.pop(item[0], None)
+        index = cls(capacity=len(phashes), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
+        index._main.load(
+            np.fromiter(phashes.keys(), dtype=np.int64, count=len(phashes)),
+            np.fromiter(phashes.values(), dtype=np.uint64, count=len(phashes)),
+        )
+        owners = np.fromiter((i for i, keys in crops.items() for _ in keys), dtype=np.int64)
+        keys = np.fromiter((k for ks in crops.values() for k in ks), dtype=np.uint64)
+        index._crops.load(owners, keys)
         return index
 
     def add_fingerprint(self, file_id: int, fp: Fingerprint) -> None:
         """Index a fingerprinted file under the keys its lookups probe."""
         self.add(file_id, fp.hashes.phash)
-        self._add_crops(file_id, fp.crop_keys)
+        self._crops.put(file_id, list(fp.crop_keys[:255]))
 
     def candidates(self, fp: Fingerprint, settings: MatchSettings) -> set[int]:
         """Ids of stored files that may be perceptual copies of ``fp``: to be
@@ -72,86 +356,32 @@ class HashIndex:
         if settings.rotations:
             probes.extend(h.phash for _, h in fp.variants)
         limit = settings.near_distance
-        found = self._within(probes, limit)
-        if self._crops is not None:
-            found.update(i // _KEYS for i in self._crops._within([fp.hashes.phash], limit))
-        return found
-
-    def _within(self, probes: list[int], limit: int) -> set[int]:
-        """Ids whose hash is within ``limit`` bits of any probe: all probes in
-        one pass over the array, in blocks that keep the temporaries small."""
-        if self._size == 0 or not probes:
-            return set()
-        keys = np.array(probes, dtype=np.uint64)[:, None]
-        found: set[int] = set()
-        for start in range(0, self._size, _BLOCK):
-            block = self._hashes[start : min(self._size, start + _BLOCK)]
-            near = (np.bitwise_count(np.bitwise_xor(block[None, :], keys)) <= limit).any(axis=0)
-            hits = np.flatnonzero(near)
-            if hits.size:
-                found.update(self._ids[start + hits].tolist())
-        return found
-
-    def _add_crops(self, file_id: int, keys: tuple[int, ...]) -> None:
-        self._remove_crops(file_id)
-        if not keys:
-            return
-        if self._crops is None:
-            self._crops = HashIndex()
-        for k, key in enumerate(keys[:_KEYS]):
-            self._crops.add(file_id * _KEYS + k, key)
-        self._crop_count[file_id] = min(len(keys), _KEYS)
-
-    def _remove_crops(self, file_id: int) -> None:
-        count = self._crop_count.pop(file_id, 0)
-        if self._crops is not None:
-            for k in range(count):
-                self._crops.remove(file_id * _KEYS + k)
+        main = self._main.within(np.array(probes, dtype=np.uint64), limit)
+        crops = self._crops.within(np.array([fp.hashes.phash], dtype=np.uint64), limit)
+        owners = np.concatenate([self._main.owners[main], self._crops.owners[crops]])
+        return set(owners.tolist())
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the arrays (the id maps come on top)."""
-        own = self._hashes.nbytes + self._ids.nbytes
-        return own + (self._crops.nbytes if self._crops is not None else 0)
+        """Memory held by the index's arrays."""
+        return self._main.nbytes + self._crops.nbytes
 
     def add(self, file_id: int, value: int) -> None:
         """Add or replace the hash of ``file_id``."""
-        slot = self._slot.get(file_id)
-        if slot is None:
-            if self._size == len(self._hashes):
-                self._grow()
-            slot = self._size
-            self._size += 1
-            self._slot[file_id] = slot
-            self._ids[slot] = file_id
-        self._hashes[slot] = np.uint64(value)
+        self._main.put(file_id, [value])
 
     def remove(self, file_id: int) -> None:
-        self._remove_crops(file_id)
-        slot = self._slot.pop(file_id, None)
-        if slot is None:
-            return
-        last = self._size - 1
-        if slot != last:  # move the last entry into the hole
-            moved = int(self._ids[last])
-            self._ids[slot] = moved
-            self._hashes[slot] = self._hashes[last]
-            self._slot[moved] = slot
-        self._size = last
+        """Forget ``file_id`` and its crop keys (nothing if it is not there)."""
+        self._main.drop(file_id)
+        self._crops.drop(file_id)
 
     def search(self, value: int, max_distance: int) -> list[tuple[int, int]]:
         """(id, distance) of every hash within ``max_distance`` bits, nearest first."""
-        if self._size == 0:
+        table = self._main
+        positions = np.unique(table.within(np.array([value], dtype=np.uint64), max_distance))
+        if positions.size == 0:
             return []
-        live = self._hashes[: self._size]
-        distances = np.bitwise_count(np.bitwise_xor(live, np.uint64(value)))
-        hits = np.flatnonzero(distances <= max_distance)
-        if hits.size == 0:
-            return []
-        order = np.lexsort((self._ids[hits], distances[hits]))
-        return [(int(self._ids[hits[i]]), int(distances[hits[i]])) for i in order]
-
-    def _grow(self) -> None:
-        capacity = max(1024, 2 * len(self._hashes))
-        self._hashes = np.resize(self._hashes, capacity)
-        self._ids = np.resize(self._ids, capacity)
+        ids = table.owners[positions]
+        distances = np.bitwise_count(table.hashes[positions] ^ np.uint64(value))
+        order = np.lexsort((ids, distances))
+        return [(int(ids[i]), int(distances[i])) for i in order]
