@@ -608,6 +608,43 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
         click.echo(f"{len(regrouped)} files regrouped")
 
 
+@cli.command()
+@click.option(
+    "--listen",
+    help="HOST:PORT to serve on. Default: review.listen from the config, else 127.0.0.1:8765. "
+    "Any address but loopback requires a token (printed at start).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A file whose first line is the token browsers must present (default: review.token_file or "
+    "review.token from the config; on loopback none is needed).",
+)
+@db_option
+@config_option
+@log_options
+def review(listen: str | None, token_file: Path | None, db: Path | None, config_path: Path | None) -> None:
+    """Serve a web page to review the groups and decide, while the daemon runs or not.
+
+    Groups as thumbnails (original first) with size, resolution, format,
+    dates, tier, similarity and reason; where two pictures differ; similar
+    pairs in their own queue; moved files to restore. Each decision (keep
+    all, choose another original, not duplicates, restore) goes through the
+    same code as the command line and into the audit log with the browser's
+    user agent. Stop with Ctrl-C or SIGTERM.
+    """
+    from dedupd.web.app import serve
+
+    ctx = Context(config_path, db)
+    serve(
+        ctx.config,
+        ctx.db_path,
+        listen or ctx.config.review.listen,
+        token_file=token_file,
+        echo=lambda line: click.echo(line),
+    )
+
+
 def main() -> None:
     """Entry point: one handler maps every expected error to a log line and an exit code."""
     try:

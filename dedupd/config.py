@@ -75,6 +75,27 @@ class ActionSettings:
         return Action(getattr(self, tier.value))
 
 
+#: where ``dedupd review`` listens unless told otherwise: loopback only
+DEFAULT_REVIEW_LISTEN = "127.0.0.1:8765"
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """``dedupd review``: the local web page over the store."""
+
+    #: HOST:PORT; any address but loopback requires a token
+    listen: str = DEFAULT_REVIEW_LISTEN
+    #: the token a browser must present (given once as ``?token=``, then a
+    #: cookie); None with ``token_file`` None: one is made up and printed at
+    #: start when the address is not loopback
+    token: str | None = None
+    #: a file holding the token (first line), instead of writing it in the config
+    token_file: Path | None = None
+    #: host names (besides the address itself) the page answers to; any
+    #: other Host header is refused (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything dedupd can be told, with its embedded defaults."""
@@ -111,6 +132,7 @@ class Config:
     reconcile_interval: float = 0.0  # seconds; 0: only at start
     max_actions_per_minute: int = 120
     audit_jsonl: Path | None = None
+    review: ReviewSettings = field(default_factory=ReviewSettings)
 
     def effective_workers(self) -> int:
         return self.workers or max(1, len(os.sched_getaffinity(0)))
@@ -131,6 +153,8 @@ class Config:
 
         out = plain(self)
         out.pop("source")
+        if out["review"]["token"] is not None:
+            out["review"]["token"] = "(set; not shown)"
         return out  # type: ignore[no-any-return]
 
 
@@ -191,8 +215,11 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
             kwargs[key] = _match(p, p.mapping(key, value))
         elif key == "actions":
             kwargs[key] = _actions(p, p.mapping(key, value))
+        elif key == "review":
+            kwargs[key] = _review(p, p.mapping(key, value), base)
         else:
-            raise ConfigError(f"unknown key (known: {', '.join(sorted([*simple, 'match', 'actions']))})", source=source, key=str(key))
+            known = ", ".join(sorted([*simple, "match", "actions", "review"]))
+            raise ConfigError(f"unknown key (known: {known})", source=source, key=str(key))
     if kwargs.get("keep") == ():
         raise ConfigError("needs at least one rule", source=source, key="keep")
     config = Config(**kwargs)
@@ -244,6 +271,36 @@ def _actions(p: _Parser, data: Mapping[str, Any]) -> ActionSettings:
             raise ConfigError("unknown tier (exact, pixel, near)", source=p.source, key=name)
         kwargs[key] = p.enum(name, value, Action)
     return ActionSettings(**kwargs)
+
+
+def _review(p: _Parser, data: Mapping[str, Any], base: Path) -> ReviewSettings:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"review.{key}"
+        if key == "listen":
+            kwargs[key] = p.string(name, value)
+            parse_listen(kwargs[key], source=p.source, key=name)
+        elif key == "token":
+            token = None if value is None else p.string(name, value)
+            if token is not None and len(token) < 16:
+                raise p.fail(name, "must be at least 16 characters (or null: one is made up at start)")
+            kwargs[key] = token
+        elif key == "token_file":
+            kwargs[key] = None if value is None else p.path(name, value, base)
+        elif key == "allowed_hosts":
+            kwargs[key] = tuple(p.string(name, x).lower() for x in p.seq(name, value))
+        else:
+            raise ConfigError("unknown key (known: allowed_hosts, listen, token, token_file)", source=p.source, key=name)
+    return ReviewSettings(**kwargs)
+
+
+def parse_listen(text: str, *, source: Path | None = None, key: str = "review.listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8765`` for IPv6) as a host and a port number."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{text!r} is not HOST:PORT (such as 127.0.0.1:8765 or [::1]:8765)", source=source, key=key)
+    return host, int(port)
 
 
 class _Parser:

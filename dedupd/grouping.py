@@ -47,6 +47,9 @@ _TIER_RANK = {Tier.EXACT: 0, Tier.PIXEL: 1, Tier.NEAR: 2, Tier.SIMILAR: 3}
 #: it only stops a bug from looping forever
 MAX_PLACEMENTS = 100_000
 
+#: the rule named when a person's choice decided which file is the original
+CHOSEN_RULE = "chosen by a person in dedupd review"
+
 #: files still to place: (file id, None) to find its group, (file id, root id)
 #: to bring it into that group (a twin of one of its files)
 Todo = collections.deque[tuple[int, int | None]]
@@ -222,7 +225,7 @@ class Grouping:
 
     def _join(self, rec: Record, root: Record, match: Match, changed: dict[int, str], todo: Todo) -> None:
         """``rec`` (a root) and ``root`` are copies (``match``: rec seen from root): one group."""
-        decision, rule = choose_original(rec, root, self.config)
+        decision, rule = self._choose(rec, root)
         if decision is Decision.KEEP_NEW:
             self._merge(root, rec, inverse(match), False, rule, changed, todo)
         else:
@@ -375,7 +378,7 @@ class Grouping:
                          reason=verdict.reason if verdict else "a person marked the pair as not duplicates")
                 continue
             assert verdict.match is not None
-            decision, member_rule = choose_original(member, winner, self.config)
+            decision, member_rule = self._choose(member, winner)
             # keep rules are not transitive between pixel twins (largest_file
             # does not decide there): a member that would beat the new original
             # is recorded as a tie, which no action touches
@@ -391,7 +394,7 @@ class Grouping:
         assert root is not None
         best = root
         for member in self.store.records(self.store.duplicates_of(root.id)).values():
-            if member.fingerprint is not None and choose_original(member, best, self.config)[0] is Decision.KEEP_NEW:
+            if member.fingerprint is not None and self._choose(member, best)[0] is Decision.KEEP_NEW:
                 best = member
         if best.id == root.id:
             return []
@@ -400,12 +403,42 @@ class Grouping:
         self.store.clear_match(best.id)
         changed: dict[int, str] = {}
         todo: Todo = collections.deque()
-        _, rule = choose_original(best, root, self.config)
+        _, rule = self._choose(best, root)
         self._merge(root, best, inverse(known[1]), False, rule, changed, todo)
         out = self._report(changed)
         return out + self._settle([file_id for file_id, _ in todo])
 
+    def rerooted(self, file_id: int) -> list[Duplicate]:
+        """A person chose ``file_id`` as its group's original (its content is
+        already recorded as chosen): it becomes the root, the former original
+        and the other members its duplicates, each verified against it (one
+        that does not match it leaves and is placed again)."""
+        with self.store.atomic():
+            known = self.store.match_of(file_id)
+            if known is None:
+                return []  # already an original (or gone)
+            root = self.store.record(known[0])
+            best = self.store.record(file_id)
+            assert root is not None and best is not None
+            self.store.clear_match(file_id)
+            best = self.store.record(file_id)
+            assert best is not None
+            changed: dict[int, str] = {}
+            todo: Todo = collections.deque()
+            self._merge(root, best, inverse(known[1]), False, CHOSEN_RULE, changed, todo)
+            out = self._report(changed)
+            return out + self._settle([i for i, _ in todo])
+
     # --- helpers ------------------------------------------------------------
+
+    def _choose(self, new: Record, old: Record) -> tuple[Decision, str]:
+        """Which of two files is the original: the one a person chose, if only one
+        was; otherwise the configured keep rules."""
+        assert new.fingerprint is not None and old.fingerprint is not None
+        a, b = self.store.is_chosen(new.fingerprint.sha256), self.store.is_chosen(old.fingerprint.sha256)
+        if a != b:
+            return (Decision.KEEP_NEW if a else Decision.KEEP_OLD), CHOSEN_RULE
+        return choose_original(new, old, self.config)
 
     def _is_ignored(self, a: Record, b: Record) -> bool:
         assert a.fingerprint is not None and b.fingerprint is not None

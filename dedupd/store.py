@@ -698,6 +698,133 @@ class Store:
         found = [str(r[0]) for r in rows]
         return None if found == ["ok"] else "; ".join(found[:5])
 
+    # --- review: pages for ``dedupd review`` ---------------------------------
+    # Keyset paging on indexes: a page costs the same on the first screen and
+    # the last, at ten groups or ten thousand.
+
+    def review_group_page(
+        self,
+        *,
+        after: bytes | None = None,
+        before: bytes | None = None,
+        limit: int = 50,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """Originals of groups (id, stored path) in path order: the page after the
+        path ``after`` or, going back, the one before ``before``.  A walk of the
+        path index from that point, each original checked for a member that
+        passes the filter (on ``matches.original_id``'s index)."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        where, order = "1", "ASC"
+        if before is not None:
+            where, order = "o.path < ?", "DESC"
+            params = [before, *params]
+        elif after is not None:
+            where = "o.path > ?"
+            params = [after, *params]
+        rows = self.db.execute(
+            f"SELECT o.id, o.path FROM files o WHERE {where} AND EXISTS (SELECT 1 FROM matches m"
+            f" JOIN files d ON d.id = m.file_id WHERE m.original_id = o.id{members})"
+            f" ORDER BY o.path {order} LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        out = [(int(r[0]), bytes(r[1])) for r in rows]
+        return out[::-1] if before is not None else out
+
+    def review_members(self, original_ids: list[int]) -> dict[int, list[tuple[int, Match, bool]]]:
+        """The duplicates of each original: (file id, match, tie), most similar first."""
+        out: dict[int, list[tuple[int, Match, bool]]] = {i: [] for i in original_ids}
+        if not original_ids:
+            return out
+        marks = ",".join("?" * len(original_ids))
+        for row in self.db.execute(
+            "SELECT original_id, file_id, tier, phash_distance, dhash_distance, colour_distance,"
+            f" similarity, orientation, reason, tie FROM matches WHERE original_id IN ({marks})"
+            " ORDER BY original_id, similarity DESC, file_id",
+            original_ids,
+        ):
+            out[row[0]].append((int(row[1]), _match_from_row(row[2:9]), bool(row[9])))
+        return out
+
+    def review_duplicates(
+        self,
+        *,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> list[tuple[int, int]]:
+        """Every (duplicate id, original id) that passes the filter: what a bulk decision covers."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        return [
+            (int(r[0]), int(r[1]))
+            for r in self.db.execute(
+                "SELECT m.file_id, m.original_id FROM matches m JOIN files d ON d.id = m.file_id"
+                f" WHERE 1{members} ORDER BY m.original_id, m.file_id",
+                params,
+            )
+        ]
+
+    def indexed_at(self, ids: Iterable[int]) -> dict[int, float]:
+        """When each file was (last) fingerprinted."""
+        wanted = list(set(ids))
+        out: dict[int, float] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                (int(i), float(at or 0.0))
+                for i, at in self.db.execute(f"SELECT id, indexed_at FROM files WHERE id IN ({marks})", chunk)
+            )
+        return out
+
+    def review_similar_page(self, *, after: tuple[int, int] | None = None, limit: int = 50) -> list[tuple[int, int, Match]]:
+        """Similar pairs (file id, the file it looks like, verdict), in key order after ``after``."""
+        where, params = ("(file_id, other_id) > (?, ?)", list(after)) if after is not None else ("1", [])
+        return [
+            (int(r[0]), int(r[1]), _match_from_row(r[2:9]))
+            for r in self.db.execute(
+                "SELECT file_id, other_id, tier, phash_distance, dhash_distance, colour_distance,"
+                f" similarity, orientation, reason FROM similar_pairs WHERE {where}"
+                " ORDER BY file_id, other_id LIMIT ?",
+                [*params, limit],
+            )
+        ]
+
+    def review_moves_page(self, *, before: int | None = None, limit: int = 50) -> list[int]:
+        """Audit ids of moves that are done and not restored, newest first, below ``before``."""
+        return [
+            int(r[0])
+            for r in self.db.execute(
+                "SELECT a.id FROM audit a JOIN intents i ON i.id = a.intent_id"
+                " WHERE a.action IN ('quarantine', 'symlink') AND a.outcome = 'done' AND i.state = 'done'"
+                " AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+                [before if before is not None else 1 << 62, limit],
+            )
+        ]
+
+    # --- originals a person chose -------------------------------------------
+
+    def add_chosen(self, sha256: str, note: str) -> bool:
+        """Remember that a person chose the file with this content as its group's
+        original; False if it already was."""
+        if self.is_chosen(sha256):
+            return False
+        self.db.execute(
+            "INSERT INTO chosen_originals (sha256, decided_at, note) VALUES (?, ?, ?)", [sha256, time.time(), note]
+        )
+        return True
+
+    def remove_chosen(self, sha256: str) -> None:
+        self.db.execute("DELETE FROM chosen_originals WHERE sha256 = ?", [sha256])
+
+    def is_chosen(self, sha256: str) -> bool:
+        """Did a person choose this content as an original?"""
+        return self.db.execute("SELECT 1 FROM chosen_originals WHERE sha256 = ?", [sha256]).fetchone() is not None
+
     # --- helpers -----------------------------------------------------------
 
     def _records(self, where: str, params: list[Any]) -> list[Record]:
@@ -724,6 +851,28 @@ _FINGERPRINT_COLUMNS = (
     "sha256", "pixel_digest", "phash", "dhash", "colour", "width", "height", "format", "detail", "variants",
     "crop_keys",
 )  # fmt: skip
+
+
+def _member_filter(
+    tiers: tuple[str, ...], folder: Path | None, min_similarity: float | None, max_similarity: float | None
+) -> tuple[str, list[Any]]:
+    """SQL conditions on a group member (``m`` its match, ``d`` its file) for review's filters."""
+    sql = ""
+    params: list[Any] = []
+    if tiers:
+        sql += f" AND m.tier IN ({','.join('?' * len(tiers))})"
+        params += list(tiers)
+    if folder is not None:
+        key = _path_key(folder).rstrip(b"/")
+        sql += " AND d.path >= ? AND d.path < ?"
+        params += [key + b"/", key + b"0"]  # '0' sorts right after '/'
+    if min_similarity is not None:
+        sql += " AND m.similarity >= ?"
+        params.append(min_similarity)
+    if max_similarity is not None:
+        sql += " AND m.similarity <= ?"
+        params.append(max_similarity)
+    return sql, params
 
 
 def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
@@ -1060,3 +1209,11 @@ def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
     # symlink seen arriving is looked up by its path
     db.table("intents").create_index(["destination"])
     db.table("intents").create_index(["path"])
+
+
+@migrations()
+def m010_review_chosen_originals(db: sqlite_utils.Database) -> None:
+    # Contents a person chose as their group's original (``dedupd review``):
+    # by SHA-256 like ignores, so a rename or a rescan keeps the choice; the
+    # keep rules are asked only between files nobody chose
+    db.execute("CREATE TABLE chosen_originals (sha256 TEXT PRIMARY KEY, decided_at FLOAT, note TEXT)")

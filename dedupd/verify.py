@@ -110,6 +110,10 @@ class _Aligned:
     where: str
     geometry: str  # words: "cropped 4.8% left", "rotated 3.0°", ...
     edit_like: bool  # the geometry is one an edit makes
+    #: the cells (CELL px) whose content differs, in the compared frame; None when nothing was compared
+    hot: np.ndarray | None = None
+    #: the compared frame is the new picture's (it is the smaller one), else the old one's
+    base_is_new: bool = False
 
 
 def verify(
@@ -146,6 +150,28 @@ def verify(
         return Check(None, Orientation.IDENTITY, "could not align the pictures", 1.0, 255.0)
     orientation, a = best
     return _decide(orientation, a, looks_alike)
+
+
+def difference_map(new: np.ndarray, old: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """Where two pictures differ, for a person to see.
+
+    The pictures are aligned as :func:`verify` aligns them (``orientation``
+    turns ``new`` into ``old``); the result is the frame they are compared
+    in (the smaller picture, as RGB), dimmed, with every cell whose content
+    differs from the other picture tinted red.  No cell tinted: the verifier
+    found no region that differs.
+    """
+    turned = _turn(new, orientation)
+    if min(turned.shape[:2]) < MIN_SIDE or min(old.shape[:2]) < MIN_SIDE:
+        return old.copy()
+    a = min(_alignments(turned, old), key=_rank)
+    base = turned if a.base_is_new else old
+    out = base.astype(np.float32) * 0.6 + 40.0
+    if a.hot is not None and a.hot.any():
+        h, w = base.shape[:2]
+        mask = np.kron(a.hot, np.ones((CELL, CELL), dtype=bool))[:h, :w]
+        out[mask] = out[mask] * 0.35 + np.array([255.0, 0.0, 0.0], dtype=np.float32) * 0.65
+    return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
 
 
 def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
@@ -395,6 +421,7 @@ def _measure(
     return _Aligned(
         tuple(m.ravel()), method, covered_new, covered_old, residual, changed_cells, cells,
         differs, float(overlaid.sum()) / area, chroma, gain, _where(hot), geometry, edit_like,
+        hot, det >= 1.0,
     )  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""The review page: ``dedupd review`` (app, templates, static files)."""
