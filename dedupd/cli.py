@@ -258,6 +258,43 @@ def groups(db: Path | None, config_path: Path | None, fmt: str, tiers: tuple[str
         click.echo(f"{len(data)} groups, {counts['duplicates']} duplicates{similar_note}")
 
 
+@cli.command()
+@click.option(
+    "--listen",
+    help="HOST:PORT to serve on. Default: review.listen from the config, else 127.0.0.1:8765. "
+    "Any address but loopback requires a token (printed at start).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A file whose first line is the token browsers must present (default: review.token_file or "
+    "review.token from the config; on loopback none is needed).",
+)
+@db_option
+@config_option
+@log_options
+def review(listen: str | None, token_file: Path | None, db: Path | None, config_path: Path | None) -> None:
+    """Serve a web page to review the groups and decide, while the daemon runs or not.
+
+    Groups as thumbnails (original first) with size, resolution, format,
+    dates, tier, similarity and reason; where two pictures differ; similar
+    pairs in their own queue; moved files to restore. Each decision (keep
+    all, choose another original, not duplicates, restore) goes through the
+    same code as the command line and into the audit log with the browser's
+    user agent. Stop with Ctrl-C or SIGTERM.
+    """
+    from dedupd.web.app import serve
+
+    ctx = Context(config_path, db)
+    serve(
+        ctx.config,
+        ctx.db_path,
+        listen or ctx.config.review.listen,
+        token_file=token_file,
+        echo=lambda line: click.echo(line),
+    )
+
+
 #: ``dedupd compare`` exit statuses: the same picture, different pictures, only similar
 EX_SAME, EX_DIFFERENT, EX_SIMILAR = 0, 1, 4
 
@@ -606,43 +643,6 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
     click.echo("recorded: not duplicates" if new else "already recorded")
     if regrouped:
         click.echo(f"{len(regrouped)} files regrouped")
-
-
-@cli.command()
-@click.option(
-    "--listen",
-    help="HOST:PORT to serve on. Default: review.listen from the config, else 127.0.0.1:8765. "
-    "Any address but loopback requires a token (printed at start).",
-)
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A file whose first line is the token browsers must present (default: review.token_file or "
-    "review.token from the config; on loopback none is needed).",
-)
-@db_option
-@config_option
-@log_options
-def review(listen: str | None, token_file: Path | None, db: Path | None, config_path: Path | None) -> None:
-    """Serve a web page to review the groups and decide, while the daemon runs or not.
-
-    Groups as thumbnails (original first) with size, resolution, format,
-    dates, tier, similarity and reason; where two pictures differ; similar
-    pairs in their own queue; moved files to restore. Each decision (keep
-    all, choose another original, not duplicates, restore) goes through the
-    same code as the command line and into the audit log with the browser's
-    user agent. Stop with Ctrl-C or SIGTERM.
-    """
-    from dedupd.web.app import serve
-
-    ctx = Context(config_path, db)
-    serve(
-        ctx.config,
-        ctx.db_path,
-        listen or ctx.config.review.listen,
-        token_file=token_file,
-        echo=lambda line: click.echo(line),
-    )
 
 
 def main() -> None:

@@ -109,6 +109,7 @@ class Config:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     match: MatchSettings = field(default_factory=MatchSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     #: the best copy is the original: a reference copy, else the most pixels,
     #: else the largest file (less compressed; never decides between files
     #: whose picture data is identical, where size is only metadata), else the
@@ -132,7 +133,6 @@ class Config:
     reconcile_interval: float = 0.0  # seconds; 0: only at start
     max_actions_per_minute: int = 120
     audit_jsonl: Path | None = None
-    review: ReviewSettings = field(default_factory=ReviewSettings)
 
     def effective_workers(self) -> int:
         return self.workers or max(1, len(os.sched_getaffinity(0)))

@@ -110,5 +110,7 @@ def restore_move(store: Store, config: Config, audit_id: int, *, by: str) -> Dec
     row = trail.get(audit_id)
     if row is None:
         return Decided(False, f"no audit entry #{audit_id}")
-    result = restore_one(store, trail, row, roots=roots, by=by)
+    result = restore_one(store, trail, row, roots=roots)
+    if result.ok:
+        log.info("move_restored", audit_id=audit_id, path=result.path, by=by)
     return Decided(result.ok, result.detail)

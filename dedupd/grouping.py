@@ -155,6 +155,25 @@ class Grouping:
             out += self._recheck_root(file_id)
         return out
 
+    def rerooted(self, file_id: int) -> list[Duplicate]:
+        """A person chose ``file_id`` as its group's original (its content is
+        already recorded as chosen): it becomes the root, the former original
+        and the other members its duplicates, each verified against it (one
+        that does not match it leaves and is placed again)."""
+        with self.store.atomic():
+            known = self.store.match_of(file_id)
+            if known is None:
+                return []  # already an original (or gone)
+            root = self.store.record(known[0])
+            self.store.clear_match(file_id)
+            best = self.store.record(file_id)  # read again: an original now
+            assert root is not None and best is not None
+            changed: dict[int, str] = {}
+            todo: Todo = collections.deque()
+            self._merge(root, best, inverse(known[1]), False, CHOSEN_RULE, changed, todo)
+            out = self._report(changed)
+            return out + self._settle([i for i, _ in todo])
+
     def removed(self, file_ids: list[int]) -> list[Duplicate]:
         """Records deleted by someone else (an action moved the file away): keep the index in step."""
         out: list[Duplicate] = []
@@ -408,29 +427,6 @@ class Grouping:
         out = self._report(changed)
         return out + self._settle([file_id for file_id, _ in todo])
 
-    def rerooted(self, file_id: int) -> list[Duplicate]:
-        """A person chose ``file_id`` as its group's original (its content is
-        already recorded as chosen): it becomes the root, the former original
-        and the other members its duplicates, each verified against it (one
-        that does not match it leaves and is placed again)."""
-        with self.store.atomic():
-            known = self.store.match_of(file_id)
-            if known is None:
-                return []  # already an original (or gone)
-            root = self.store.record(known[0])
-            best = self.store.record(file_id)
-            assert root is not None and best is not None
-            self.store.clear_match(file_id)
-            best = self.store.record(file_id)
-            assert best is not None
-            changed: dict[int, str] = {}
-            todo: Todo = collections.deque()
-            self._merge(root, best, inverse(known[1]), False, CHOSEN_RULE, changed, todo)
-            out = self._report(changed)
-            return out + self._settle([i for i, _ in todo])
-
-    # --- helpers ------------------------------------------------------------
-
     def _choose(self, new: Record, old: Record) -> tuple[Decision, str]:
         """Which of two files is the original: the one a person chose, if only one
         was; otherwise the configured keep rules."""
@@ -439,6 +435,8 @@ class Grouping:
         if a != b:
             return (Decision.KEEP_NEW if a else Decision.KEEP_OLD), CHOSEN_RULE
         return choose_original(new, old, self.config)
+
+    # --- helpers ------------------------------------------------------------
 
     def _is_ignored(self, a: Record, b: Record) -> bool:
         assert a.fingerprint is not None and b.fingerprint is not None

@@ -62,15 +62,9 @@ class Home:
 
 
 def restore(
-    store: Store,
-    audit: Audit,
-    row: AuditRow,
-    *,
-    roots: tuple[Path, ...] = (),
-    dry_run: bool = False,
-    by: str | None = None,
+    store: Store, audit: Audit, row: AuditRow, *, roots: tuple[Path, ...] = (), dry_run: bool = False
 ) -> RestoreResult:
-    """Restore the file of one audited move; ``by`` says who asked, for the audit."""
+    """Restore the file of one audited move."""
     if row.action not in ("quarantine", "symlink") or row.outcome != "done" or row.intent_id is None:
         return _refuse(row.id, row.path, "not a completed move: nothing to restore")
     intent = audit.intent_for_audit(row.id)
@@ -89,7 +83,7 @@ def restore(
         move_intent=intent.id,
         audit_id=row.id,
     )
-    return put_home(store, audit, home, roots=roots, dry_run=dry_run, by=by)
+    return put_home(store, audit, home, roots=roots, dry_run=dry_run)
 
 
 def restore_from_quarantine(
@@ -145,15 +139,7 @@ def _outside(home: Home, roots: tuple[Path, ...]) -> str | None:
     return None
 
 
-def put_home(
-    store: Store,
-    audit: Audit,
-    home: Home,
-    *,
-    roots: tuple[Path, ...] = (),
-    dry_run: bool = False,
-    by: str | None = None,
-) -> RestoreResult:
+def put_home(store: Store, audit: Audit, home: Home, *, roots: tuple[Path, ...] = (), dry_run: bool = False) -> RestoreResult:
     """Put ``home.quarantined`` back at ``home.target``; see the module docstring for the steps."""
     target, quarantined = home.target, home.quarantined
     if not fileops.is_regular(quarantined):
@@ -210,7 +196,7 @@ def put_home(
     fileops.remove_copy(quarantined, target, home.sha256)
     sidecar.remove(quarantined)
     faults.point("restore.after_unlink")
-    _finish(store, audit, restore_intent, home, by)
+    _finish(store, audit, restore_intent, home)
     log.info("file_restored", path=target, from_=quarantined, audit_id=home.audit_id)
     return RestoreResult(home.audit_id, target, True, "restored")
 
@@ -235,8 +221,7 @@ def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
     return True
 
 
-def _finish(store: Store, audit: Audit, restore_intent: int, home: Home, by: str | None = None) -> None:
-    asked = f"; asked {by}" if by else ""
+def _finish(store: Store, audit: Audit, restore_intent: int, home: Home) -> None:
     with store.atomic():
         audit_id = audit.append(
             action="restore",
@@ -246,7 +231,7 @@ def _finish(store: Store, audit: Audit, restore_intent: int, home: Home, by: str
             size=os.lstat(home.target).st_size,
             sha256=home.sha256,
             original_sha256=home.original_sha256,
-            detail=f"restored from {display_path(home.quarantined)}; pair marked as not duplicates{asked}",
+            detail=f"restored from {display_path(home.quarantined)}; pair marked as not duplicates",
             destination=home.target,
             intent_id=restore_intent,
             restores=home.audit_id,

@@ -768,6 +768,21 @@ class Store:
             )
         ]
 
+    def review_count(
+        self,
+        *,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> int:
+        """How many duplicates pass the filter (one pass over the matches)."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        row = self.db.execute(
+            f"SELECT COUNT(*) FROM matches m JOIN files d ON d.id = m.file_id WHERE 1{members}", params
+        ).fetchone()
+        return int(row[0])
+
     def indexed_at(self, ids: Iterable[int]) -> dict[int, float]:
         """When each file was (last) fingerprinted."""
         wanted = list(set(ids))
@@ -1189,6 +1204,14 @@ def m009_similar_pairs(db: sqlite_utils.Database) -> None:
     db.execute("DELETE FROM matches WHERE tier = 'similar'")
 
 
+@migrations()
+def m010_review_chosen_originals(db: sqlite_utils.Database) -> None:
+    # Contents a person chose as their group's original (``dedupd review``):
+    # by SHA-256 like ignores, so a rename or a rescan keeps the choice; the
+    # keep rules are asked only between files nobody chose
+    db.execute("CREATE TABLE chosen_originals (sha256 TEXT PRIMARY KEY, decided_at FLOAT, note TEXT)")
+
+
 if TYPE_CHECKING:  # mypy checks here that Store is a complete backend
 
     def _is_a_backend(store: Store) -> StoreBackend:
@@ -1209,11 +1232,3 @@ def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
     # symlink seen arriving is looked up by its path
     db.table("intents").create_index(["destination"])
     db.table("intents").create_index(["path"])
-
-
-@migrations()
-def m010_review_chosen_originals(db: sqlite_utils.Database) -> None:
-    # Contents a person chose as their group's original (``dedupd review``):
-    # by SHA-256 like ignores, so a rename or a rescan keeps the choice; the
-    # keep rules are asked only between files nobody chose
-    db.execute("CREATE TABLE chosen_originals (sha256 TEXT PRIMARY KEY, decided_at FLOAT, note TEXT)")

@@ -210,7 +210,7 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
             records = store.records(ids)
             indexed = store.indexed_at(ids)
             counts = store.counts()
-            matching = len(store.review_duplicates(**filters.sql())) if filters.active else None
+            matching = store.review_count(**filters.sql()) if filters.active else None
         shown = []
         for original_id, _ in page:
             rec = records.get(original_id)
