@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 import structlog
 from flask import Flask, Response, abort, flash, redirect, render_template, request, url_for
-from werkzeug.wrappers import Response as BaseResponse
+from flask.typing import ResponseReturnValue
 
 from dedupd import decisions
 from dedupd.audit import Audit
@@ -154,7 +154,7 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
     # --- the rules every request passes (dedupd.web.security) -------------------
 
     @app.before_request
-    def check_request() -> BaseResponse | None:
+    def check_request() -> ResponseReturnValue | None:
         guard = current()
         if not guard.host_allowed(request.headers.get("Host")):
             log.warning("review_refused", reason="foreign_host", host=request.headers.get("Host"))
@@ -194,7 +194,7 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
     # --- pages -------------------------------------------------------------------
 
     @app.get("/")
-    def index() -> BaseResponse:
+    def index() -> ResponseReturnValue:
         return redirect(url_for("groups"))
 
     @app.get("/groups")
@@ -322,13 +322,13 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
     # --- decisions: dedupd.decisions, as the command line ---------------------------
 
     @app.post("/groups/<int:original_id>/keep-all")
-    def keep_all(original_id: int) -> BaseResponse:
+    def keep_all(original_id: int) -> ResponseReturnValue:
         with writing() as store:
             done = decisions.keep_all(store, config, original_id, by=_by())
         return _after(done)
 
     @app.post("/groups/<int:original_id>/original")
-    def choose_original(original_id: int) -> BaseResponse:
+    def choose_original(original_id: int) -> ResponseReturnValue:
         chosen = request.form.get("file_id", "")
         if not chosen.isdigit():
             abort(400)
@@ -337,19 +337,19 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
         return _after(done)
 
     @app.post("/pairs/<int:new_id>/<int:old_id>/not-duplicates")
-    def not_duplicates(new_id: int, old_id: int) -> BaseResponse:
+    def not_duplicates(new_id: int, old_id: int) -> ResponseReturnValue:
         with writing() as store:
             done = decisions.not_duplicates(store, config, new_id, old_id, by=_by())
         return _after(done)
 
     @app.post("/moves/<int:audit_id>/restore")
-    def restore(audit_id: int) -> BaseResponse:
+    def restore(audit_id: int) -> ResponseReturnValue:
         with writing() as store:
             done = decisions.restore_move(store, config, audit_id, by=_by())
         return _after(done)
 
     @app.post("/bulk")
-    def bulk() -> BaseResponse:
+    def bulk() -> ResponseReturnValue:
         filters = Filters.parse(request.form)
         decision = request.form.get("decision")
         if decision != "keep-all":
@@ -374,7 +374,7 @@ def _by() -> str:
     return decisions.by_review(request.headers.get("User-Agent"))
 
 
-def _after(done: decisions.Decided) -> BaseResponse:
+def _after(done: decisions.Decided) -> ResponseReturnValue:
     """Back to the page the form was on, with what came of it."""
     flash(done.detail, "ok" if done.ok else "refused")
     target = request.form.get("next") or url_for("groups")
