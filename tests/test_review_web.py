@@ -19,6 +19,7 @@ import tqdm
 from flask import Flask
 from flask.testing import FlaskClient
 
+import daemon_helpers as D
 import helpers as H
 from dedupd import config as config_module
 from dedupd.actions import Actor
@@ -336,6 +337,30 @@ def test_bulk_keep_all_covers_exactly_the_filter(review: Review) -> None:
     groups = _groups(review.db)
     assert "c.jpg" not in groups and HOSTILE not in groups
     assert groups["a.jpg"] == ["a_small.jpg"] and groups["b.jpg"] == ["b_small.jpg"]
+
+
+def test_decisions_while_the_daemon_runs(tmp_path: Path) -> None:
+    """With `dedupd run` holding the store's writer lock, the page reads the groups and a keep-all is
+    written beside the daemon (waiting its turn), which keeps running and exits 0."""
+    with D.daemon_env(tmp_path) as env:
+        daemon = env.start()
+        im = H.photo(21, (480, 360))
+        H.save(im.resize((360, 270)), env.outside / "copy.jpg")
+        H.save(im, env.root / "big.jpg")
+        os.rename(env.outside / "copy.jpg", env.root / "copy.jpg")
+        D.wait_until(lambda: _groups(env.db).get("big.jpg") == ["copy.jpg"], "the daemon to group the copy")
+        config = config_module.load(env.config_path)
+        _, client = _app(config, env.db, tmp_path, security.Guard("127.0.0.1", PORT, None))
+        host = {"Host": f"127.0.0.1:{PORT}", "User-Agent": AGENT}
+        page = client.get("/groups", headers=host).get_data(as_text=True)
+        assert "big.jpg" in page and "copy.jpg" in page
+        original = _id(env.db, "big.jpg")
+        done = client.post(f"/groups/{original}/keep-all", data={security.CSRF_FIELD: client.application.config["DEDUPD_GUARD"].csrf}, headers=host)
+        assert done.status_code == 303
+        assert "big.jpg" not in _groups(env.db)
+        assert env.query("SELECT COUNT(*) FROM audit WHERE action = 'ignore'") == [(1,)]
+        assert daemon.alive()
+        assert daemon.stop() == 0
 
 
 # --- paging ------------------------------------------------------------------------------
