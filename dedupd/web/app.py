@@ -3,7 +3,7 @@
 A Flask application served by waitress.  Every page reads the store
 through a read-only connection opened for the request (so it works beside a
 running daemon, which keeps writing); every decision opens a writing one
-and calls :mod:`dedupd.decisions`, the same code as the command line, which
+and calls :mod:`dedupd.web.decide`, the same code as the command line, which
 writes the audit row with the deciding user agent.  Pages are keyset-paged
 on indexes (:meth:`~dedupd.store.Store.review_group_page`), so the last
 page of ten thousand groups costs what the first does.  The security rules
@@ -27,7 +27,7 @@ import structlog
 from flask import Flask, Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from dedupd import decisions
+from dedupd.web import decide
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.errors import display_path
@@ -319,12 +319,12 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
         orientation = match.orientation if match is not None else Orientation.IDENTITY
         return _picture(lambda: images.difference(new, old, orientation), "image/png")
 
-    # --- decisions: dedupd.decisions, as the command line ---------------------------
+    # --- decisions: dedupd.web.decide, as the command line ---------------------------
 
     @app.post("/groups/<int:original_id>/keep-all")
     def keep_all(original_id: int) -> ResponseReturnValue:
         with writing() as store:
-            done = decisions.keep_all(store, config, original_id, by=_by())
+            done = decide.keep_all(store, config, original_id, by=_by())
         return _after(done)
 
     @app.post("/groups/<int:original_id>/original")
@@ -333,19 +333,19 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
         if not chosen.isdigit():
             abort(400)
         with writing() as store:
-            done = decisions.choose_original(store, config, original_id, int(chosen), by=_by())
+            done = decide.choose_original(store, config, original_id, int(chosen), by=_by())
         return _after(done)
 
     @app.post("/pairs/<int:new_id>/<int:old_id>/not-duplicates")
     def not_duplicates(new_id: int, old_id: int) -> ResponseReturnValue:
         with writing() as store:
-            done = decisions.not_duplicates(store, config, new_id, old_id, by=_by())
+            done = decide.not_duplicates(store, config, new_id, old_id, by=_by())
         return _after(done)
 
     @app.post("/moves/<int:audit_id>/restore")
     def restore(audit_id: int) -> ResponseReturnValue:
         with writing() as store:
-            done = decisions.restore_move(store, config, audit_id, by=_by())
+            done = decide.restore_move(store, config, audit_id, by=_by())
         return _after(done)
 
     @app.post("/bulk")
@@ -356,9 +356,9 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
             abort(400)
         with writing() as store:
             pairs = store.review_duplicates(**filters.sql())
-            done = [decisions.not_duplicates(store, config, d, o, by=_by()) for d, o in pairs]
+            done = [decide.not_duplicates(store, config, d, o, by=_by()) for d, o in pairs]
         kept = sum(d.ok for d in done)
-        return _after(decisions.Decided(True, f"kept all: {kept} pairs marked as not duplicates"))
+        return _after(decide.Decided(True, f"kept all: {kept} pairs marked as not duplicates"))
 
     return app
 
@@ -371,10 +371,10 @@ def _refuse(status: int, text: str) -> Response:
 
 
 def _by() -> str:
-    return decisions.by_review(request.headers.get("User-Agent"))
+    return decide.by_review(request.headers.get("User-Agent"))
 
 
-def _after(done: decisions.Decided) -> ResponseReturnValue:
+def _after(done: decide.Decided) -> ResponseReturnValue:
     """Back to the page the form was on, with what came of it."""
     flash(done.detail, "ok" if done.ok else "refused")
     target = request.form.get("next") or url_for("groups")

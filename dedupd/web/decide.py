@@ -1,8 +1,7 @@
-"""Decisions a person makes about a group, one function each, with the audit row that records them.
+"""The review page's decisions, by record id, each with the audit row that records it.
 
-``dedupd review`` calls these, and each goes through the same code as the
-command of the same meaning: "not duplicates" through the ignores and
-:meth:`~dedupd.grouping.Grouping.ignored` (``dedupd ignore``), a restore
+Each goes through the same code as the command of the same meaning:
+"not duplicates" through the ignores and :meth:`~dedupd.grouping.Grouping.ignored` (``dedupd ignore``), a restore
 through :func:`dedupd.restore.restore` (``dedupd restore``).  Choosing
 another original is new: the choice is kept by content, like an ignore, so
 that a rescan or a rename keeps it, and grouping asks it before the keep
