@@ -27,16 +27,16 @@ are marked dead. The table is compacted and resealed when the tail outgrows
 an eighth of the sealed part or a quarter of the entries are dead, so a
 lookup stays sub-linear as files arrive and leave. At a million files with
 nine crop keys each (ten million entries), one table entry costs 8 bytes of
-hash, 8 of file id, 1 of liveness and 16 of chunk order; file ids map to
-their entries through arrays indexed by id (SQLite rowids are dense), not
-through a dict of ten million Python ints. ``bench/index_bench.py`` and
+hash, 4 of file id, 1 of liveness, 16 of chunk order and 16 of sketches. File
+ids map to their entries through arrays indexed by id (SQLite rowids are
+dense), not through a dict of ten million Python ints. ``bench/index_bench.py`` and
 ``bench/store_scale.py`` measure it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,8 @@ _CHUNK_VALUES = 1 << _CHUNK_BITS
 #: largest per-chunk radius the multi-index probes (r // 4 <= 3, so r <= 15);
 #: beyond it the neighbourhoods are too wide and a linear scan is cheaper
 _MAX_CHUNK_RADIUS = 3
+#: file ids are kept as 32-bit numbers, and map to entries through arrays indexed by id
+_MAX_ID = 1 << 32
 #: hashes compared per block in a linear scan (probes x block temporaries)
 _BLOCK = 32768
 
@@ -99,7 +101,7 @@ class _Table:
 
     def __init__(self, capacity: int, seal_min: int, linear_below: int, max_share: float) -> None:
         self.hashes: U64 = np.zeros(capacity, dtype=np.uint64)
-        self.owners: I64 = np.zeros(capacity, dtype=np.int64)
+        self.owners: npt.NDArray[np.uint32] = np.zeros(capacity, dtype=np.uint32)  # file ids
         self.alive = np.zeros(capacity, dtype=np.bool_)
         self.size = 0  # entries appended, dead ones included
         self.live = 0
@@ -121,7 +123,7 @@ class _Table:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.hashes, self.owners, self.alive, self.first, self.count, self.offsets, self.order, self.sketch]
+        arrays: list[npt.NDArray[Any]] = [self.hashes, self.owners, self.alive, self.first, self.count, self.offsets, self.order, self.sketch]
         return sum(a.nbytes for a in arrays)
 
     # --- changes ---------------------------------------------------------
@@ -145,7 +147,7 @@ class _Table:
         self._maybe_seal()
 
     def drop(self, owner: int) -> None:
-        if owner >= len(self.first) or self.first[owner] < 0:
+        if not 0 <= owner < len(self.first) or self.first[owner] < 0:
             return
         start, n = int(self.first[owner]), int(self.count[owner])
         self.alive[start : start + n] = False
@@ -159,6 +161,7 @@ class _Table:
         n = len(values)
         self._reserve(self.size + n)
         if n:
+            self._reserve_owner(int(owners.min()))  # checks the range
             self._reserve_owner(int(owners.max()))
         start = self.size
         self.hashes[start : start + n] = values
@@ -189,8 +192,8 @@ class _Table:
             self.alive = alive
 
     def _reserve_owner(self, owner: int) -> None:
-        if owner < 0:
-            raise ValueError(f"file ids are non-negative: {owner}")
+        if not 0 <= owner < _MAX_ID:  # SQLite gives rowids from 1 up, one more each time
+            raise ValueError(f"file id out of the index's range: {owner}")
         if owner >= len(self.first):
             capacity = max(1024, owner + 1, 2 * len(self.first))
             first = np.full(capacity, -1, dtype=np.int64)

@@ -217,3 +217,17 @@ def test_multi_index_is_used_at_scale_and_stays_exact() -> None:
         assert positions is not None and len(positions) < len(values) // 20
         assert (fid, 10) in index.search(probe, 10)
         assert index.search(probe, 10) == brute_force(values, probe, 10)
+
+
+def test_file_ids_outside_the_range_are_refused() -> None:
+    """A negative id or one past 32 bits is an error, not a silent wrap-around;
+    a sparse large id is fine (ids index dense arrays: SQLite's rowids are dense)."""
+    index = HashIndex()
+    for bad in (-1, 2**32):
+        try:
+            index.add(bad, 1)
+        except ValueError:
+            continue
+        raise AssertionError(f"id {bad} was accepted")
+    index.add(3_000_000, 5)
+    assert index.search(5, 0) == [(3_000_000, 0)]
