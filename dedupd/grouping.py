@@ -92,7 +92,7 @@ class Grouping:
         def build() -> None:
             started = time.monotonic()
             try:
-                self._built.append(HashIndex.build(reader.all_hashes()))
+                self._built.append(HashIndex.load(reader.hash_batches()))
                 log.info("index_built", files=len(self._built[0]), seconds=round(time.monotonic() - started, 2))
             finally:
                 reader.close()
@@ -109,7 +109,7 @@ class Grouping:
                 self._building = None
                 if not self._built:  # the build failed: its error is in the log; build here
                     log.error("index_build_failed", note="building it again in the foreground")
-            self._index = self._built.pop() if self._built else HashIndex.build(self.store.all_hashes())
+            self._index = self._built.pop() if self._built else HashIndex.load(self.store.hash_batches())
         return self._index
 
     # --- operations ---------------------------------------------------------

@@ -35,7 +35,8 @@ dense), not through a dict of ten million Python ints. ``bench/index_bench.py`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,7 +58,12 @@ _MAX_ID = 1 << 32
 #: hashes compared per block in a linear scan (probes x block temporaries)
 _BLOCK = 32768
 
+#: rows per batch of a bulk load
+_BATCH = 65536
+
 U64 = npt.NDArray[np.uint64]
+#: (file ids, signed pHashes, packed crop keys) of a batch of files
+Batch = tuple[list[int], list[int], list["bytes | None"]]
 I64 = npt.NDArray[np.int64]
 
 
@@ -116,7 +122,7 @@ class _Table:
         self.sketch: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
         # owner id -> its first entry (-1: none) and how many it has
         self.first: I64 = np.full(0, -1, dtype=np.int64)
-        self.count = np.zeros(0, dtype=np.uint8)
+        self.count = np.zeros(0, dtype=np.uint16)
         self.seal_min = seal_min
         self.linear_below = linear_below
         self.max_share = max_share
@@ -178,9 +184,11 @@ class _Table:
         positions = np.flatnonzero(self.alive[start:end]) + start
         if owners.size == 0:
             return
-        uniq, first_at, counts = np.unique(owners, return_index=True, return_counts=True)
-        self.first[uniq] = positions[first_at]
-        self.count[uniq] = counts.astype(np.uint8)
+        # an owner's entries are contiguous: a run starts where the owner changes
+        starts = np.flatnonzero(np.concatenate([[True], owners[1:] != owners[:-1]]))
+        counts = np.diff(np.append(starts, owners.size))
+        self.first[owners[starts]] = positions[starts]
+        self.count[owners[starts]] = counts
 
     def _reserve(self, size: int) -> None:
         if size > len(self.hashes):
@@ -198,7 +206,7 @@ class _Table:
             capacity = max(1024, owner + 1, 2 * len(self.first))
             first = np.full(capacity, -1, dtype=np.int64)
             first[: len(self.first)] = self.first
-            count = np.zeros(capacity, dtype=np.uint8)
+            count = np.zeros(capacity, dtype=np.uint16)
             count[: len(self.count)] = self.count
             self.first, self.count = first, count
 
@@ -324,25 +332,44 @@ class HashIndex:
         linear_below: int = 4096,
         max_share: float = 0.25,
     ) -> HashIndex:
-        """An index of (id, pHash) or (id, pHash, crop keys) items; an id given
-        twice keeps its last item, as with :meth:`add`.  Built in bulk: a
-        million items take seconds, not the minutes of a million ``add`` calls."""
-        phashes: dict[int, int] = {}
-        crops: dict[int, tuple[int, ...]] = {}
-        for item in items:
-            phashes[item[0]] = item[1]
-            if len(item) == 3 and item[2]:
-                crops[item[0]] = item[2][:255]
-            else:
-                crops.pop(item[0], None)
-        index = cls(capacity=len(phashes), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
-        index._main.load(
-            np.fromiter(phashes.keys(), dtype=np.int64, count=len(phashes)),
-            np.fromiter(phashes.values(), dtype=np.uint64, count=len(phashes)),
-        )
-        owners = np.fromiter((i for i, keys in crops.items() for _ in keys), dtype=np.int64)
-        keys = np.fromiter((k for ks in crops.values() for k in ks), dtype=np.uint64)
-        index._crops.load(owners, keys)
+        """An index of (id, pHash) or (id, pHash, crop keys) items, each id once."""
+
+        def batches() -> Iterator[Batch]:
+            it = iter(items)
+            while chunk := list(itertools.islice(it, _BATCH)):
+                ids = [item[0] for item in chunk]
+                phashes = [item[1] - (1 << 64) if item[1] >= 1 << 63 else item[1] for item in chunk]
+                crops = [b"".join(k.to_bytes(8, "big") for k in item[2]) if len(item) == 3 else None for item in chunk]
+                yield ids, phashes, crops
+
+        return cls.load(batches(), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
+
+    @classmethod
+    def load(
+        cls, batches: Iterable[Batch], *, seal_min: int = 4096, linear_below: int = 4096, max_share: float = 0.25
+    ) -> HashIndex:
+        """An index of the rows the store gives for it (``hash_batches``): each a
+        list of file ids, of their pHashes as signed 64-bit numbers (SQLite's
+        integers), and of their crop keys packed big-endian, 8 bytes each.
+
+        Column-wise, a batch at a time, so that a million files take seconds
+        and no Python object per crop key is ever made.
+        """
+        ids_parts, hash_parts, owner_parts, key_parts = [], [], [], []
+        for ids, phashes, crops in batches:
+            ids_array = np.array(ids, dtype=np.int64)
+            ids_parts.append(ids_array)
+            hash_parts.append(np.array(phashes, dtype=np.int64).view(np.uint64))
+            counts = np.array([len(c) // 8 if c else 0 for c in crops], dtype=np.int64)
+            owner_parts.append(np.repeat(ids_array, counts))
+            key_parts.append(np.frombuffer(b"".join(c for c in crops if c), dtype=">u8").astype(np.uint64))
+        all_ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int64)
+        if len(np.unique(all_ids)) != len(all_ids):
+            raise ValueError("an index is loaded with each file id once")
+        index = cls(capacity=len(all_ids), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
+        index._main.load(all_ids, np.concatenate(hash_parts) if hash_parts else np.zeros(0, dtype=np.uint64))
+        if owner_parts:
+            index._crops.load(np.concatenate(owner_parts), np.concatenate(key_parts))
         return index
 
     def add_fingerprint(self, file_id: int, fp: Fingerprint) -> None:

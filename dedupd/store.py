@@ -325,6 +325,16 @@ class Store:
         ):
             yield file_id, to_unsigned(phash), unpack_keys(crops)
 
+    def hash_batches(self, size: int = 65536) -> Iterator[tuple[list[int], list[int], list[bytes | None]]]:
+        """Every fingerprinted file's id, pHash (as stored: signed) and packed
+        crop keys, column-wise, ``size`` rows at a time: the index's bulk load
+        (``HashIndex.load``), with no Python object made per crop key."""
+        cursor = self.db.execute(
+            "SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL"
+        )
+        while rows := cursor.fetchmany(size):
+            yield [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
     def next_seq(self) -> int:
         """The next seniority number: O(log n) through the index on ``seq``."""
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -231,3 +232,30 @@ def test_file_ids_outside_the_range_are_refused() -> None:
         raise AssertionError(f"id {bad} was accepted")
     index.add(3_000_000, 5)
     assert index.search(5, 0) == [(3_000_000, 0)]
+
+
+def test_bulk_load_from_a_real_store_equals_adding_file_by_file(tmp_path: Path) -> None:
+    """HashIndex.load over the store's batches (signed pHashes, packed crop keys,
+    batches smaller than the store) indexes exactly what add_fingerprint does."""
+    from dedupd.models import FileStat
+    from dedupd.store import Store
+
+    rng = random.Random(11)
+    store = Store.open(tmp_path / "s.db")
+    by_hand = HashIndex()
+    fps = {}
+    for n in range(40):
+        phash = rng.getrandbits(64) | (1 << 63 if n % 2 else 0)  # half of them negative as SQLite integers
+        keys = tuple(rng.getrandbits(64) for _ in range(n % 10))
+        fp = _fingerprint(phash, keys)
+        file_id = store.upsert_file(tmp_path / f"f{n}.jpg", FileStat(1, n + 1, 100, n), fp)
+        by_hand.add_fingerprint(file_id, fp)
+        fps[file_id] = fp
+    loaded = HashIndex.load(store.hash_batches(size=7), linear_below=0, max_share=float("inf"))
+    assert len(loaded) == len(by_hand) == 40
+    settings = MatchSettings(rotations=False)
+    for fp in fps.values():
+        probe = _fingerprint(near(fp.hashes.phash, [1, 40]), tuple(near(k, [3]) for k in fp.crop_keys))
+        assert loaded.candidates(probe, settings) == by_hand.candidates(probe, settings)
+        assert loaded.candidates(probe, settings)  # itself, at least
+    store.close()
