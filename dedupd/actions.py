@@ -77,6 +77,15 @@ class RateBreaker:
 
 
 @dataclass(frozen=True)
+class ActionResult:
+    """What :meth:`Actor.handle` did to one duplicate."""
+
+    outcome: str  # done, skipped, failed, dry_run
+    detail: str  # why, in words
+    audit_id: int | None  # its audit row (None for a dry run, or a finding already recorded)
+
+
+@dataclass(frozen=True)
 class Checked:
     """What preflight found: a reason to skip, or the go-ahead."""
 
@@ -105,11 +114,19 @@ class Actor:
         self.paused: dict[Path, str] = {}  # root -> why (set by the daemon's breaker)
         self.counts: collections.Counter[str] = collections.Counter()
         self.last_action: dict[str, object] | None = None
+        #: who asked for the actions this Actor takes (None: the daemon or a
+        #: scan); written into each audit row
+        self.decided_by: str | None = None
+        #: what the last :meth:`handle` did, in words, and its audit row
+        self.last_result: ActionResult | None = None
 
     # --- entry point ------------------------------------------------------
 
     def handle(self, dup: Duplicate) -> str:
-        """Act on one duplicate; returns the outcome (done, skipped, failed, dry_run)."""
+        """Act on one duplicate; returns the outcome (done, skipped, failed, dry_run).
+
+        :attr:`last_result` says why, and names the audit row."""
+        self.last_result = None
         action = self.config.actions.for_tier(dup.match.tier)
         if dup.tie:
             return self._record(dup, action, "skipped", "no keep rule decided which is the original")
@@ -287,6 +304,7 @@ class Actor:
             # a duplicate is never an original, so nothing else points at its record
             self.store.delete_file(dup.duplicate.id)
         self.counts[f"{action.value}_done"] += 1
+        self.last_result = ActionResult("done", detail, audit_id)
         self.last_action = {"action": action.value, "path": str(path), "at": time.time()}
         log.info(
             "file_quarantined" if action is Action.QUARANTINE else "file_symlinked",
@@ -341,10 +359,12 @@ class Actor:
     def _record(self, dup: Duplicate, action: Action, outcome: str, detail: str) -> str:
         self.counts[f"{action.value}_{outcome}"] += 1
         if outcome == "dry_run":
+            self.last_result = ActionResult(outcome, detail, None)
             log.info("would_act", action=action.value, path=dup.duplicate.path, original=dup.original.path, tier=dup.match.tier.value, detail=detail)
             return outcome
         with self.store.atomic():
-            self._append(dup, action, outcome, detail, None, None)
+            audit_id = self._append(dup, action, outcome, detail, None, None)
+        self.last_result = ActionResult(outcome, detail, audit_id)
         if outcome == "skipped":
             log.info("action_skipped", action=action.value, path=dup.duplicate.path, original=dup.original.path, reason=detail)
         return outcome
@@ -375,6 +395,7 @@ class Actor:
             destination=dest,
             intent_id=intent_id,
             dedup_key=key,
+            decided_by=self.decided_by,
         )
 
 

@@ -79,6 +79,9 @@ class AuditRow:
     destination: Path | None
     intent_id: int | None
     restores: int | None
+    #: who asked for it: None for the daemon and scans, ``cli`` for ``dedupd
+    #: apply``, the browser's user agent for the review page
+    decided_by: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -117,6 +120,7 @@ class Audit:
         intent_id: int | None = None,
         restores: int | None = None,
         dedup_key: str | None = None,
+        decided_by: str | None = None,
     ) -> int | None:
         """Append a row; returns its id, or None when an identical event is already recorded."""
         row = {
@@ -139,6 +143,7 @@ class Audit:
             "intent_id": intent_id,
             "restores": restores,
             "dedup_key": dedup_key,
+            "decided_by": decided_by,
         }
         audit_id = self.store.audit_insert(row)
         if audit_id is not None:

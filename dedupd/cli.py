@@ -5,7 +5,8 @@ Exit codes (also in ``dedupd --help``):
   0   success (``compare``: the two files are the same picture)
   1   ``compare``: the two files are different pictures
   2   bad command-line usage
-  3   ``scan`` finished, but some files were skipped with errors
+  3   ``scan`` finished, but some files were skipped with errors; ``apply``:
+      some planned actions were skipped or failed
   66  a path given on the command line does not exist
   70  internal error (a bug: please report it)
   74  the store cannot be read or written
@@ -33,7 +34,7 @@ from dedupd.config import Config
 from dedupd.errors import display_path
 from dedupd.hashing import fingerprint_file, verification_pixels
 from dedupd.matching import compare as compare_fingerprints
-from dedupd.models import Tier
+from dedupd.models import Action, Tier
 from dedupd.store import Store, default_db_path
 
 log = structlog.get_logger()
@@ -43,7 +44,7 @@ Exit codes:
   0   success (compare: the same picture)
   1   compare: different pictures
   2   bad usage
-  3   scan finished, some files skipped with errors
+  3   scan finished, some files skipped with errors; apply: some not done
   66  a path given does not exist
   74  the store cannot be read or written
   78  invalid configuration
@@ -156,6 +157,8 @@ def scan(
             resolve_intents(store, Audit(store, config.audit_jsonl))
         try:
             roots = tuple(Path(os.path.realpath(p)) for p in paths)
+            if not dry_run:  # 'dedupd apply' acts on what was found here, later
+                store.add_scanned_roots(r for r in roots if r.is_dir())
             actor = Actor(store, config, roots=roots, dry_run=dry_run)
             summary = run_scan(
                 list(roots), store, config, on_duplicate=actor.handle, progress=progress, workers=workers
@@ -606,6 +609,105 @@ def restore(
         click.echo(f"{mark} {number}{display_path(str(result.path))}: {result.detail}")
     click.echo(f"{len(results) - failed} restored{' (dry run)' if dry_run else ''}, {failed} refused")
     if failed:
+        sys.exit(errors.EX_PARTIAL)
+
+
+def _size(n: int) -> str:
+    """Bytes for a person: 1.2 MB (powers of 1000, as file managers show them)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"  # pragma: no cover - the loop returns
+
+
+@cli.command("apply")
+@db_option
+@config_option
+@log_options
+@click.option("--dry-run", is_flag=True, help="Print the plan; move nothing.")
+@click.option(
+    "--tier", "tiers", multiple=True, type=click.Choice([t.value for t in Tier if t.actionable]),
+    help="Only duplicates of this tier (repeatable). Default: every tier whose action is not log.",
+)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def apply_command(db: Path | None, config_path: Path | None, dry_run: bool, tiers: tuple[str, ...], fmt: str) -> None:
+    """Act now on duplicates recorded earlier (by a scan or the daemon with
+    actions on log) that have no completed action, with the actions the
+    config gives their tiers.
+
+    Prints the plan: each file, its original, tier, action and the bytes it
+    frees, and a total. Every safety rule holds: each file and its original
+    are checked again just before the move, and a file that changed is
+    skipped. Pairs a person restored or marked as not duplicates are never
+    planned. Safe while the daemon runs (the two take turns writing the
+    store). Exits 0 when every planned action was done (or there was
+    nothing to do), 3 when some were skipped or failed.
+    """
+    from dedupd import apply as applying
+    from dedupd.actions import resolve_intents
+    from dedupd.audit import Audit
+    from dedupd.identity import resolve
+
+    ctx = Context(config_path, db)
+    config = resolve(ctx.config, strict=False)
+    wanted = {Tier(t) for t in tiers} or None
+    store = ctx.store(readonly=dry_run)
+    try:
+        if not dry_run and store.lock_writer_or_share():
+            # the only writer: moves an earlier run left half done are ours to settle
+            resolve_intents(store, Audit(store, config.audit_jsonl))
+        items = applying.plan(store, config, tiers=wanted)
+        results = None if dry_run else applying.execute(items, store, config, decided_by="cli")
+    finally:
+        store.close()
+    rows: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        row: dict[str, Any] = {
+            "file_id": item.file_id,
+            "path": str(item.path),
+            "original_id": item.original_id,
+            "original": str(item.original_path),
+            "tier": item.tier.value,
+            "similarity": item.similarity,
+            "action": item.action.value,
+            "bytes_freed": item.bytes_freed,
+        }
+        if results is not None:
+            r = results[i]
+            row |= {"outcome": r.outcome, "detail": r.detail, "audit_id": r.audit_id}
+            if not r.done:
+                row["bytes_freed"] = 0
+        rows.append(row)
+    done = len(rows) if results is None else sum(r.done for r in results)
+    freed = sum(r["bytes_freed"] for r in rows)
+    if not items and not any(config.actions.for_tier(t) is not Action.LOG for t in Tier):
+        note = "nothing to apply: the config's action for every tier is log (set 'actions:' in the config)"
+    elif not items:
+        note = "nothing to apply: every recorded duplicate has been acted on or decided"
+    else:
+        note = None
+    if fmt == "json":
+        total = {"planned": len(items), "done": 0 if results is None else done, "bytes_freed": freed}
+        click.echo(json.dumps({"dry_run": dry_run, "actions": rows, "total": total, "note": note}, indent=2))
+    else:
+        for row in rows:
+            outcome = "" if results is None else ("done" if row["outcome"] == "done" else row["outcome"].upper())
+            click.echo(
+                f"{outcome + ' ' if outcome else ''}{row['action']:<10} {row['tier']:<5} {row['similarity']:>5.1f}%"
+                f" {_size(row['bytes_freed']):>9}  {display_path(row['path'])}"
+                f"\n          original: {display_path(row['original'])}"
+                + (f"\n          {row['detail']}" if results is not None and row["outcome"] != "done" else "")
+            )
+        if note:
+            click.echo(note)
+        elif results is None:
+            click.echo(f"{len(rows)} files would be moved, {_size(freed)} freed (dry run: nothing moved)")
+        else:
+            click.echo(f"{done} of {len(rows)} files moved, {_size(freed)} freed"
+                       + (f"; {len(rows) - done} not moved (see above)" if done < len(rows) else ""))
+    if results is not None and done < len(rows):
         sys.exit(errors.EX_PARTIAL)
 
 

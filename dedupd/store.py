@@ -187,17 +187,20 @@ class Store:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
-    def lock_writer_or_share(self) -> None:
-        """For short writers (``restore``, ``ignore``): become the writer, or, when a
-        daemon or scan already is, write beside it.  Every write is a ``BEGIN
+    def lock_writer_or_share(self) -> bool:
+        """For short writers (``restore``, ``ignore``, ``apply``): become the writer, or,
+        when a daemon or scan already is, write beside it.  Every write is a ``BEGIN
         IMMEDIATE`` transaction, so the two take turns (waiting on the busy
-        timeout) and neither fails."""
+        timeout) and neither fails.  Returns True when this process became the
+        writer (and so owns the intents a crash left pending)."""
         try:
             self.lock_writer()
         except StoreLockedError:
             import structlog  # noqa: PLC0415 - only this path logs
 
             structlog.get_logger().info("store_shared", writer_pid=self.writer_pid(), path=self.path)
+            return False
+        return True
 
     def writer_pid(self) -> int | None:
         """The pid of the process holding the writer lock, or None when nobody does."""
@@ -511,11 +514,25 @@ class Store:
         if current is not None:
             yield Path(os.fsdecode(current)), members
 
-    def unacted_matches(self) -> list[int]:
+    def unacted_matches(self, *, logged: bool = False) -> list[int]:
         """Duplicates whose action is still owed: none was recorded for the pair (a
         crash came in between, or the match was made by ``ignore``), or the last
         one failed or was held back by a circuit breaker.  Never a pair a person
-        restored or ignored."""
+        restored or ignored.
+
+        ``logged`` (``dedupd apply``): also the duplicates whose last record is
+        anything but a completed move (only logged under an earlier config,
+        skipped by a check, a dry run): every duplicate a person may now ask
+        to act on.  A completed move leaves no match behind (the moved file's
+        record is deleted), so these are all the matches not decided against."""
+        owed = (
+            "1"
+            if logged
+            else "COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
+            "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
+            "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
+            "  ORDER BY a.id DESC LIMIT 1), 1)"
+        )
         return [
             row[0]
             for row in self.db.execute(
@@ -523,13 +540,27 @@ class Store:
                 " JOIN files o ON o.id = m.original_id"
                 " WHERE NOT EXISTS (SELECT 1 FROM ignores i"
                 "  WHERE i.sha_a = MIN(d.sha256, o.sha256) AND i.sha_b = MAX(d.sha256, o.sha256))"
-                " AND COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
-                "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
-                "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
-                "  ORDER BY a.id DESC LIMIT 1), 1)"
+                f" AND {owed}"
                 " ORDER BY m.file_id"
             )
         ]
+
+    # --- roots a scan was given ------------------------------------------------
+
+    def add_scanned_roots(self, roots: Iterable[Path]) -> None:
+        """Remember the directories ``dedupd scan`` indexed: ``dedupd apply`` acts
+        inside them (and inside the config's roots), never outside."""
+        with self.atomic():
+            for root in roots:
+                self.db.execute(
+                    "INSERT INTO scanned_roots (path, scanned_at) VALUES (?, ?)"
+                    " ON CONFLICT (path) DO UPDATE SET scanned_at = excluded.scanned_at",
+                    [_path_key(root), time.time()],
+                )
+
+    def scanned_roots(self) -> list[Path]:
+        """The directories ``dedupd scan`` was given, in path order."""
+        return [Path(os.fsdecode(r[0])) for r in self.db.execute("SELECT path FROM scanned_roots ORDER BY path")]
 
     def is_ignored(self, sha_a: str, sha_b: str) -> bool:
         """Did a person decide these two contents are not to be deduplicated?"""
@@ -865,7 +896,7 @@ class Store:
 AUDIT_COLUMNS = (
     "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
     " colour_distance, similarity, size, sha256, original_sha256, reason, detail,"
-    " destination, intent_id, restores"
+    " destination, intent_id, restores, decided_by"
 )
 INTENT_COLUMNS = (
     "id, action, state, path, destination, temp, link_target, dev, ino, size, mtime_ns,"
@@ -1242,3 +1273,15 @@ def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
     # symlink seen arriving is looked up by its path
     db.table("intents").create_index(["destination"])
     db.table("intents").create_index(["path"])
+
+
+@migrations()
+def m010_apply_roots_and_deciders(db: sqlite_utils.Database) -> None:
+    # the directories a scan was given: `dedupd apply` acts on files a scan
+    # found, after the fact, and must know the roots they were found under
+    # (a root is what a move keeps relative paths to, and what a restore must
+    # stay inside)
+    db.execute("CREATE TABLE scanned_roots (path BLOB PRIMARY KEY, scanned_at FLOAT NOT NULL)")
+    # who asked for an action: NULL for the daemon and scans, 'cli' for
+    # `dedupd apply`, the browser's user agent for the review page
+    db.table("audit").add_column("decided_by", str)
