@@ -44,6 +44,10 @@ from dedupd.store import Store
 log = structlog.get_logger()
 
 
+#: why a file a person restored is skipped (a restore is final)
+KEPT = "a person restored this file: not acted on again ('dedupd ignores' lists the decision, 'remove ID' lifts it)"
+
+
 class RateBreaker:
     """Trips when more than ``limit`` actions would happen within a minute, and stays open.
 
@@ -168,8 +172,10 @@ class Actor:
             return Checked("outside the watched roots: never acted on")
         if root in self.paused:
             return Checked(f"actions on this root are paused: {self.paused[root]}")
-        if self.store.is_ignored(fp.sha256, ofp.sha256):
+        if self.store.is_ignored(fp.sha256, ofp.sha256, path_a=path, path_b=original):
             return Checked("a person marked this pair as not duplicates")
+        if self.store.is_kept(fp.sha256, path):
+            return Checked(KEPT)
         # ctime is left to the content check that follows (every tier): a ctime moved
         # by a rename, a chmod or dedupd's own hard link is not a changed picture
         for p, recorded, what in ((path, dup.duplicate.stat, "the file"), (original, dup.original.stat, "the original")):

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from dedupd.models import FileStat
+from dedupd.models import DecisionKind, FileStat
 from dedupd.store import Store
 
 log = structlog.get_logger()
@@ -257,8 +257,17 @@ class Audit:
 
     # --- ignores ------------------------------------------------------------
 
-    def ignore(self, sha_a: str, sha_b: str, note: str) -> bool:
-        return self.store.add_ignore(sha_a, sha_b, note)
+    def ignore(
+        self, sha_a: str, path_a: Path, sha_b: str, path_b: Path, note: str, decided_by: str | None = None
+    ) -> int | None:
+        """Record that these two files are not duplicates; the decision's id, or None if already recorded."""
+        return self.store.add_decision(
+            DecisionKind.NOT_DUPLICATES, sha_a, path_a, sha_b, path_b, note=note, decided_by=decided_by
+        )
+
+    def keep(self, sha256: str, path: Path, note: str, decided_by: str | None = None) -> int | None:
+        """Record that a person restored this file: it is not acted on again."""
+        return self.store.add_decision(DecisionKind.KEEP, sha256, path, note=note, decided_by=decided_by)
 
 
 def _intent(r: tuple[Any, ...]) -> Intent:

@@ -565,9 +565,10 @@ def restore(
 
     IDS are audit entry numbers (see 'dedupd audit'). Each file comes back
     byte-identical (verified by SHA-256), never over a file that now exists
-    at its path, never outside its watched root (its directory resolved),
-    and the pair is remembered as "not duplicates" so that dedupd does not
-    act on it again. Exits 3 if any could not be restored.
+    at its path, never outside its watched root (its directory resolved).
+    A restore is final: the file is kept (dedupd does not act on it again
+    until 'dedupd ignores remove ID') and the pair is remembered as "not
+    duplicates". Exits 3 if any could not be restored.
     """
     from dedupd.audit import Audit
     from dedupd.identity import resolve
@@ -720,7 +721,10 @@ def apply_command(db: Path | None, config_path: Path | None, dry_run: bool, tier
 def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
     """Remember that A and B are not duplicates: dedupd will not pair them again.
 
-    The decision is kept by content (SHA-256), so it survives renames.
+    The decision is about these two files (their content at their paths): it
+    holds across rescans, renames and the same files saved again, and it
+    does not stop other copies of either picture from being grouped.
+    'dedupd ignores' lists decisions, 'dedupd ignores remove ID' takes one back.
     """
     from dedupd.audit import Audit
     from dedupd.fileops import sha256_of
@@ -731,20 +735,129 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
     store.lock_writer_or_share()
     try:
         trail = Audit(store, ctx.config.audit_jsonl)
+        path_a, path_b = _stored_path(store, a), _stored_path(store, b)
         sha_a, sha_b = sha256_of(a), sha256_of(b)
         with store.atomic():
-            new = trail.ignore(sha_a, sha_b, "dedupd ignore")
-            if new:
-                trail.append(action="ignore", outcome="done", path=b, original=a, sha256=sha_b,
-                             original_sha256=sha_a, detail="a person marked these as not duplicates")
-            # undo the pairings already made between them; what they join
+            new = trail.ignore(sha_a, path_a, sha_b, path_b, "dedupd ignore", decided_by="cli")
+            if new is not None:
+                trail.append(action="ignore", outcome="done", path=path_b, original=path_a, sha256=sha_b,
+                             original_sha256=sha_a, detail=f"a person marked these as not duplicates (decision #{new})",
+                             decided_by="cli")
+            # undo the pairing already made between them; what they join
             # instead is acted on by the daemon at its next start or reload
-            regrouped = Grouping(store, ctx.config).ignored(sha_a, sha_b)
+            regrouped = Grouping(store, ctx.config).ignored(sha_a, path_a, sha_b, path_b)
     finally:
         store.close()
-    click.echo("recorded: not duplicates" if new else "already recorded")
+    click.echo(f"recorded: not duplicates (decision #{new})" if new is not None else "already recorded")
     if regrouped:
         click.echo(f"{len(regrouped)} files regrouped")
+
+
+def _stored_path(store: Store, path: Path) -> Path:
+    """``path`` as the store names it: absolute, its directory resolved (as a walk of a resolved root finds it)."""
+    from dedupd.identity import real_parent
+
+    return real_parent(Path(os.path.abspath(path)))
+
+
+def iso_time(at: float) -> str:
+    """One time format for people and programs: ISO 8601, local time with its zone."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
+@cli.group(invoke_without_command=True)
+@db_option
+@config_option
+@click.pass_context
+def ignores(click_ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
+    """The decisions people made: pairs marked as not duplicates, and files
+    restored (which dedupd leaves alone from then on). Without a subcommand: list."""
+    click_ctx.obj = {"db": db, "config_path": config_path}  # the subcommands' defaults
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(ignores_list, db=db, config_path=config_path)
+
+
+def _group_option(name: str, value: Path | None) -> Path | None:
+    """An option given to the subcommand, else to its group (``dedupd ignores --db X list``)."""
+    ctx = click.get_current_context()
+    if value is None and isinstance(ctx.obj, dict):
+        given = ctx.obj.get(name)
+        return given if isinstance(given, Path) else None
+    return value
+
+
+@ignores.command("list")
+@db_option
+@config_option
+@log_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def ignores_list(db: Path | None = None, config_path: Path | None = None, fmt: str = "table") -> None:
+    """List every decision, oldest first, with its ID."""
+    ctx = Context(_group_option("config_path", config_path), _group_option("db", db))
+    store = ctx.store(readonly=True)
+    try:
+        found = store.decisions()
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps([
+            {
+                "id": d.id, "kind": d.kind.value,
+                "path": None if d.path is None else str(d.path), "sha256": d.sha256,
+                "other_path": None if d.other_path is None else str(d.other_path), "other_sha256": d.other_sha256,
+                "time": iso_time(d.decided_at), "decided_by": d.decided_by, "note": d.note,
+            }
+            for d in found
+        ], indent=2))  # fmt: skip
+        return
+    for d in found:
+        def name(path: Path | None, sha: str | None) -> str:
+            return display_path(str(path)) if path is not None else f"any file with SHA-256 {(sha or '')[:12]}..."
+
+        if d.kind.value == "keep":
+            what = f"kept (restored): {name(d.path, d.sha256)}"
+        else:
+            what = f"not duplicates: {name(d.path, d.sha256)}\n         and {name(d.other_path, d.other_sha256)}"
+        by = f" by {d.decided_by}" if d.decided_by else ""
+        click.echo(f"#{d.id:<5} {iso_time(d.decided_at)}{by}  {what}\n         {d.note}")
+    click.echo(f"{len(found)} decisions")
+
+
+@ignores.command("remove")
+@click.argument("decision_id", metavar="ID", type=int)
+@db_option
+@config_option
+@log_options
+def ignores_remove(decision_id: int, db: Path | None, config_path: Path | None) -> None:
+    """Take back decision ID: the files may be grouped and acted on again (by
+    'dedupd apply', or by the daemon when they next change)."""
+    from dedupd.audit import Audit
+    from dedupd.grouping import Grouping
+
+    ctx = Context(_group_option("config_path", config_path), _group_option("db", db))
+    store = ctx.store()
+    store.lock_writer_or_share()
+    try:
+        found = store.decisions(decision_id)
+        if not found:
+            raise errors.InputPathError(f"no decision #{decision_id} (see 'dedupd ignores list')")
+        decision = found[0]
+        trail = Audit(store, ctx.config.audit_jsonl)
+        with store.atomic():
+            store.remove_decision(decision_id)
+            trail.append(action="unignore", outcome="done", path=decision.path or Path("-"),
+                         original=decision.other_path, sha256=decision.sha256,
+                         original_sha256=decision.other_sha256, decided_by="cli",
+                         detail=f"a person took back decision #{decision_id} ({decision.kind.value})")
+            paths = [p for p in (decision.path, decision.other_path) if p is not None]
+            regrouped = Grouping(store, ctx.config).unignored(paths) if decision.kind.value != "keep" else []
+    finally:
+        store.close()
+    click.echo(f"removed decision #{decision_id}")
+    if regrouped:
+        click.echo(f"{len(regrouped)} files regrouped; 'dedupd apply' acts on them")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ sequences):
    original is never itself a duplicate, so there are no chains.
 2. **Twins together.** Files with the same bytes (SHA-256) or the same
    picture data (pixel digest) are in one group, unless a person said a pair
-   among them and their originals is not to be deduplicated (``ignores``).
+   among them and their originals is not to be deduplicated (``decisions``).
 3. **The index is the store.** The index holds an entry exactly for each
    stored, fingerprinted file.
 4. **Every match is reported.** Each operation returns a
@@ -185,13 +185,20 @@ class Grouping:
                     out += self._settle(self.store.duplicates_of(file_id))
         return out
 
-    def ignored(self, sha_a: str, sha_b: str) -> list[Duplicate]:
-        """A person said contents ``sha_a`` and ``sha_b`` are not duplicates: undo their pairings."""
+    def ignored(self, sha_a: str, path_a: Path, sha_b: str, path_b: Path) -> list[Duplicate]:
+        """A person said these two files (content at path) are not duplicates: undo their pairing."""
         with self.store.atomic():
-            freed = self.store.matched_between(sha_a, sha_b)
+            freed = self.store.matched_between(sha_a, sha_b, path_a=path_a, path_b=path_b)
             for file_id in freed:
                 self.store.clear_match(file_id)
             return self._settle(freed)
+
+    def unignored(self, paths: list[Path]) -> list[Duplicate]:
+        """A decision about these files was removed: each one that is an original
+        looks for a group again (a duplicate already has one)."""
+        with self.store.atomic():
+            ids = [r.id for p in paths if (r := self.store.record_for_path(p)) is not None and r.original_id is None]
+            return self._settle(ids)
 
     # --- placing ------------------------------------------------------------
 
@@ -440,7 +447,7 @@ class Grouping:
 
     def _is_ignored(self, a: Record, b: Record) -> bool:
         assert a.fingerprint is not None and b.fingerprint is not None
-        return self.store.is_ignored(a.fingerprint.sha256, b.fingerprint.sha256)
+        return self.store.is_ignored(a.fingerprint.sha256, b.fingerprint.sha256, path_a=a.path, path_b=b.path)
 
     def _report(self, changed: dict[int, str]) -> list[Duplicate]:
         """The matches as they stand after the operation, one per file whose match changed."""

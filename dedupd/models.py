@@ -179,3 +179,33 @@ class Duplicate:
     match: Match
     tie: bool  # no keep rule decided which is the original: act on neither
     rule: str  # the keep rule that decided, in words
+
+
+class DecisionKind(enum.StrEnum):
+    """What a person decided, so that dedupd does not undo it."""
+
+    #: these two files are not copies of each other: never paired again
+    NOT_DUPLICATES = "not_duplicates"
+    #: a person restored this file: it is not acted on again until the
+    #: decision is removed (``dedupd ignores remove ID``)
+    KEEP = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decision a person made, as ``dedupd ignores list`` shows it.
+
+    A file is named by its content and its path together (see
+    :meth:`dedupd.store.Store.is_ignored` for why); ``path`` None means any
+    file with that content (decisions recorded before paths were kept).
+    """
+
+    id: int
+    kind: DecisionKind
+    sha256: str
+    path: Path | None
+    other_sha256: str | None  # None for KEEP
+    other_path: Path | None
+    decided_at: float
+    decided_by: str | None
+    note: str

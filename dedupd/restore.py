@@ -8,8 +8,9 @@ running the restore again finishes the job:
    watched root (a parent replaced by a symlink to elsewhere is refused);
    nothing but our own symlink is at the target;
 2. an intent naming the private name the copy is placed at is committed,
-   with the pair marked "not duplicates" so that a running daemon does not
-   quarantine the file again as soon as it reappears;
+   with the pair marked "not duplicates" and the file marked as kept, so
+   that a running daemon does not act on it again when it reappears
+   (whichever group it joins then; ``dedupd ignores remove ID`` lifts it);
 3. the copy is placed at the private name beside the target (a hard link,
    or a copy verified by SHA-256);
 4. it is renamed onto the target without replacing anything
@@ -168,8 +169,13 @@ def put_home(store: Store, audit: Audit, home: Home, *, roots: tuple[Path, ...] 
             work=tmp,
             root=home.root,
         )
-        if home.original_sha256:
-            audit.ignore(home.sha256, home.original_sha256, f"restored audit #{home.audit_id}")
+        # a restore is final: the file is left alone from now on (not only
+        # against this original: a group can change), and the pair is not
+        # paired again
+        note = f"restored audit #{home.audit_id}" if home.audit_id is not None else "restored from quarantine"
+        audit.keep(home.sha256, target, note)
+        if home.original_sha256 and home.original is not None:
+            audit.ignore(home.sha256, target, home.original_sha256, home.original, note)
     faults.point("restore.after_intent")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +237,7 @@ def _finish(store: Store, audit: Audit, restore_intent: int, home: Home) -> None
             size=os.lstat(home.target).st_size,
             sha256=home.sha256,
             original_sha256=home.original_sha256,
-            detail=f"restored from {display_path(home.quarantined)}; pair marked as not duplicates",
+            detail=f"restored from {display_path(home.quarantined)}; kept: not acted on again",
             destination=home.target,
             intent_id=restore_intent,
             restores=home.audit_id,

@@ -26,6 +26,8 @@ from dedupd.errors import StoreError, StoreLockedError
 if TYPE_CHECKING:
     from dedupd.backend import StoreBackend
 from dedupd.models import (
+    Decision,
+    DecisionKind,
     Distances,
     FileStat,
     Fingerprint,
@@ -379,9 +381,17 @@ class Store:
             return int(self.db.table("files").insert(values).last_pk)  # type: ignore[arg-type]
 
     def move_file(self, file_id: int, new_path: Path) -> None:
-        """A rename: the same file (device, inode, size, mtime) at a new path."""
+        """A rename: the same file (device, inode, size, mtime) at a new path.
+        The decisions a person made about the file follow it."""
+        old = self.db.execute("SELECT path, sha256 FROM files WHERE id = ?", [file_id]).fetchone()
         self.db.execute("DELETE FROM files WHERE path = ? AND id != ?", [_path_key(new_path), file_id])
         self.db.execute("UPDATE files SET path = ? WHERE id = ?", [_path_key(new_path), file_id])
+        if old is not None and old[1] is not None:
+            for side in ("a", "b"):
+                self.db.execute(
+                    f"UPDATE decisions SET path_{side} = ? WHERE path_{side} = ? AND sha_{side} = ?",
+                    [_path_key(new_path), old[0], old[1]],
+                )
 
     def delete_file(self, file_id: int) -> list[int]:
         """Forget a file; returns the ids of the duplicates it was the original of."""
@@ -465,16 +475,18 @@ class Store:
             return None
         return row[0], _match_from_row(row[1:8]), bool(row[8])
 
-    def matched_between(self, sha_a: str, sha_b: str) -> list[int]:
-        """Duplicates whose content and whose original's content are this pair, either way round."""
+    def matched_between(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> list[int]:
+        """The match between these two files (content and path), either way round: [] or [duplicate id]."""
+        a, b = _path_key(path_a), _path_key(path_b)
         return [
             row[0]
             for row in self.db.execute(
                 "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
                 " JOIN files o ON o.id = m.original_id"
-                " WHERE (d.sha256 = ? AND o.sha256 = ?) OR (d.sha256 = ? AND o.sha256 = ?)"
+                " WHERE (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
+                " OR (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
                 " ORDER BY m.file_id",
-                [sha_a, sha_b, sha_b, sha_a],
+                [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
             )
         ]
 
@@ -518,7 +530,7 @@ class Store:
         """Duplicates whose action is still owed: none was recorded for the pair (a
         crash came in between, or the match was made by ``ignore``), or the last
         one failed or was held back by a circuit breaker.  Never a pair a person
-        restored or ignored.
+        restored or ignored, nor a file a person restored.
 
         ``logged`` (``dedupd apply``): also the duplicates whose last record is
         anything but a completed move (only logged under an earlier config,
@@ -538,8 +550,9 @@ class Store:
             for row in self.db.execute(
                 "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
                 " JOIN files o ON o.id = m.original_id"
-                " WHERE NOT EXISTS (SELECT 1 FROM ignores i"
-                "  WHERE i.sha_a = MIN(d.sha256, o.sha256) AND i.sha_b = MAX(d.sha256, o.sha256))"
+                f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
+                " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
+                "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
                 f" AND {owed}"
                 " ORDER BY m.file_id"
             )
@@ -562,11 +575,100 @@ class Store:
         """The directories ``dedupd scan`` was given, in path order."""
         return [Path(os.fsdecode(r[0])) for r in self.db.execute("SELECT path FROM scanned_roots ORDER BY path")]
 
-    def is_ignored(self, sha_a: str, sha_b: str) -> bool:
-        """Did a person decide these two contents are not to be deduplicated?"""
-        a, b = sorted((sha_a, sha_b))
-        row = self.db.execute("SELECT 1 FROM ignores WHERE sha_a = ? AND sha_b = ?", [a, b]).fetchone()
+    def is_ignored(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> bool:
+        """Did a person decide that these two files are not duplicates?
+
+        A file is named by its content *and* its path.  Content alone (what
+        was kept before) made a decision about two files one about every
+        copy of either picture: restoring one exact copy stopped every later
+        copy of that picture from being deduplicated.  Path alone would not
+        survive an edit being undone, nor tell a new picture saved under an
+        old name.  Together they name the same two files across rescans
+        (same path, same bytes), re-uploads of the same files to the same
+        place, and renames (:meth:`move_file` carries decisions to the new
+        path, the way it carries the file's record), and nothing else: a new
+        copy of either picture elsewhere is another file, grouped as usual.
+        Decisions recorded before paths were kept (``path`` NULL) still hold
+        for any file with that content.
+        """
+        row = self.db.execute(
+            "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
+            "(i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?))"
+            " OR (i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?)))"
+            " LIMIT 1",
+            [sha_a, _path_key(path_a), sha_b, _path_key(path_b), sha_b, _path_key(path_b), sha_a, _path_key(path_a)],
+        ).fetchone()
         return row is not None
+
+    def is_kept(self, sha256: str, path: Path) -> bool:
+        """Did a person restore this file (its content at this path), so that it is left alone?"""
+        row = self.db.execute(
+            "SELECT 1 FROM decisions WHERE kind = 'keep' AND sha_a = ? AND path_a = ? LIMIT 1",
+            [sha256, _path_key(path)],
+        ).fetchone()
+        return row is not None
+
+    def add_decision(
+        self,
+        kind: DecisionKind,
+        sha256: str,
+        path: Path,
+        other_sha256: str | None = None,
+        other_path: Path | None = None,
+        *,
+        note: str,
+        decided_by: str | None = None,
+    ) -> int | None:
+        """Record a decision; returns its id, or None when the same one is already recorded."""
+        if kind is DecisionKind.NOT_DUPLICATES:
+            assert other_sha256 is not None and other_path is not None
+            if self.is_ignored(sha256, other_sha256, path_a=path, path_b=other_path):
+                return None
+            # one order for the same pair, so that a listing shows it once
+            (sha256, path), (other_sha256, other_path) = sorted(
+                [(sha256, path), (other_sha256, other_path)], key=lambda side: (side[0], _path_key(side[1]))
+            )
+        elif self.is_kept(sha256, path):
+            return None
+        return int(
+            self.db.table("decisions").insert(  # type: ignore[arg-type]
+                {
+                    "kind": kind.value,
+                    "sha_a": sha256,
+                    "path_a": _path_key(path),
+                    "sha_b": other_sha256,
+                    "path_b": None if other_path is None else _path_key(other_path),
+                    "decided_at": time.time(),
+                    "decided_by": decided_by,
+                    "note": note,
+                }
+            ).last_pk
+        )
+
+    def decisions(self, decision_id: int | None = None) -> list[Decision]:
+        """Every decision a person made (or the one with this id), oldest first."""
+        where, params = ("WHERE id = ?", [decision_id]) if decision_id is not None else ("", [])
+        return [
+            Decision(
+                id=r[0],
+                kind=DecisionKind(r[1]),
+                sha256=r[2],
+                path=None if r[3] is None else Path(os.fsdecode(r[3])),
+                other_sha256=r[4],
+                other_path=None if r[5] is None else Path(os.fsdecode(r[5])),
+                decided_at=r[6],
+                decided_by=r[7],
+                note=r[8] or "",
+            )
+            for r in self.db.execute(
+                "SELECT id, kind, sha_a, path_a, sha_b, path_b, decided_at, decided_by, note"
+                f" FROM decisions {where} ORDER BY id",
+                params,
+            )
+        ]
+
+    def remove_decision(self, decision_id: int) -> None:
+        self.db.execute("DELETE FROM decisions WHERE id = ?", [decision_id])
 
     # --- crash counts --------------------------------------------------------
 
@@ -712,14 +814,6 @@ class Store:
     def intent_of_audit(self, audit_id: int) -> int | None:
         row = self.db.execute("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
         return None if row is None or row[0] is None else int(row[0])
-
-    def add_ignore(self, sha_a: str, sha_b: str, note: str) -> bool:
-        """Remember a pair as not duplicates; False if it already was."""
-        a, b = sorted((sha_a, sha_b))
-        if self.is_ignored(a, b):
-            return False
-        self.db.table("ignores").insert({"sha_a": a, "sha_b": b, "decided_at": time.time(), "note": note})
-        return True
 
     def require_sound(self) -> None:
         """Raise StoreError (exit 74) unless ``PRAGMA quick_check`` finds the store sound."""
@@ -892,6 +986,15 @@ class Store:
         )
         return [_record_from_row(row) for row in self.db.execute(sql, params).fetchall()]
 
+
+#: a not-duplicates decision covering the pair of file rows aliased {a} and {b}
+_PAIR_DECIDED = (
+    "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
+    "(i.sha_a = {a}.sha256 AND (i.path_a IS NULL OR i.path_a = {a}.path)"
+    " AND i.sha_b = {b}.sha256 AND (i.path_b IS NULL OR i.path_b = {b}.path))"
+    " OR (i.sha_a = {b}.sha256 AND (i.path_a IS NULL OR i.path_a = {b}.path)"
+    " AND i.sha_b = {a}.sha256 AND (i.path_b IS NULL OR i.path_b = {a}.path)))"
+)
 
 AUDIT_COLUMNS = (
     "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
@@ -1285,3 +1388,24 @@ def m010_apply_roots_and_deciders(db: sqlite_utils.Database) -> None:
     # who asked for an action: NULL for the daemon and scans, 'cli' for
     # `dedupd apply`, the browser's user agent for the review page
     db.table("audit").add_column("decided_by", str)
+
+
+@migrations()
+def m011_decisions(db: sqlite_utils.Database) -> None:
+    # What a person decided, by file (content and path), replacing `ignores`
+    # (by content alone, which ignored every copy of either picture). Old
+    # ignores are kept with no paths: they still hold for any file with that
+    # content, as they did.
+    db.execute(
+        "CREATE TABLE decisions (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+        " sha_a TEXT NOT NULL, path_a BLOB, sha_b TEXT, path_b BLOB,"
+        " decided_at FLOAT NOT NULL, decided_by TEXT, note TEXT)"
+    )
+    db.execute("CREATE INDEX decisions_a ON decisions (sha_a, sha_b)")
+    db.execute("CREATE INDEX decisions_path_a ON decisions (path_a)")
+    db.execute("CREATE INDEX decisions_path_b ON decisions (path_b)")
+    db.execute(
+        "INSERT INTO decisions (kind, sha_a, sha_b, decided_at, note)"
+        " SELECT 'not_duplicates', sha_a, sha_b, decided_at, note FROM ignores ORDER BY decided_at"
+    )
+    db.execute("DROP TABLE ignores")

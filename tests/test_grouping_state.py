@@ -216,23 +216,24 @@ class GroupingMachine(RuleBasedStateMachine):
         row = rows[i % len(rows)]
         result = restore_one(self.store, self.audit, row)
         if result.ok:
-            assert row.sha256 is not None and row.original_sha256 is not None
-            self.act(self.pipeline.grouping.ignored(row.sha256, row.original_sha256))
+            assert row.sha256 is not None and row.original_sha256 is not None and row.original is not None
+            self.act(self.pipeline.grouping.ignored(row.sha256, row.path, row.original_sha256, row.original))
             assert result.path is not None
             self.process(result.path)
 
     @rule(i=st.integers(0, 99))
     def ignore_a_pair(self, i: int) -> None:
         pairs = self.store.db.execute(
-            "SELECT d.sha256, o.sha256 FROM matches m JOIN files d ON d.id = m.file_id"
+            "SELECT d.sha256, d.path, o.sha256, o.path FROM matches m JOIN files d ON d.id = m.file_id"
             " JOIN files o ON o.id = m.original_id ORDER BY m.file_id"
         ).fetchall()
         if not pairs:
             return
-        sha_a, sha_b = pairs[i % len(pairs)]
+        sha_a, raw_a, sha_b, raw_b = pairs[i % len(pairs)]
+        path_a, path_b = Path(os.fsdecode(raw_a)), Path(os.fsdecode(raw_b))
         with self.store.atomic():
-            self.audit.ignore(sha_a, sha_b, "test")
-            found = self.pipeline.grouping.ignored(sha_a, sha_b)
+            self.audit.ignore(sha_a, path_a, sha_b, path_b, "test")
+            found = self.pipeline.grouping.ignored(sha_a, path_a, sha_b, path_b)
         self.act(found)
 
     # --- invariants --------------------------------------------------------
@@ -258,8 +259,8 @@ class GroupingMachine(RuleBasedStateMachine):
     @invariant()
     def twins_share_a_group(self) -> None:
         rows = self.store.db.execute(
-            "SELECT f.id, f.sha256, f.pixel_digest, COALESCE(m.original_id, f.id), o.sha256 FROM files f"
-            " LEFT JOIN matches m ON m.file_id = f.id LEFT JOIN files o ON o.id = m.original_id"
+            "SELECT f.id, f.sha256, f.pixel_digest, COALESCE(m.original_id, f.id), o.sha256, f.path, o.path"
+            " FROM files f LEFT JOIN matches m ON m.file_id = f.id LEFT JOIN files o ON o.id = m.original_id"
             " WHERE f.error IS NULL"
         ).fetchall()
         for a, b in itertools.combinations(rows, 2):
@@ -267,8 +268,12 @@ class GroupingMachine(RuleBasedStateMachine):
                 continue
             if a[3] == b[3]:
                 continue
-            shas = {a[1], b[1], a[4] or a[1], b[4] or b[1]}
-            excused = any(self.store.is_ignored(x, y) for x, y in itertools.combinations_with_replacement(shas, 2))
+            # the two files and their originals, each named by content and path
+            files = {(a[1], a[5]), (b[1], b[5]), (a[4] or a[1], a[6] or a[5]), (b[4] or b[1], b[6] or b[5])}
+            excused = any(
+                self.store.is_ignored(x[0], y[0], path_a=Path(os.fsdecode(x[1])), path_b=Path(os.fsdecode(y[1])))
+                for x, y in itertools.combinations(files, 2)
+            )
             assert excused, f"twins {a[0]} and {b[0]} are in different groups ({a[3]}, {b[3]})"
 
     @invariant()
