@@ -36,7 +36,7 @@ import structlog
 
 from dedupd import faults, fileops, identity, sidecar
 from dedupd.audit import Audit, Intent
-from dedupd.config import Config
+from dedupd.config import Config, SymlinkStyle
 from dedupd.errors import ActionError, NotTheCheckedFile
 from dedupd.models import Action, Duplicate, FileStat
 from dedupd.store import Store
@@ -234,7 +234,7 @@ class Actor:
         step = action.value
         dest = self.destination(path)
         work = fileops.temp_name(path)
-        link_target = identity.real_parent(original) if action is Action.SYMLINK else None
+        link_target = link_text(original, path, self.config.symlink) if action is Action.SYMLINK else None
         root = self.root_of(path)
         with self.store.atomic():
             intent_id = self.audit.begin(
@@ -403,6 +403,16 @@ class Actor:
             dedup_key=key,
             decided_by=self.decided_by,
         )
+
+
+def link_text(target: Path, link: Path, style: SymlinkStyle) -> Path:
+    """What a symlink at ``link`` holds to reach ``target``: ``target`` with its
+    directory resolved, as a path from the link's (resolved) directory, or
+    absolute.  Compared as text wherever dedupd checks a link is its own."""
+    real_target = identity.real_parent(target)
+    if style is SymlinkStyle.ABSOLUTE:
+        return real_target
+    return Path(os.path.relpath(real_target, identity.real(link.parent)))
 
 
 # --- crash recovery ---------------------------------------------------------------

@@ -143,6 +143,7 @@ def scan(
     from dedupd.actions import Actor, resolve_intents
     from dedupd.audit import Audit
     from dedupd.identity import resolve
+    from dedupd.relink import original_gone as original_gone_repair
     from dedupd.scan import scan as run_scan
 
     ctx = Context(config_path, db)
@@ -160,8 +161,14 @@ def scan(
             if not dry_run:  # 'dedupd apply' acts on what was found here, later
                 store.add_scanned_roots(r for r in roots if r.is_dir())
             actor = Actor(store, config, roots=roots, dry_run=dry_run)
+
+            def original_gone(path: Path) -> None:
+                # its symlinks would dangle: a quarantined copy goes back in their place
+                original_gone_repair(store, config, path, roots=roots)
+
             summary = run_scan(
-                list(roots), store, config, on_duplicate=actor.handle, progress=progress, workers=workers
+                list(roots), store, config, on_duplicate=actor.handle, progress=progress, workers=workers,
+                on_forgotten=None if dry_run else original_gone,
             )
         finally:
             store.close()

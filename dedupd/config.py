@@ -33,6 +33,15 @@ class KeepRule(enum.StrEnum):
     FIRST_SEEN = "first_seen"  # the one dedupd indexed first
 
 
+class SymlinkStyle(enum.StrEnum):
+    """How the ``symlink`` action points at the original."""
+
+    #: a path from the link's directory (``../2024/a.jpg``): stays valid when
+    #: the share is mounted elsewhere (NFS and SMB clients) or moved as a whole
+    RELATIVE = "relative"
+    ABSOLUTE = "absolute"  # the original's full path, as dedupd sees it
+
+
 DEFAULT_INCLUDE = (
     "*.jpg", "*.jpeg", "*.jpe", "*.jfif", "*.png", "*.webp", "*.gif", "*.tif", "*.tiff",
     "*.bmp", "*.heic", "*.heif", "*.avif",
@@ -133,6 +142,7 @@ class Config:
     reconcile_interval: float = 0.0  # seconds; 0: only at start
     max_actions_per_minute: int = 120
     audit_jsonl: Path | None = None
+    symlink: SymlinkStyle = SymlinkStyle.RELATIVE
 
     def effective_workers(self) -> int:
         return self.workers or max(1, len(os.sched_getaffinity(0)))
@@ -207,6 +217,7 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         "reconcile_interval": lambda k, v: p.number(k, v, float, 0.0, 7 * 86400.0),
         "max_actions_per_minute": lambda k, v: p.number(k, v, int, 1, 1_000_000),
         "audit_jsonl": lambda k, v: p.path(k, v, base),
+        "symlink": lambda k, v: p.enum(k, v, SymlinkStyle),
     }
     for key, value in data.items():
         if key in simple:

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
-from dedupd import identity, startup
+from dedupd import fileops, identity, relink, startup
 from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents
 from dedupd.audit import Audit
 from dedupd.config import Config
@@ -307,6 +307,10 @@ class Daemon:
             if state is not None and state.tripped:
                 continue  # a storm of deletes on a vanished share: forget nothing
             if os.path.lexists(path):
+                if fileops.is_regular(path) and path not in self.pending and path not in self.in_flight:
+                    # a file is there again: renamed over it, or swapped in (a restore
+                    # over a symlink reports the path gone last); look at it
+                    self.pending[path] = Pending(root, changed_at=now)
                 continue
             for _, p in list(self.store.ids_under(path)):  # a directory, or the file itself
                 if missing(p):
@@ -419,7 +423,9 @@ class Daemon:
         if plan.step is Step.UNCHANGED:
             return
         if plan.step is Step.RENAMED:
+            assert plan.record is not None
             self._act(self.pipeline.follow_rename(plan).duplicates)
+            relink.original_renamed(self.store, self.config, plan.record.path, path)
             return
         if self.crashes.poisoned(path, plan.stat):
             self._ingest(Failed(path, plan.stat, "crashed_decoder",
@@ -509,6 +515,8 @@ class Daemon:
         forgotten = self.pipeline.forget(path)
         if forgotten is not None:
             self._act(forgotten.duplicates)
+            # an original with symlinks to it: a quarantined copy goes back in their place
+            relink.original_gone(self.store, self.config, path, roots=self.config.roots)
 
     def _act(self, found: tuple[Duplicate, ...] | list[Duplicate]) -> None:
         """Every match grouping made or moved goes to the Actor, re-matches included."""

@@ -140,8 +140,21 @@ def _outside(home: Home, roots: tuple[Path, ...]) -> str | None:
     return None
 
 
-def put_home(store: Store, audit: Audit, home: Home, *, roots: tuple[Path, ...] = (), dry_run: bool = False) -> RestoreResult:
-    """Put ``home.quarantined`` back at ``home.target``; see the module docstring for the steps."""
+def put_home(
+    store: Store,
+    audit: Audit,
+    home: Home,
+    *,
+    roots: tuple[Path, ...] = (),
+    dry_run: bool = False,
+    by_person: bool = True,
+    reason: str | None = None,
+) -> RestoreResult:
+    """Put ``home.quarantined`` back at ``home.target``; see the module docstring for the steps.
+
+    ``by_person`` False (dedupd repairing the symlinks of a deleted original)
+    records no decision: the file is not a person's choice, only a copy put
+    back; ``reason`` then says why in the audit."""
     target, quarantined = home.target, home.quarantined
     if not fileops.is_regular(quarantined):
         return _refuse(home.audit_id, target, f"the quarantined copy is missing: {display_path(quarantined)}")
@@ -173,8 +186,9 @@ def put_home(store: Store, audit: Audit, home: Home, *, roots: tuple[Path, ...] 
         # against this original: a group can change), and the pair is not
         # paired again
         note = f"restored audit #{home.audit_id}" if home.audit_id is not None else "restored from quarantine"
-        audit.keep(home.sha256, target, note)
-        if home.original_sha256 and home.original is not None:
+        if by_person:
+            audit.keep(home.sha256, target, note)
+        if by_person and home.original_sha256 and home.original is not None:
             audit.ignore(home.sha256, target, home.original_sha256, home.original, note)
     faults.point("restore.after_intent")
     try:
@@ -202,7 +216,7 @@ def put_home(store: Store, audit: Audit, home: Home, *, roots: tuple[Path, ...] 
     fileops.remove_copy(quarantined, target, home.sha256)
     sidecar.remove(quarantined)
     faults.point("restore.after_unlink")
-    _finish(store, audit, restore_intent, home)
+    _finish(store, audit, restore_intent, home, reason)
     log.info("file_restored", path=target, from_=quarantined, audit_id=home.audit_id)
     return RestoreResult(home.audit_id, target, True, "restored")
 
@@ -227,7 +241,10 @@ def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
     return True
 
 
-def _finish(store: Store, audit: Audit, restore_intent: int, home: Home) -> None:
+def _finish(store: Store, audit: Audit, restore_intent: int, home: Home, why: str | None = None) -> None:
+    detail = f"restored from {display_path(home.quarantined)}; kept: not acted on again"
+    if why is not None:
+        detail = f"put back from {display_path(home.quarantined)}: {why}"
     with store.atomic():
         audit_id = audit.append(
             action="restore",
@@ -237,7 +254,7 @@ def _finish(store: Store, audit: Audit, restore_intent: int, home: Home) -> None
             size=os.lstat(home.target).st_size,
             sha256=home.sha256,
             original_sha256=home.original_sha256,
-            detail=f"restored from {display_path(home.quarantined)}; kept: not acted on again",
+            detail=detail,
             destination=home.target,
             intent_id=restore_intent,
             restores=home.audit_id,

@@ -90,10 +90,14 @@ def scan(
     config: Config,
     *,
     on_duplicate: Callable[[Duplicate], object] | None = None,
+    on_forgotten: Callable[[Path], object] | None = None,
     progress: bool | None = None,
     workers: int | None = None,
 ) -> Summary:
-    """Index ``paths`` (directories or single files) and match what is new or changed."""
+    """Index ``paths`` (directories or single files) and match what is new or changed.
+
+    ``on_duplicate`` is called with every match made; ``on_forgotten`` with
+    every indexed file found gone (after its record was dropped)."""
     for p in paths:
         if not p.exists():
             raise errors.InputPathError(f"{errors.display_path(p)}: no such file or directory")
@@ -186,6 +190,8 @@ def scan(
                     if forgotten is not None:
                         summary.removed += 1
                         hand_on(forgotten.duplicates)
+                        if on_forgotten is not None:
+                            on_forgotten(path)
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

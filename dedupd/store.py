@@ -793,9 +793,13 @@ class Store:
         intent_id: int | None = None,
         destination: Path | None = None,
         path: Path | None = None,
+        original: Path | None = None,
     ) -> list[tuple[Any, ...]]:
         where: list[str] = ["1"]
         params: list[Any] = []
+        if original is not None:
+            where.append("original = ?")
+            params.append(_path_key(original))
         if path is not None:
             where.append("path = ?")
             params.append(_path_key(path))
@@ -1409,3 +1413,9 @@ def m011_decisions(db: sqlite_utils.Database) -> None:
         " SELECT 'not_duplicates', sha_a, sha_b, decided_at, note FROM ignores ORDER BY decided_at"
     )
     db.execute("DROP TABLE ignores")
+
+
+@migrations()
+def m012_intents_by_original(db: sqlite_utils.Database) -> None:
+    # when an original is deleted, the symlinks that point at it are found by it
+    db.table("intents").create_index(["original"])

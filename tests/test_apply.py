@@ -80,7 +80,7 @@ def test_dry_run_then_apply_moves_exactly_the_plan(tmp_path: Path, run_cli: RunC
     assert set(before) - set(after) == set(planned)  # moved: exactly the plan
     assert all(after[p] == before[p] for p in after)  # the rest untouched
     assert files["small2"].is_symlink() and files["small2"].resolve() == files["a2"]
-    assert os.readlink(files["small2"]).startswith("/")  # (absolute today; see the symlink config key)
+    assert os.readlink(files["small2"]) == "a2.jpg"  # relative by default
     in_q = files_under(q)
     assert sorted(in_q.values()) == sorted(before[p] for p in planned)
     moves = [r for r in json.loads(run_cli("audit", "--format", "json").stdout) if r["outcome"] == "done" and r["action"] != "log"]
@@ -104,17 +104,19 @@ def test_apply_tier_filter_and_log_only_config(tmp_path: Path, run_cli: RunCli) 
 
 def test_apply_skips_a_file_changed_since_the_scan(tmp_path: Path, run_cli: RunCli) -> None:
     """A planned copy rewritten after the scan is checked again, skipped with the reason
-    and left in place (exit 3); the other planned copies are moved."""
+    and left in place (exit 3); the other planned copies are moved (with 'symlink:
+    absolute', the near copy's link holds the original's full path)."""
     root, q = tmp_path / "lib", tmp_path / "q"
     files = _library(root)
     assert run_cli("scan", root).returncode == 0
     files["copy1"].write_bytes(H.encode(H.photo(777), "JPEG"))  # another picture at that path now
-    rc, applied = _apply(run_cli, "--config", _config(tmp_path / "c.yaml", q))
+    rc, applied = _apply(run_cli, "--config", _config(tmp_path / "c.yaml", q, symlink="absolute"))
     assert rc == 3
     outcome = {Path(a["path"]): (a["outcome"], a.get("detail", "")) for a in applied["actions"]}
     assert outcome[files["copy1"]][0] == "skipped" and "changed" in outcome[files["copy1"]][1]
     assert outcome[files["copy0"]][0] == "done" and outcome[files["small2"]][0] == "done"
     assert files["copy1"].is_file() and not files["copy0"].exists()
+    assert os.readlink(files["small2"]) == str(files["a2"])
     assert applied["total"]["done"] == 2
 
 

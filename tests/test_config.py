@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dedupd import config
-from dedupd.config import Config, KeepRule, MatchSettings, distance_for_similarity, similarity_for_distance
+from dedupd.config import Config, KeepRule, MatchSettings, SymlinkStyle, distance_for_similarity, similarity_for_distance
 from dedupd.errors import EX_CONFIG, ConfigError
 from dedupd.models import Action, Tier
 
@@ -88,6 +88,7 @@ poll_interval: 2
 reconcile_interval: 3600
 max_actions_per_minute: 10
 audit_jsonl: audit.jsonl
+symlink: absolute
 """
 
 
@@ -112,6 +113,7 @@ def test_every_key_is_parsed_to_its_type(tmp_path: Path) -> None:
     assert cfg.poll_interval == 2.0 and isinstance(cfg.poll_interval, float)
     assert cfg.reconcile_interval == 3600.0 and cfg.max_actions_per_minute == 10
     assert cfg.audit_jsonl == tmp_path / "audit.jsonl"
+    assert cfg.symlink is SymlinkStyle.ABSOLUTE and Config().symlink is SymlinkStyle.RELATIVE
     assert cfg.effective_workers() == 3
 
 
