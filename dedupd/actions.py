@@ -35,7 +35,7 @@ from pathlib import Path
 import structlog
 
 from dedupd import faults, fileops, identity, sidecar
-from dedupd.audit import Audit, Intent
+from dedupd.audit import Audit, Intent, iso_time
 from dedupd.config import Config, SymlinkStyle
 from dedupd.errors import ActionError, NotTheCheckedFile
 from dedupd.models import Action, Duplicate, FileStat
@@ -311,7 +311,7 @@ class Actor:
             self.store.delete_file(dup.duplicate.id)
         self.counts[f"{action.value}_done"] += 1
         self.last_result = ActionResult("done", detail, audit_id)
-        self.last_action = {"action": action.value, "path": str(path), "at": time.time()}
+        self.last_action = {"action": action.value, "path": str(path), "at": iso_time(time.time())}
         log.info(
             "file_quarantined" if action is Action.QUARANTINE else "file_symlinked",
             path=path,

@@ -15,6 +15,7 @@ lives in the store ("audit and intents" section of :class:`Store`).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -87,8 +88,14 @@ class AuditRow:
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
             out[key] = str(value) if isinstance(value, Path) else value
-        out["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at))
+        out["time"] = iso_time(self.at)
         return out
+
+
+def iso_time(at: float) -> str:
+    """The one time format dedupd shows, to people and in JSON: ISO 8601 in
+    local time with its zone, to the second (``2026-11-30T12:05:09+01:00``)."""
+    return datetime.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
 
 
 class Audit:

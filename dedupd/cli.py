@@ -17,6 +17,7 @@ Exit codes (also in ``dedupd --help``):
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ import structlog
 from dedupd import __version__, errors, logs
 from dedupd import config as config_module
 from dedupd.config import Config
+from dedupd.audit import iso_time
 from dedupd.errors import display_path
 from dedupd.hashing import fingerprint_file, verification_pixels
 from dedupd.matching import compare as compare_fingerprints
@@ -418,6 +420,9 @@ def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
     finally:
         store.close()
     running = pid is not None and daemon is not None and daemon.get("pid") == pid and daemon.get("state") == "running"
+    if daemon:  # one time format everywhere
+        daemon = {k: iso_time(v) if k in ("started_at", "heartbeat_at", "rate_breaker") and isinstance(v, float) else v
+                  for k, v in daemon.items()}
     out: dict[str, Any] = {
         "db": str(ctx.db_path),
         "daemon": {"running": running, "pid": pid, **({k: v for k, v in daemon.items() if k != "pid"} if daemon else {})},
@@ -430,7 +435,7 @@ def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
         return
     click.echo(f"store:    {display_path(str(ctx.db_path))}")
     if running and daemon:
-        age = time.time() - daemon["heartbeat_at"]
+        age = time.time() - dt.datetime.fromisoformat(daemon["heartbeat_at"]).timestamp()
         click.echo(f"daemon:   running, pid {pid}, last heartbeat {age:.0f}s ago, queue {daemon.get('queue_depth', 0)}")
         for r in daemon.get("roots", []):
             breaker = f"  CIRCUIT BREAKER: {r['circuit_breaker']}" if r.get("circuit_breaker") else ""
@@ -531,7 +536,7 @@ def audit(db: Path | None, config_path: Path | None, since: str | None, fmt: str
         click.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+        when = iso_time(r.at)
         line = f"#{r.id:<5} {when}  {r.action:<10} {r.outcome:<8} {display_path(str(r.path))}"
         if r.original is not None:
             line += f"\n         original: {display_path(str(r.original))}"
@@ -628,6 +633,31 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{n} B"  # pragma: no cover - the loop returns
+
+
+@cli.command("errors")
+@db_option
+@config_option
+@log_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def errors_command(db: Path | None, config_path: Path | None, fmt: str) -> None:
+    """List the files that were skipped and why (corrupt, not an image, too
+    large, unreadable...). Each is looked at again when it changes."""
+    ctx = Context(config_path, db)
+    store = ctx.store(readonly=True)
+    try:
+        found = store.errors()
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps([{"path": str(p), "reason": r, "detail": d, "time": iso_time(t)} for p, r, d, t in found], indent=2))
+        return
+    for path, reason, detail, _ in found:
+        click.echo(f"{reason:<22} {display_path(str(path))}\n{'':<22} {detail}")
+    by_reason: dict[str, int] = {}
+    for _, reason, _, _ in found:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    click.echo(f"{len(found)} files skipped" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(by_reason.items()))})" if found else ""))
 
 
 @cli.command("apply")
@@ -767,13 +797,6 @@ def _stored_path(store: Store, path: Path) -> Path:
     return real_parent(Path(os.path.abspath(path)))
 
 
-def iso_time(at: float) -> str:
-    """One time format for people and programs: ISO 8601, local time with its zone."""
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
-
-
 @cli.group(invoke_without_command=True)
 @db_option
 @config_option
@@ -880,6 +903,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except errors.DedupdError as exc:
+        if sys.stderr.isatty():  # a person reads this: one plain line
+            click.echo(f"dedupd: error: {display_path(exc.message)}", err=True)
+            sys.exit(exc.exit_code)
         if not structlog.is_configured():
             logs.configure()
         log.error("dedupd_error", error=exc.message, exit_code=exc.exit_code)

@@ -50,6 +50,7 @@ DEFAULT_EXCLUDE = (
     "*.part", "*.tmp", "*.crdownload", "*.partial", "*.download", "*.swp",
     ".~*", "~$*", ".*.??????",  # rsync's temporary ".name.XXXXXX"
     "@eaDir", ".thumbnails", "#recycle", "#snapshot", ".Trash-*", ".git", "lost+found",
+    "._*",  # macOS AppleDouble files (resource forks on SMB/NFS shares), not pictures
 )  # fmt: skip
 
 

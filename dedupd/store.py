@@ -558,6 +558,15 @@ class Store:
             )
         ]
 
+    def errors(self) -> list[tuple[Path, str, str, float]]:
+        """Every indexed file that was skipped: (path, reason, detail, when), in path order."""
+        return [
+            (Path(os.fsdecode(r[0])), r[1], r[2] or "", r[3] or 0.0)
+            for r in self.db.execute(
+                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL ORDER BY path"
+            )
+        ]
+
     # --- roots a scan was given ------------------------------------------------
 
     def add_scanned_roots(self, roots: Iterable[Path]) -> None:
