@@ -32,7 +32,7 @@ import structlog
 from dedupd import identity
 from dedupd.actions import Actor
 from dedupd.config import Config
-from dedupd.errors import display_path
+from dedupd.errors import ConfigError, display_path
 from dedupd.models import Action, Duplicate, Tier
 from dedupd.store import Store, read_daemon_status
 
@@ -52,6 +52,10 @@ class PlannedAction:
     action: Action  # quarantine or symlink (a tier on 'log' is never planned)
     bytes_freed: int  # the duplicate's size: what leaves the library
     reason: str  # why the two matched, in words
+
+
+#: the Actor's reason when the rate breaker held an action back
+BREAKER = "circuit breaker open"
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,15 @@ def execute(
     ``roots`` defaults to :func:`roots_for`; a root whose circuit breaker a
     running daemon tripped (an unmounted share) is paused here too.
     ``decided_by`` is written into every audit row (``cli``, a user agent).
+    Raises ConfigError (exit 78) when there is no quarantine directory to move into.
     """
+    if items and (config.quarantine_dir is None or not config.quarantine_dir.is_dir()):
+        raise ConfigError(
+            "the quarantine_dir must exist before anything is moved (dedupd never creates "
+            "the directory it moves files into)",
+            source=config.source,
+            key="quarantine_dir",
+        )
     actor = Actor(store, config, roots=roots if roots is not None else roots_for(store, config))
     actor.decided_by = decided_by
     actor.paused.update(_daemon_breakers(store))

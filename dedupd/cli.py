@@ -745,6 +745,10 @@ def apply_command(db: Path | None, config_path: Path | None, dry_run: bool, tier
         else:
             click.echo(f"{done} of {len(rows)} files moved, {_size(freed)} freed"
                        + (f"; {len(rows) - done} not moved (see above)" if done < len(rows) else ""))
+            held = sum(r.detail.startswith(applying.BREAKER) for r in results)
+            if held:
+                click.echo(f"the rate breaker (max_actions_per_minute) held back {held}: "
+                           "run 'dedupd apply' again to go on")
     if results is not None and done < len(rows):
         sys.exit(errors.EX_PARTIAL)
 
@@ -763,38 +767,21 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
     does not stop other copies of either picture from being grouped.
     'dedupd ignores' lists decisions, 'dedupd ignores remove ID' takes one back.
     """
-    from dedupd.audit import Audit
-    from dedupd.fileops import sha256_of
-    from dedupd.grouping import Grouping
+    from dedupd import decisions
 
     ctx = Context(config_path, db)
     store = ctx.store()
     store.lock_writer_or_share()
     try:
-        trail = Audit(store, ctx.config.audit_jsonl)
-        path_a, path_b = _stored_path(store, a), _stored_path(store, b)
-        sha_a, sha_b = sha256_of(a), sha256_of(b)
-        with store.atomic():
-            new = trail.ignore(sha_a, path_a, sha_b, path_b, "dedupd ignore", decided_by="cli")
-            if new is not None:
-                trail.append(action="ignore", outcome="done", path=path_b, original=path_a, sha256=sha_b,
-                             original_sha256=sha_a, detail=f"a person marked these as not duplicates (decision #{new})",
-                             decided_by="cli")
-            # undo the pairing already made between them; what they join
-            # instead is acted on by the daemon at its next start or reload
-            regrouped = Grouping(store, ctx.config).ignored(sha_a, path_a, sha_b, path_b)
+        done = decisions.ignore_pair(store, ctx.config, a, b, decided_by="cli")
     finally:
         store.close()
-    click.echo(f"recorded: not duplicates (decision #{new})" if new is not None else "already recorded")
-    if regrouped:
-        click.echo(f"{len(regrouped)} files regrouped")
-
-
-def _stored_path(store: Store, path: Path) -> Path:
-    """``path`` as the store names it: absolute, its directory resolved (as a walk of a resolved root finds it)."""
-    from dedupd.identity import real_parent
-
-    return real_parent(Path(os.path.abspath(path)))
+    if done.decision_id is not None:
+        click.echo(f"recorded: not duplicates (decision #{done.decision_id})")
+    else:
+        click.echo("already recorded")
+    if done.regrouped:
+        click.echo(f"{len(done.regrouped)} files regrouped")
 
 
 @cli.group(invoke_without_command=True)
@@ -863,31 +850,18 @@ def ignores_list(db: Path | None = None, config_path: Path | None = None, fmt: s
 def ignores_remove(decision_id: int, db: Path | None, config_path: Path | None) -> None:
     """Take back decision ID: the files may be grouped and acted on again (by
     'dedupd apply', or by the daemon when they next change)."""
-    from dedupd.audit import Audit
-    from dedupd.grouping import Grouping
+    from dedupd import decisions
 
     ctx = Context(_group_option("config_path", config_path), _group_option("db", db))
     store = ctx.store()
     store.lock_writer_or_share()
     try:
-        found = store.decisions(decision_id)
-        if not found:
-            raise errors.InputPathError(f"no decision #{decision_id} (see 'dedupd ignores list')")
-        decision = found[0]
-        trail = Audit(store, ctx.config.audit_jsonl)
-        with store.atomic():
-            store.remove_decision(decision_id)
-            trail.append(action="unignore", outcome="done", path=decision.path or Path("-"),
-                         original=decision.other_path, sha256=decision.sha256,
-                         original_sha256=decision.other_sha256, decided_by="cli",
-                         detail=f"a person took back decision #{decision_id} ({decision.kind.value})")
-            paths = [p for p in (decision.path, decision.other_path) if p is not None]
-            regrouped = Grouping(store, ctx.config).unignored(paths) if decision.kind.value != "keep" else []
+        done = decisions.remove(store, ctx.config, decision_id, decided_by="cli")
     finally:
         store.close()
     click.echo(f"removed decision #{decision_id}")
-    if regrouped:
-        click.echo(f"{len(regrouped)} files regrouped; 'dedupd apply' acts on them")
+    if done.regrouped:
+        click.echo(f"{len(done.regrouped)} files regrouped; 'dedupd apply' acts on them")
 
 
 def main() -> None:

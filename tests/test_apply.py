@@ -120,6 +120,20 @@ def test_apply_skips_a_file_changed_since_the_scan(tmp_path: Path, run_cli: RunC
     assert applied["total"]["done"] == 2
 
 
+def test_apply_honours_the_rate_breaker_and_goes_on_when_run_again(tmp_path: Path, run_cli: RunCli) -> None:
+    """With max_actions_per_minute 2, apply moves two of the three planned copies, says the
+    breaker held one back (exit 3); run again, it moves the third."""
+    root, q = tmp_path / "lib", tmp_path / "q"
+    _library(root)
+    assert run_cli("scan", root).returncode == 0
+    config = _config(tmp_path / "c.yaml", q, max_actions_per_minute=2)
+    first = run_cli("apply", "--config", config)
+    assert first.returncode == 3 and "2 of 3 files moved" in first.stdout
+    assert "rate breaker (max_actions_per_minute) held back 1" in first.stdout
+    rc, second = _apply(run_cli, "--config", config)
+    assert rc == 0 and [a["outcome"] for a in second["actions"]] == ["done"]
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     with daemon_env(tmp_path) as e:
