@@ -89,27 +89,23 @@ def plan(
     Reads only; nothing is checked on disk yet (:func:`execute` does that).
     """
     out: list[PlannedAction] = []
-    ids = store.unacted_matches(logged=True)
-    if file_ids is not None:
-        wanted = set(file_ids)
-        ids = [i for i in ids if i in wanted]
+    ids = store.unacted_matches(logged=True, original_ids=group_ids, file_ids=file_ids)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        records = store.records(chunk)
+        found_matches = store.matches_of(chunk)
+        records = store.records([*chunk, *(m[0] for m in found_matches.values())])
         for file_id in chunk:
-            found = store.match_of(file_id)
+            found = found_matches.get(file_id)
             dup = records.get(file_id)
             if found is None or dup is None or dup.fingerprint is None:
                 continue
             original_id, match, tie = found
-            if tie or (group_ids is not None and original_id not in group_ids):
-                continue
-            if tiers is not None and match.tier not in tiers:
+            if tie or (tiers is not None and match.tier not in tiers):
                 continue
             action = config.actions.for_tier(match.tier)
             if action is Action.LOG:
                 continue
-            original = store.record(original_id)
+            original = records.get(original_id)
             if original is None:
                 continue
             out.append(
@@ -166,7 +162,7 @@ def execute(
     actor = Actor(store, config, roots=roots if roots is not None else roots_for(store, config))
     actor.decided_by = decided_by
     actor.paused.update(_daemon_breakers(store))
-    owed = set(store.unacted_matches(logged=True))
+    owed = set(store.unacted_matches(logged=True, file_ids=[i.file_id for i in items]))
     results: list[Applied] = []
     for item in items:
         dup = _current(store, item, owed)

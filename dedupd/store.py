@@ -526,7 +526,13 @@ class Store:
         if current is not None:
             yield Path(os.fsdecode(current)), members
 
-    def unacted_matches(self, *, logged: bool = False) -> list[int]:
+    def unacted_matches(
+        self,
+        *,
+        logged: bool = False,
+        original_ids: Iterable[int] | None = None,
+        file_ids: Iterable[int] | None = None,
+    ) -> list[int]:
         """Duplicates whose action is still owed: none was recorded for the pair (a
         crash came in between, or the match was made by ``ignore``), or the last
         one failed or was held back by a circuit breaker.  Never a pair a person
@@ -536,7 +542,15 @@ class Store:
         anything but a completed move (only logged under an earlier config,
         skipped by a check, a dry run): every duplicate a person may now ask
         to act on.  A completed move leaves no match behind (the moved file's
-        record is deleted), so these are all the matches not decided against."""
+        record is deleted), so these are all the matches not decided against.
+        ``original_ids`` / ``file_ids``: only in these groups / only these duplicates."""
+        only = ""
+        params: list[str] = []
+        for column, wanted in (("m.original_id", original_ids), ("m.file_id", file_ids)):
+            if wanted is not None:
+                values = sorted(set(wanted))
+                only += f" AND {column} IN (SELECT value FROM json_each(?))"
+                params.append(json.dumps(values))
         owed = (
             "1"
             if logged
@@ -553,10 +567,23 @@ class Store:
                 f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
                 " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
                 "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
-                f" AND {owed}"
-                " ORDER BY m.file_id"
+                f" AND {owed}{only}"
+                " ORDER BY m.file_id",
+                params,
             )
         ]
+
+    def matches_of(self, file_ids: Iterable[int]) -> dict[int, tuple[int, Match, bool]]:
+        """:meth:`match_of` for many files at once: file id -> (original id, match, tie)."""
+        out: dict[int, tuple[int, Match, bool]] = {}
+        for row in self.db.execute(
+            "SELECT file_id, original_id, tier, phash_distance, dhash_distance, colour_distance,"
+            " similarity, orientation, reason, tie FROM matches"
+            " WHERE file_id IN (SELECT value FROM json_each(?))",
+            [json.dumps(sorted(set(file_ids)))],
+        ):
+            out[row[0]] = (row[1], _match_from_row(row[2:9]), bool(row[9]))
+        return out
 
     def errors(self) -> list[tuple[Path, str, str, float]]:
         """Every indexed file that was skipped: (path, reason, detail, when), in path order."""
