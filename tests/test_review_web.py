@@ -154,7 +154,7 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused(review: Review) -> N
     assert review.post(url, {security.CSRF_FIELD: "forged"}, csrf=False).status_code == 403  # type: ignore[attr-defined]
     assert review.post(url, Origin="http://evil.example").status_code == 403  # type: ignore[attr-defined]
     assert _groups(review.db)["a.jpg"] == ["a_small.jpg"]
-    assert H.db_rows(review.db, "SELECT COUNT(*) FROM ignores") == [(0,)]
+    assert H.db_rows(review.db, "SELECT COUNT(*) FROM decisions") == [(0,)]
     done = review.post(url, Origin=f"http://127.0.0.1:{PORT}")
     assert done.status_code == 303  # type: ignore[attr-defined]
     assert "a.jpg" not in _groups(review.db)

@@ -52,13 +52,14 @@ def not_duplicates(store: Store, config: Config, duplicate_id: int, original_id:
             return Decided(False, "one of the files is no longer in the store")
         sha_d, sha_o = dup.fingerprint.sha256, orig.fingerprint.sha256
         trail = Audit(store, config.audit_jsonl)
-        new = trail.ignore(sha_o, sha_d, by)
-        if new:
+        new = trail.ignore(sha_o, orig.path, sha_d, dup.path, by, decided_by=by)
+        if new is not None:
             trail.append(action="ignore", outcome="done", path=dup.path, original=orig.path, sha256=sha_d,
-                         original_sha256=sha_o, detail=f"a person marked these as not duplicates {by}")
-        regrouped = Grouping(store, config).ignored(sha_o, sha_d)
+                         original_sha256=sha_o, detail=f"a person marked these as not duplicates {by}",
+                         decided_by=by)
+        regrouped = Grouping(store, config).ignored(sha_o, orig.path, sha_d, dup.path)
     log.info("pair_kept", path=dup.path, original=orig.path, regrouped=len(regrouped), by=by)
-    return Decided(True, "kept both: not duplicates" if new else "already recorded as not duplicates")
+    return Decided(True, "kept both: not duplicates" if new is not None else "already recorded as not duplicates")
 
 
 def keep_all(store: Store, config: Config, original_id: int, *, by: str) -> Decided:
