@@ -291,15 +291,17 @@ def review(listen: str | None, token_file: Path | None, db: Path | None, config_
     Groups as thumbnails (original first) with size, resolution, format,
     dates, tier, similarity and reason; where two pictures differ; similar
     pairs in their own queue; moved files to restore. Each decision (keep
-    all, choose another original, not duplicates, restore) goes through the
-    same code as the command line and into the audit log with the browser's
-    user agent. Stop with Ctrl-C or SIGTERM.
+    all, choose another original, not duplicates, apply, restore) goes through the
+    same code as the command line ('dedupd apply', 'dedupd ignore', 'dedupd
+    restore') and into the audit log with the browser's user agent as
+    decided_by. Stop with Ctrl-C or SIGTERM.
     """
+    from dedupd.identity import resolve
     from dedupd.web.app import serve
 
     ctx = Context(config_path, db)
     serve(
-        ctx.config,
+        resolve(ctx.config, strict=False),
         ctx.db_path,
         listen or ctx.config.review.listen,
         token_file=token_file,
@@ -612,7 +614,7 @@ def restore(
                 rows = trail.rows(moves=True, since=parse_since(since) if since else None)
                 # skip what is already restored rather than report it
                 rows = [r for r in rows if (it := trail.intent_for_audit(r.id)) is not None and it.state == "done"]
-            results = [restore_one(store, trail, row, roots=roots, dry_run=dry_run) for row in rows]
+            results = [restore_one(store, trail, row, roots=roots, dry_run=dry_run, decided_by="cli") for row in rows]
     finally:
         store.close()
     failed = sum(not r.ok for r in results)

@@ -63,9 +63,15 @@ class Home:
 
 
 def restore(
-    store: Store, audit: Audit, row: AuditRow, *, roots: tuple[Path, ...] = (), dry_run: bool = False
+    store: Store,
+    audit: Audit,
+    row: AuditRow,
+    *,
+    roots: tuple[Path, ...] = (),
+    dry_run: bool = False,
+    decided_by: str | None = None,
 ) -> RestoreResult:
-    """Restore the file of one audited move."""
+    """Restore the file of one audited move; ``decided_by`` (``cli``, a user agent) goes into the audit."""
     if row.action not in ("quarantine", "symlink") or row.outcome != "done" or row.intent_id is None:
         return _refuse(row.id, row.path, "not a completed move: nothing to restore")
     intent = audit.intent_for_audit(row.id)
@@ -84,7 +90,7 @@ def restore(
         move_intent=intent.id,
         audit_id=row.id,
     )
-    return put_home(store, audit, home, roots=roots, dry_run=dry_run)
+    return put_home(store, audit, home, roots=roots, dry_run=dry_run, decided_by=decided_by)
 
 
 def restore_from_quarantine(
@@ -149,6 +155,7 @@ def put_home(
     dry_run: bool = False,
     by_person: bool = True,
     reason: str | None = None,
+    decided_by: str | None = None,
 ) -> RestoreResult:
     """Put ``home.quarantined`` back at ``home.target``; see the module docstring for the steps.
 
@@ -187,9 +194,9 @@ def put_home(
         # paired again
         note = f"restored audit #{home.audit_id}" if home.audit_id is not None else "restored from quarantine"
         if by_person:
-            audit.keep(home.sha256, target, note)
+            audit.keep(home.sha256, target, note, decided_by=decided_by)
         if by_person and home.original_sha256 and home.original is not None:
-            audit.ignore(home.sha256, target, home.original_sha256, home.original, note)
+            audit.ignore(home.sha256, target, home.original_sha256, home.original, note, decided_by=decided_by)
     faults.point("restore.after_intent")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +223,7 @@ def put_home(
     fileops.remove_copy(quarantined, target, home.sha256)
     sidecar.remove(quarantined)
     faults.point("restore.after_unlink")
-    _finish(store, audit, restore_intent, home, reason)
+    _finish(store, audit, restore_intent, home, reason, decided_by)
     log.info("file_restored", path=target, from_=quarantined, audit_id=home.audit_id)
     return RestoreResult(home.audit_id, target, True, "restored")
 
@@ -241,7 +248,9 @@ def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
     return True
 
 
-def _finish(store: Store, audit: Audit, restore_intent: int, home: Home, why: str | None = None) -> None:
+def _finish(
+    store: Store, audit: Audit, restore_intent: int, home: Home, why: str | None = None, decided_by: str | None = None
+) -> None:
     detail = f"restored from {display_path(home.quarantined)}; kept: not acted on again"
     if why is not None:
         detail = f"put back from {display_path(home.quarantined)}: {why}"
@@ -258,6 +267,7 @@ def _finish(store: Store, audit: Audit, restore_intent: int, home: Home, why: st
             destination=home.target,
             intent_id=restore_intent,
             restores=home.audit_id,
+            decided_by=decided_by,
         )
         audit.finish(restore_intent, "done", audit_id)
         if home.move_intent is not None:

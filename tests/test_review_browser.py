@@ -174,7 +174,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     after = _groups(served.db)  # the freed file may join another group; never this pair again
     pair = {_name(SWAY.format("2048x1536_Portrait")), _name(SWAY.format("1136x640_Portrait"))}
     assert not any({o, d} == pair for o, ds in after.items() for d in ds)
-    ignored = H.db_rows(served.db, "SELECT path, detail FROM audit WHERE action = 'ignore'")
+    ignored = H.db_rows(served.db, "SELECT path, decided_by FROM audit WHERE action = 'ignore'")
     assert len(ignored) == 1 and "HeadlessChrome" in str(ignored[0][1])
     assert os.fsdecode(ignored[0][0]).endswith("1136x640_Portrait.png")  # type: ignore[arg-type]
 
@@ -189,7 +189,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     after = _groups(served.db)
     assert _name(SWAY.format("2048x1536")) in after[_name(SWAY.format("768x1024_Portrait"))]
     assert _name(SWAY.format("2048x1536")) not in after
-    chosen = H.db_rows(served.db, "SELECT path, original, detail FROM audit WHERE action = 'choose_original'")
+    chosen = H.db_rows(served.db, "SELECT path, original, decided_by FROM audit WHERE action = 'choose_original'")
     assert len(chosen) == 1 and "HeadlessChrome" in str(chosen[0][2])
     assert _group_of(driver, _name(SWAY.format("768x1024_Portrait")))  # the page shows it so
 
@@ -203,6 +203,20 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     )
     assert status == 403
     assert len(_groups(served.db)[_name(SWAY.format("1920x1080"))]) == 2
+
+    # 3. apply: the group's two duplicates go to the quarantine, byte for byte, audited
+    sway = _group_of(driver, _name(SWAY.format("1920x1080")))
+    moved = {rel: (served.root / rel).read_bytes() for rel in (SWAY.format("1024x768"), SWAY.format("1136x640"))}
+    message = _click_and_wait(driver, sway.find_element(By.CSS_SELECTOR, "button.apply"))  # type: ignore[attr-defined]
+    assert "applied: 2 done" in message
+    for rel, data in moved.items():
+        assert not (served.root / rel).exists()
+        assert [p.read_bytes() for p in served.quarantine.rglob(_name(rel))] == [data]
+    assert _name(SWAY.format("1920x1080")) not in _groups(served.db)
+    applied = H.db_rows(served.db, "SELECT outcome, decided_by FROM audit WHERE action = 'quarantine'")
+    assert len(applied) == 2 and all(o == "done" and "HeadlessChrome" in str(by) for o, by in applied)
+    assert (served.root / SWAY.format("1920x1080")).exists()
+    assert (served.root / SWAY.format("2048x1536")).exists()  # the other groups: nothing moved
 
     # a foreign host name that resolves here (DNS rebinding) gets no page
     driver.get(f"http://rebind.test:{served.port}/groups")  # type: ignore[attr-defined]

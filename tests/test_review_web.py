@@ -277,8 +277,9 @@ def test_keep_all_records_not_duplicates_with_the_user_agent(review: Review) -> 
     original = _id(review.db, "a.jpg")
     assert review.post(f"/groups/{original}/keep-all").status_code == 303  # type: ignore[attr-defined]
     assert "a.jpg" not in _groups(review.db)
-    rows = H.db_rows(review.db, "SELECT action, outcome, detail FROM audit WHERE action = 'ignore'")
-    assert len(rows) == 1 and AGENT in str(rows[0][2])
+    rows = H.db_rows(review.db, "SELECT action, outcome, decided_by FROM audit WHERE action = 'ignore'")
+    assert rows == [("ignore", "done", f"review: {AGENT}")]
+    assert H.db_rows(review.db, "SELECT decided_by FROM decisions") == [(f"review: {AGENT}",)]
     page = review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
     assert "1 pairs marked as not duplicates" in page
 
@@ -289,8 +290,8 @@ def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
     got = review.post(f"/groups/{original}/original", {"file_id": str(small)})
     assert got.status_code == 303  # type: ignore[attr-defined]
     assert _groups(review.db)["b_small.jpg"] == ["b.jpg"]
-    rows = H.db_rows(review.db, "SELECT detail FROM audit WHERE action = 'choose_original'")
-    assert len(rows) == 1 and AGENT in str(rows[0][0])
+    rows = H.db_rows(review.db, "SELECT decided_by FROM audit WHERE action = 'choose_original'")
+    assert rows == [(f"review: {AGENT}",)]
     store = review.store()
     try:
         os.utime(review.root / "b_small.jpg")  # a new version of the same bytes
@@ -305,7 +306,7 @@ def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
 
 
 def test_restore_from_the_moves_page(review: Review) -> None:
-    """A file moved by an action is listed under Moved files; Restore puts it back, audited."""
+    """A file moved by an action is listed under Moved files; Restore puts it back, audited with the user agent."""
     dup = review.root / "a_small.jpg"
     data = dup.read_bytes()
     store = review.store()
@@ -324,9 +325,37 @@ def test_restore_from_the_moves_page(review: Review) -> None:
     audit_id = int(re.search(r'data-audit="(\d+)"', page).group(1))  # type: ignore[union-attr]
     assert review.post(f"/moves/{audit_id}/restore").status_code == 303  # type: ignore[attr-defined]
     assert dup.read_bytes() == data
-    rows = H.db_rows(review.db, "SELECT restores FROM audit WHERE action = 'restore' AND outcome = 'done'")
-    assert rows == [(audit_id,)]
+    rows = H.db_rows(review.db, "SELECT restores, decided_by FROM audit WHERE action = 'restore' AND outcome = 'done'")
+    assert rows == [(audit_id, f"review: {AGENT}")]
     assert "Nothing moved" in review.get("/moves").get_data(as_text=True)  # type: ignore[attr-defined]
+
+
+def test_apply_a_group_moves_its_duplicates_as_dedupd_apply_does(review: Review) -> None:
+    """Apply on a group scanned with log only: its duplicate goes to the quarantine (audited with the user
+    agent as decided_by), the other groups stay; applying again finds nothing owed."""
+    original = _id(review.db, "a.jpg")
+    dup = review.root / "a_small.jpg"
+    data = dup.read_bytes()
+    page = review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "Apply: quarantine a_small.jpg" in page
+    assert review.post(f"/groups/{original}/apply").status_code == 303  # type: ignore[attr-defined]
+    assert not dup.exists()
+    moved = list((review.config.quarantine_dir or Path("/nonexistent")).rglob("a_small*.jpg"))
+    assert len(moved) == 1 and moved[0].read_bytes() == data
+    rows = H.db_rows(review.db, "SELECT action, outcome, decided_by FROM audit WHERE action = 'quarantine'")
+    assert rows == [("quarantine", "done", f"review: {AGENT}")]
+    assert (review.root / "b_small.jpg").exists() and (review.root / "c.jpg").exists()
+    assert "applied: 1 done" in review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
+    review.post(f"/groups/{original}/apply")
+    assert "nothing to apply" in review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
+
+
+def test_bulk_apply_covers_exactly_the_filter(review: Review) -> None:
+    """Bulk apply over tier near moves the two near duplicates, not the exact one."""
+    assert review.post("/bulk", {"decision": "apply", "tier": "near"}).status_code == 303  # type: ignore[attr-defined]
+    assert not (review.root / "a_small.jpg").exists() and not (review.root / "b_small.jpg").exists()
+    assert (review.root / "c.jpg").exists() and (review.root / HOSTILE).exists()
+    assert review.post("/bulk", {"decision": "apply"}).status_code == 400  # type: ignore[attr-defined]
 
 
 def test_bulk_keep_all_covers_exactly_the_filter(review: Review) -> None:

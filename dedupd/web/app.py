@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,10 +27,11 @@ from flask import Flask, Response, abort, flash, redirect, render_template, requ
 from flask.typing import ResponseReturnValue
 
 from dedupd.web import decide
-from dedupd.audit import Audit
+from dedupd.actions import resolve_intents
+from dedupd.audit import Audit, iso_time
 from dedupd.config import Config
 from dedupd.errors import display_path
-from dedupd.models import Match, Orientation, Record, Tier
+from dedupd.models import Action, Match, Orientation, Record, Tier
 from dedupd.store import Store
 from dedupd.web import security
 from dedupd.web.images import SIZES, ImageUnavailable, Images
@@ -146,7 +146,10 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
     def writing() -> Iterator[Store]:
         store = Store.open(db_path)
         try:
-            store.lock_writer_or_share()  # beside a running daemon: each write waits its turn
+            # beside a running daemon each write waits its turn; as the only
+            # writer, moves an earlier run left half done are settled first
+            if store.lock_writer_or_share():
+                resolve_intents(store, Audit(store, config.audit_jsonl))
             yield store
         finally:
             store.close()
@@ -221,7 +224,8 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
                 for m, match, tie in members[original_id]
                 if m in records and (not filters.tiers or match.tier.value in filters.tiers)
             ]
-            shown.append((Shown(rec, indexed.get(original_id, 0.0)), files))
+            owed = [f for f in files if f.match is not None and not f.tie and _action(config, f.match) is not Action.LOG]
+            shown.append((Shown(rec, indexed.get(original_id, 0.0)), files, owed))
         query = filters.query()
         first, last = (page[0][1], page[-1][1]) if page else (None, None)
         has_next = (more and before is None) or before is not None
@@ -231,6 +235,7 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
             groups=shown,
             filters=filters,
             tiers=ACTIONABLE,
+            actions={t: config.actions.for_tier(Tier(t)).value for t in ACTIONABLE},
             counts=counts,
             matching=matching,
             next_page=_link("groups", query, after=last.hex()) if last is not None and has_next else None,
@@ -336,6 +341,12 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
             done = decide.choose_original(store, config, original_id, int(chosen), by=_by())
         return _after(done)
 
+    @app.post("/groups/<int:original_id>/apply")
+    def apply_group(original_id: int) -> ResponseReturnValue:
+        with writing() as store:
+            done = decide.apply_files(store, config, group_ids={original_id}, by=_by())
+        return _after(done)
+
     @app.post("/pairs/<int:new_id>/<int:old_id>/not-duplicates")
     def not_duplicates(new_id: int, old_id: int) -> ResponseReturnValue:
         with writing() as store:
@@ -352,18 +363,25 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
     def bulk() -> ResponseReturnValue:
         filters = Filters.parse(request.form)
         decision = request.form.get("decision")
-        if decision != "keep-all":
+        if decision not in ("keep-all", "apply") or not filters.active:
             abort(400)
         with writing() as store:
             pairs = store.review_duplicates(**filters.sql())
-            done = [decide.not_duplicates(store, config, d, o, by=_by()) for d, o in pairs]
-        kept = sum(d.ok for d in done)
-        return _after(decide.Decided(True, f"kept all: {kept} pairs marked as not duplicates"))
+            if decision == "apply":
+                done = decide.apply_files(store, config, file_ids={d for d, _ in pairs}, by=_by())
+            else:
+                kept = sum(decide.not_duplicates(store, config, d, o, by=_by()).ok for d, o in pairs)
+                done = decide.Decided(kept > 0, f"kept all: {kept} pairs marked as not duplicates")
+        return _after(done)
 
     return app
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+def _action(config: Config, match: Match) -> Action:
+    return config.actions.for_tier(match.tier)
 
 
 def _refuse(status: int, text: str) -> Response:
@@ -427,10 +445,8 @@ def _human_size(n: int) -> str:
 
 
 def _when(seconds: float | int) -> str:
-    """A time as ISO 8601 with its zone (local time)."""
-    if not seconds:
-        return "unknown"
-    return time.strftime("%Y-%m-%d %H:%M:%S%z", time.localtime(seconds))
+    """A time as everywhere in dedupd: ISO 8601, local time with its zone."""
+    return iso_time(float(seconds)) if seconds else "unknown"
 
 
 def serve(config: Config, db_path: Path, listen: str, *, token_file: Path | None, echo: Callable[[str], None]) -> None:

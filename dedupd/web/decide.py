@@ -1,20 +1,24 @@
-"""The review page's decisions, by record id, each with the audit row that records it.
+"""The review page's decisions: record ids in, the shared code of the command line called.
 
-Each goes through the same code as the command of the same meaning:
-"not duplicates" through the ignores and :meth:`~dedupd.grouping.Grouping.ignored` (``dedupd ignore``), a restore
-through :func:`dedupd.restore.restore` (``dedupd restore``).  Choosing
-another original is new: the choice is kept by content, like an ignore, so
-that a rescan or a rename keeps it, and grouping asks it before the keep
-rules.  ``by`` names who decided (the review page gives the browser's user
-agent) and goes into the audit row's detail.
+"Not duplicates" is :func:`dedupd.decisions.ignore_pair` (``dedupd ignore``),
+applying is :func:`dedupd.apply.plan` and :func:`dedupd.apply.execute`
+(``dedupd apply``), a restore is :func:`dedupd.restore.restore` (``dedupd
+restore``).  Choosing another original is the page's own: the choice is
+kept by content (``chosen_originals``), so a rescan or a rename keeps it,
+and grouping asks it before the keep rules.  ``by`` names who decided (the
+browser's user agent); it is each audit row's ``decided_by``.  The caller
+opens the store for writing and calls ``store.lock_writer_or_share()``.
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import structlog
 
+from dedupd import apply, decisions
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.errors import display_path
@@ -39,27 +43,24 @@ class Decided:
 
 
 def by_review(user_agent: str | None) -> str:
-    """``by`` for a decision made on the review page: its user agent, as safe text."""
+    """``decided_by`` for a decision made on the review page: its user agent, as safe text."""
     agent = display_path((user_agent or "unknown").strip() or "unknown")[:MAX_AGENT]
-    return f"in dedupd review, user agent: {agent}"
+    return f"review: {agent}"
 
 
 def not_duplicates(store: Store, config: Config, duplicate_id: int, original_id: int, *, by: str) -> Decided:
-    """Keep both: the pair is recorded as not duplicates, as ``dedupd ignore`` does, and leaves its group."""
-    with store.atomic():
-        dup, orig = store.record(duplicate_id), store.record(original_id)
-        if dup is None or orig is None or dup.fingerprint is None or orig.fingerprint is None:
-            return Decided(False, "one of the files is no longer in the store")
-        sha_d, sha_o = dup.fingerprint.sha256, orig.fingerprint.sha256
-        trail = Audit(store, config.audit_jsonl)
-        new = trail.ignore(sha_o, orig.path, sha_d, dup.path, by, decided_by=by)
-        if new is not None:
-            trail.append(action="ignore", outcome="done", path=dup.path, original=orig.path, sha256=sha_d,
-                         original_sha256=sha_o, detail=f"a person marked these as not duplicates {by}",
-                         decided_by=by)
-        regrouped = Grouping(store, config).ignored(sha_o, orig.path, sha_d, dup.path)
-    log.info("pair_kept", path=dup.path, original=orig.path, regrouped=len(regrouped), by=by)
-    return Decided(True, "kept both: not duplicates" if new is not None else "already recorded as not duplicates")
+    """Keep both: the two files are recorded as not duplicates, as ``dedupd ignore A B`` does."""
+    dup, orig = store.record(duplicate_id), store.record(original_id)
+    if dup is None or orig is None or dup.fingerprint is None or orig.fingerprint is None:
+        return Decided(False, "one of the files is no longer in the store")
+    try:
+        done = decisions.ignore_pair(store, config, orig.path, dup.path, decided_by=by)
+    except OSError as exc:
+        return Decided(False, f"{display_path(exc.filename or dup.path)}: {exc.strerror or exc}")
+    log.info("pair_kept", path=dup.path, original=orig.path, regrouped=len(done.regrouped), by=by)
+    if done.decision_id is None:
+        return Decided(True, "already recorded as not duplicates")
+    return Decided(True, f"kept both: not duplicates (decision #{done.decision_id})")
 
 
 def keep_all(store: Store, config: Config, original_id: int, *, by: str) -> Decided:
@@ -76,8 +77,8 @@ def choose_original(store: Store, config: Config, original_id: int, chosen_id: i
     """Make ``chosen_id``, a duplicate in the group of ``original_id``, its original.
 
     The former original becomes a duplicate of it: nothing is moved now;
-    ``dedupd apply`` (or the daemon at its next start) acts on it like on
-    any duplicate whose action is owed.
+    "apply" (or ``dedupd apply``) acts on it like on any duplicate whose
+    action is owed.
     """
     with store.atomic():
         chosen, old = store.record(chosen_id), store.record(original_id)
@@ -95,11 +96,30 @@ def choose_original(store: Store, config: Config, original_id: int, chosen_id: i
             original=old.path,
             sha256=chosen.fingerprint.sha256,
             original_sha256=old.fingerprint.sha256,
-            detail=f"a person chose this file as the original instead of {display_path(old.path)} {by}",
+            detail=f"a person chose this file as the original instead of {display_path(old.path)}",
+            decided_by=by,
         )
         regrouped = Grouping(store, config).rerooted(chosen_id)
     log.info("original_chosen", path=chosen.path, instead_of=old.path, regrouped=len(regrouped), by=by)
     return Decided(True, f"{display_path(chosen.path.name)} is now the original")
+
+
+def apply_files(
+    store: Store, config: Config, *, by: str, group_ids: Collection[int] | None = None, file_ids: Collection[int] | None = None
+) -> Decided:
+    """Apply the configured action to the duplicates named (by group or by file) that are owed one,
+    as ``dedupd apply`` does: planned, then each checked again and moved by the Actor."""
+    items = apply.plan(store, config, group_ids=group_ids, file_ids=file_ids)
+    if not items:
+        return Decided(False, "nothing to apply: no duplicate here is owed an action under the current config "
+                              "(its tier's action is log, no rule decided the original, or it was acted on or decided)")  # fmt: skip
+    results = apply.execute(items, store, config, decided_by=by)
+    outcomes = collections.Counter(r.outcome for r in results)
+    freed = sum(r.item.bytes_freed for r in results if r.done)
+    words = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+    why = "; ".join(sorted({f"{display_path(r.item.path.name)}: {r.detail}" for r in results if not r.done}))
+    detail = f"applied: {words}; {freed / 1e6:.1f} MB freed" + (f" ({why})" if why else "")
+    return Decided(outcomes.get("done", 0) > 0, detail)
 
 
 def restore_move(store: Store, config: Config, audit_id: int, *, by: str) -> Decided:
@@ -110,7 +130,5 @@ def restore_move(store: Store, config: Config, audit_id: int, *, by: str) -> Dec
     row = trail.get(audit_id)
     if row is None:
         return Decided(False, f"no audit entry #{audit_id}")
-    result = restore_one(store, trail, row, roots=roots)
-    if result.ok:
-        log.info("move_restored", audit_id=audit_id, path=result.path, by=by)
+    result = restore_one(store, trail, row, roots=roots, decided_by=by)
     return Decided(result.ok, result.detail)
