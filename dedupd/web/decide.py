@@ -119,6 +119,8 @@ def apply_files(
     words = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
     why = "; ".join(sorted({f"{display_path(r.item.path.name)}: {r.detail}" for r in results if not r.done}))
     detail = f"applied: {words}; {freed / 1e6:.1f} MB freed" + (f" ({why})" if why else "")
+    if outcomes.get("done"):
+        detail += "; 'Moved files' undoes it"
     return Decided(outcomes.get("done", 0) > 0, detail)
 
 
