@@ -29,6 +29,7 @@ Tiers and how each is computed:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -36,6 +37,7 @@ import re
 import stat as stat_module
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -127,6 +129,28 @@ _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _JPEG_METADATA = frozenset([*range(0xE0, 0xEE), 0xEF, 0xFE])  # APP0-13, APP15, COM
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RSTn: no length
 
+#: what Pillow's decoders (and the chunk walkers below) raise for truncated or
+#: damaged data
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Around a call that reads the file's data (Pillow's open, load, seek, draft,
+    a mode conversion; the JPEG and PNG chunk walkers): what it raises for
+    damaged data makes the file corrupt.
+
+    Only there: the same exception types raised by dedupd's own array code
+    (the thumbnail, the crop keys, the hashes) are bugs, and propagate as
+    such instead of skipping the file as "corrupt".
+    """
+    try:
+        yield
+    except (errors.FileSkipped, UnidentifiedImageError, Image.DecompressionBombError):
+        raise  # said precisely already (UnidentifiedImageError is an OSError)
+    except _DECODER_ERRORS as exc:
+        raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
+
 
 # --- reading -----------------------------------------------------------------
 
@@ -217,7 +241,8 @@ def fingerprint_bytes(
         with warnings.catch_warnings():
             # dedupd enforces its own limit, below, with a clear error
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            with _decoding(path):
+                im = Image.open(io.BytesIO(data))
             return _fingerprint_image(im, data, sha256, path, max_pixels, max_decode_bytes, variants)
     except errors.FileSkipped as exc:
         if exc.path != path and str(exc.path).startswith("<"):
@@ -230,9 +255,6 @@ def fingerprint_bytes(
         if known is not None:  # a known format Pillow refused to open: a 0x0 PNG, a broken header
             raise errors.CorruptImage(path, f"a {known} file whose header Pillow cannot read") from exc
         raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        # Pillow reports truncated and corrupt data as any of these
-        raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _fingerprint_image(
@@ -254,15 +276,16 @@ def _fingerprint_image(
         )
     if fmt == "JPEG":
         orientation = _orientation(im)
-        digest, dc_end = _jpeg_picture_digest(data, orientation)
-        pixel_digest = "jpeg:" + digest
-        scale = min(width // DRAFT_SIDE, height // DRAFT_SIDE)
-        if dc_end is not None and scale >= 8:
-            # A progressive JPEG decoded at 1/8 scale needs only the DC
-            # coefficients, which its first scans carry: decode just those.
-            im = Image.open(io.BytesIO(data[:dc_end] + b"\xff\xd9"))
-        im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (DRAFT_SIDE, DRAFT_SIDE))
-        im.load()
+        with _decoding(path):
+            digest, dc_end = _jpeg_picture_digest(data, orientation)
+            pixel_digest = "jpeg:" + digest
+            scale = min(width // DRAFT_SIDE, height // DRAFT_SIDE)
+            if dc_end is not None and scale >= 8:
+                # A progressive JPEG decoded at 1/8 scale needs only the DC
+                # coefficients, which its first scans carry: decode just those.
+                im = Image.open(io.BytesIO(data[:dc_end] + b"\xff\xd9"))
+            im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (DRAFT_SIDE, DRAFT_SIDE))
+            im.load()
     else:
         # Decode first: a damaged picture must fail here, not be half-read by
         # getexif(); and some plugins (TIFF) apply the orientation while loading
@@ -273,17 +296,21 @@ def _fingerprint_image(
                 path, f"{width}x{height} {im.mode} needs about {cost} bytes to decode, budget {max_decode_bytes}"
             )
         if fmt == "PNG":  # the digest of the coded chunks covers every frame of an APNG
-            im.load()
+            with _decoding(path):
+                im.load()
             orientation = _orientation(im)
-            pixel_digest = "png:" + _png_picture_digest(data, orientation)
+            with _decoding(path):
+                pixel_digest = "png:" + _png_picture_digest(data, orientation)
         else:
             # every frame and page: two files that share a first page are not the same picture
-            pixel_digest = "pixels:" + _frames_digest(im, path, max_pixels, max_decode_bytes)
+            with _decoding(path):
+                pixel_digest = "pixels:" + _frames_digest(im, path, max_pixels, max_decode_bytes)
             orientation = _orientation(im)
         width, height = im.size
 
-    thumb = _thumbnail(im)
-    keys = _crop_keys(im, orientation)
+    shown = _displayable(im, path)
+    thumb = _thumbnail(shown)
+    keys = _crop_keys(shown, orientation)
     if orientation in _ORIENT_TRANSPOSE:
         thumb = thumb.transpose(_ORIENT_TRANSPOSE[orientation])
         if orientation >= 5:
@@ -434,17 +461,20 @@ def verification_pixels_of(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            with _decoding(path):
+                im = Image.open(io.BytesIO(data))
             if im.size[0] * im.size[1] > max_pixels:
                 raise errors.DecompressionBomb(path, f"{im.size[0]}x{im.size[1]} pixels")
             if im.format == "JPEG":
                 orientation = _orientation(im)
-                im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (VERIFY_SIDE, VERIFY_SIDE))
-                im.load()
+                with _decoding(path):
+                    im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (VERIFY_SIDE, VERIFY_SIDE))
+                    im.load()
             else:
-                im.load()
+                with _decoding(path):
+                    im.load()
                 orientation = _orientation(im)
-            shown = _displayable(im)
+            shown = _displayable(im, path)
             w, h = shown.size
             scale = VERIFY_SIDE / max(w, h)
             if scale < 1.0:
@@ -458,21 +488,25 @@ def verification_pixels_of(
         raise errors.DecompressionBomb(path, str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise errors.NotAnImage(path, "unknown or unsupported image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        raise errors.CorruptImage(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _displayable(im: Image.Image) -> Image.Image:
-    """``im`` in RGB, RGBA or L: 16-bit and float greys scaled to 8 bits, palettes expanded."""
+def _displayable(im: Image.Image, path: Path = Path("<image>")) -> Image.Image:
+    """``im`` in RGB, RGBA or L: 16-bit and float greys scaled to 8 bits, palettes expanded.
+
+    Pillow's part (the conversion out of the file's own mode) is a decoder
+    call; the scaling is dedupd's own code.
+    """
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+        with _decoding(path):
+            arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
         return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    if mode in ("P", "PA", "LA"):
-        return im.convert("RGBA")
-    if mode not in ("RGB", "RGBA", "L"):
-        return im.convert("RGB")
+    with _decoding(path):
+        if mode in ("P", "PA", "LA"):
+            return im.convert("RGBA")
+        if mode not in ("RGB", "RGBA", "L"):
+            return im.convert("RGB")
     return im
 
 

@@ -594,3 +594,24 @@ def test_file_growing_while_read_is_detected(tmp_path: Path) -> None:
         stop.set()
         writer.join(timeout=10)
     assert changed >= 3
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+@pytest.mark.parametrize("bug", [IndexError, ValueError])
+def test_a_bug_in_dedupds_own_array_code_is_a_bug_not_a_corrupt_file(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, bug: type[Exception]
+) -> None:
+    """An IndexError or ValueError from dedupd's own numpy code (content_box) propagates as it
+    is; the same types from the decoder (the file cut in half) still make the file corrupt."""
+    data = H.encode(H.photo(5), fmt)
+
+    def broken(grey: np.ndarray) -> tuple[int, int, int, int]:
+        raise bug("a bug in dedupd's own code")
+
+    monkeypatch.setattr(hashing, "content_box", broken)
+    with pytest.raises(bug, match="a bug in dedupd's own code"):
+        hashing.fingerprint_bytes(data)
+    monkeypatch.undo()
+    assert hashing.fingerprint_bytes(data).format == fmt
+    with pytest.raises(errors.CorruptImage):
+        hashing.fingerprint_bytes(data[: len(data) // 2])
