@@ -14,9 +14,6 @@ count.
 
 from __future__ import annotations
 
-import fnmatch
-import os
-import signal
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,18 +26,6 @@ log = structlog.get_logger()
 
 #: a file that killed a worker this many times, alone, is skipped
 CRASH_LIMIT = 2
-
-#: test-only switch: a worker handed a file whose name matches this glob dies
-#: by SIGKILL, as it would in a crashing decoder.  Unset in any real run.
-FAULT_ENV = "DEDUPD_FAULT_WORKER_CRASH"
-
-
-def maybe_crash(path: Path) -> None:
-    """Die here if the fault switch names this file (tests only)."""
-    pattern = os.environ.get(FAULT_ENV)
-    if pattern and fnmatch.fnmatchcase(path.name, pattern):
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 class CrashTracker:
     """Counts worker deaths per file, in the store."""

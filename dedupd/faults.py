@@ -1,14 +1,20 @@
 """A fault-injection switch, off unless the environment names a step.
 
 Every step of a quarantine, a symlink and a restore calls :func:`point` with
-its name (``quarantine.after_take``, ``restore.after_copy``...).  Nothing
-happens unless ``DEDUPD_FAULT`` names that step, which only tests do::
+its name (``quarantine.after_take``, ``restore.after_copy``...), and so does
+a fingerprinting worker before it decodes a file (``worker.fingerprint``).
+Nothing happens unless ``DEDUPD_FAULT`` names that step, which only tests
+do::
 
     DEDUPD_FAULT=quarantine.after_copy:kill      # SIGKILL this process there
     DEDUPD_FAULT=symlink.after_copy:sleep=2      # pause there (widen a race)
     DEDUPD_FAULT=restore.after_copy:error        # raise OSError(EIO) there
+    DEDUPD_FAULT=worker.fingerprint:kill:poison*  # only for files named poison*
 
-Several faults are separated by commas.  The variable is read on every call
+A third part is a glob on the name of the file the step works on: the fault
+fires only for files whose name matches (a worker that dies on one file
+only, as it would in a crashing decoder).  Several faults are separated by
+commas.  The variable is read on every call
 (a handful per action), so this module holds no state of its own.
 :data:`STEPS` lists every step, so that a test can walk through all of them.
 """
@@ -16,9 +22,11 @@ Several faults are separated by commas.  The variable is read on every call
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import signal
 import time
+from pathlib import Path
 
 ENV = "DEDUPD_FAULT"
 
@@ -43,17 +51,22 @@ STEPS: dict[str, tuple[str, ...]] = {
         "restore.after_rename",
         "restore.after_unlink",
     ),
+    "worker": ("worker.fingerprint",),
 }
 
 
-def point(step: str) -> None:
-    """Kill, pause or fail here if ``DEDUPD_FAULT`` names ``step``; otherwise nothing."""
+def point(step: str, path: Path | None = None) -> None:
+    """Kill, pause or fail here if ``DEDUPD_FAULT`` names ``step`` (and, when it
+    gives a glob, ``path``'s name matches it); otherwise nothing."""
     spec = os.environ.get(ENV)
     if not spec:
         return
     for item in spec.split(","):
-        name, _, what = item.strip().partition(":")
+        name, _, rest = item.strip().partition(":")
+        what, _, pattern = rest.partition(":")
         if name != step:
+            continue
+        if pattern and (path is None or not fnmatch.fnmatchcase(path.name, pattern)):
             continue
         if what == "kill":
             os.kill(os.getpid(), signal.SIGKILL)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import structlog
 
-from dedupd import errors
+from dedupd import errors, faults
 from dedupd.config import Config
-from dedupd.crashes import maybe_crash
 from dedupd.grouping import Grouping
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
@@ -82,7 +81,7 @@ def fingerprint_job(
     path: Path, max_pixels: int, max_bytes: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
 ) -> Fingerprinted | Failed:
     """Run in a worker process: read and fingerprint one file, errors as values."""
-    maybe_crash(path)
+    faults.point("worker.fingerprint", path)  # tests only: a decoder that crashes on this file
     try:
         st, fp = fingerprint_file(path, max_pixels=max_pixels, max_bytes=max_bytes, max_decode_bytes=max_decode_bytes)
     except MemoryError:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from daemon_helpers import Daemon, Env, daemon_env, picture, wait_until, write
 
-from dedupd.crashes import FAULT_ENV
+from dedupd import faults
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def start_poisoned(env: Env, log_name: str, **overrides: object) -> Daemon:
         sys.executable, "-m", "dedupd", "run",
         "--config", str(env.config_path), "--db", str(env.db), "--log-format", "json",
     ]  # fmt: skip
-    daemon = Daemon(argv, env.base / log_name, {**env.env, FAULT_ENV: "poison*"}, env.base)
+    daemon = Daemon(argv, env.base / log_name, {**env.env, faults.ENV: "worker.fingerprint:kill:poison*"}, env.base)
     env.daemons.append(daemon)
     daemon.wait_ready()
     return daemon
