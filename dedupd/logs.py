@@ -8,6 +8,8 @@ Logs go to standard error, JSON lines when it is not a terminal (journald
 keeps them as they are; ``journalctl -o cat | jq``) and a readable console
 format on a terminal.  Standard error rather than standard output, so that
 ``dedupd groups --format json | jq`` gets only the data it asked for.
+Python warnings (from libraries: watchdog warns on deeply nested trees) are
+log lines too, ``python_warning``, never raw text between the JSON lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,6 +48,30 @@ def _safe(value: Any) -> Any:
     return value
 
 
+#: a warning's text is cut to this many characters (watchdog's repeat a whole
+#: watch table in each)
+WARNING_TEXT_MAX = 300
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` replaced: a warning from a library (watchdog's
+    RuntimeWarnings on deep nesting, say) becomes one log line in the
+    configured format, not lines of raw text between the JSON ones."""
+    text = str(message)
+    if len(text) > WARNING_TEXT_MAX:
+        text = text[:WARNING_TEXT_MAX] + "..."
+    structlog.get_logger().warning(
+        "python_warning", category=category.__name__, message=text, source=f"{filename}:{lineno}"
+    )
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for this process.  ``fmt`` is ``json``, ``console`` or ``auto``."""
     out = stream or sys.stderr
@@ -68,3 +95,4 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    warnings.showwarning = _log_warning
