@@ -9,8 +9,10 @@ two names.  This module is where that is settled, once:
   checks how they relate, refusing (``ConfigError``, exit 78, naming the key
   and the reason) what cannot work: the same directory as two roots under
   different names, a quarantine that is a root or holds one, a missing root
-  or quarantine (when ``strict``).  A root inside another is merged into it;
-  a quarantine inside a root is excluded from watching by its real path.
+  or quarantine (when ``strict``), and two of them that are one place on
+  disk under two names (a bind mount of a directory inside a root, found in
+  the mount table, ``dedupd.mounts``).  A root inside another is merged into
+  it; a quarantine inside a root is excluded from watching by its real path.
 * :func:`changed` says whether a file is still the version that was
   fingerprinted: device, inode, size, mtime and ctime.  Callers add the
   content hash (``dedupd.actions`` re-hashes before every action).
@@ -23,12 +25,14 @@ two names.  This module is where that is settled, once:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
 
+from dedupd import mounts
 from dedupd.config import Config
 from dedupd.errors import ConfigError, display_path
 from dedupd.models import Action, FileStat, Tier
@@ -135,6 +139,7 @@ def resolve(config: Config, *, strict: bool) -> Config:
             if is_inside(quarantine, root):
                 log.info("quarantine_inside_root", quarantine=quarantine, root=root,
                          note="excluded from watching by its real path")
+    _check_on_disk(roots, quarantine, src)
     references = tuple(dict.fromkeys(real(d) for d in config.reference_dirs))
     if quarantine is not None:
         for ref in references:
@@ -181,6 +186,50 @@ def _resolve_roots(given: tuple[Path, ...], *, strict: bool, source: Path | None
             )
         out.append(r)
     return tuple(sorted(out))
+
+
+def _check_on_disk(roots: tuple[Path, ...], quarantine: Path | None, source: Path | None) -> None:
+    """Refuse two configured directories that are one place on disk under two names.
+
+    A bind mount shows a directory at a second path: neither name is inside
+    the other, and the mounted directory has another device and inode than
+    any directory the first name reaches only when it is the very directory
+    compared.  The mount table says which directory of which device each
+    mount shows (``dedupd.mounts``).
+    """
+    table = mounts.read()
+    if not table:
+        return
+    places = [(r, mounts.on_disk(r, table)) for r in roots]
+    for (a, pa), (b, pb) in itertools.combinations(places, 2):
+        if pa is None or pb is None:
+            continue
+        if pa.holds(pb) or pb.holds(pa):
+            (outer, po), (inner, pi) = ((a, pa), (b, pb)) if pa.holds(pb) else ((b, pb), (a, pa))
+            where = "is" if po.path == pi.path else "is inside"
+            raise ConfigError(
+                f"{display_path(inner)} {where} the watched root {display_path(outer)} on disk, under another "
+                f"name: a bind mount at {display_path(pi.mount_point)} shows {pi.path} of device {pi.device}; "
+                "every file there would be seen twice, as its own duplicate",
+                source=source,
+                key="roots",
+            )
+    if quarantine is None:
+        return
+    pq = mounts.on_disk(quarantine, table)
+    if pq is None:
+        return
+    for root, pr in places:
+        if pr is None or is_inside(quarantine, root):
+            continue  # inside by name: excluded from watching by its real path
+        if pr.holds(pq) or pq.holds(pr):
+            raise ConfigError(
+                f"{display_path(quarantine)} and the watched root {display_path(root)} overlap on disk "
+                f"(a bind mount at {display_path(pq.mount_point if pr.holds(pq) else pr.mount_point)}): "
+                "quarantined files would be watched and moved again",
+                source=source,
+                key="quarantine_dir",
+            )
 
 
 def _same_dir(a: Path, b: Path) -> bool:

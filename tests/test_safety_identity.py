@@ -94,6 +94,37 @@ def test_the_same_directory_as_two_roots_through_a_bind_mount_is_refused(env: En
     assert only.is_file() and not only.is_symlink()
 
 
+def test_a_bind_mount_of_a_directory_inside_a_root_as_another_root_or_quarantine_is_refused(env: Env) -> None:
+    """A directory inside a root, bind-mounted elsewhere and listed as a second root (either
+    order) or as the quarantine: `run` and `check-config` exit 78 naming both directories,
+    before touching anything (the mount table says it is one place on disk); a bind mount of
+    a directory outside every root is an ordinary second root."""
+    inner = env.root / "albums" / "2024"
+    only = write(inner / "only.jpg", picture(7520))
+    shown = env.base / "shown"
+    shown.mkdir()
+    elsewhere = env.base / "elsewhere"
+    write(elsewhere / "e.jpg", picture(7521))
+    other = env.base / "other"
+    other.mkdir()
+    with bind_mount(inner, shown):
+        for roots in ([env.root, shown], [shown, env.root]):
+            daemon = env.start(ready=False, roots=[str(r) for r in roots])
+            assert daemon.proc.wait(60) == EX_CONFIG, daemon.tail()
+            error = daemon.events("dedupd_error")[0]["error"]
+            assert str(shown) in error and str(env.root) in error and "bind mount" in error, error
+            code, err = check_config(env, roots=[str(r) for r in roots], quarantine_dir=str(env.quarantine))
+            assert code == EX_CONFIG and "bind mount" in str(err) and "key 'roots'" in str(err), err
+        code, err = check_config(env, roots=[str(env.root)], quarantine_dir=str(shown))
+        assert code == EX_CONFIG and str(shown) in str(err) and "key 'quarantine_dir'" in str(err), err
+    with bind_mount(elsewhere, other):
+        code, out = check_config(env, roots=[str(env.root), str(other)], quarantine_dir=str(env.quarantine))
+        assert code == 0, out
+        assert isinstance(out, dict) and set(out["roots"]) == {str(env.root), str(other)}, out
+    assert only.is_file() and not only.is_symlink()
+    assert files_under(env.quarantine, records=True) == {}
+
+
 def test_symlinked_root_and_quarantine_inside_it_work_by_real_path(env: Env) -> None:
     """A root given as a symlink is watched for real (a new duplicate is acted on without a
     restart), and a quarantine given through a symlink into that root is excluded by its
