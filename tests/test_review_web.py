@@ -285,7 +285,8 @@ def test_keep_all_records_not_duplicates_with_the_user_agent(review: Review) -> 
 
 
 def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
-    """Make this the original: the duplicate becomes the root, audited with the user agent, and a rescan keeps it."""
+    """Make this the original: the duplicate becomes the root, audited with the user agent, and a rescan
+    and a rename keep it."""
     original, small = _id(review.db, "b.jpg"), _id(review.db, "b_small.jpg")
     got = review.post(f"/groups/{original}/original", {"file_id": str(small)})
     assert got.status_code == 303  # type: ignore[attr-defined]
@@ -300,6 +301,13 @@ def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
     finally:
         store.close()
     assert _groups(review.db)["b_small.jpg"] == ["b.jpg"]
+    os.rename(review.root / "b_small.jpg", review.root / "b_renamed.jpg")  # followed by inode
+    store = review.store()
+    try:
+        scan([review.root], store, Config(), workers=1, progress=False)
+    finally:
+        store.close()
+    assert _groups(review.db)["b_renamed.jpg"] == ["b.jpg"]
     stale = review.post(f"/groups/{original}/original", {"file_id": str(small)})
     assert stale.status_code == 303  # type: ignore[attr-defined]
     assert "the group changed" in review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
