@@ -93,14 +93,10 @@ def synthetic(sizes: list[int], count: int) -> None:
 
 
 def share(index: HashIndex, probes: list[int]) -> float:
-    """Mean share of the pHash table a lookup visits in the buckets (candidates / size)."""
+    """Mean share of the pHash table a lookup reads in its buckets."""
     table = index._main
-    shares = []
-    for probe in probes:
-        positions = table._multi_index(np.array([probe], dtype=np.uint64), MatchSettings().near_distance)
-        assert positions is not None
-        shares.append(len(positions) / table.live)
-    return statistics.mean(shares)
+    limit = MatchSettings().near_distance
+    return statistics.mean(table.visited(np.array([p], dtype=np.uint64), limit) / table.live for p in probes)
 
 
 def real(store_path: Path) -> None:

@@ -270,11 +270,7 @@ class _Table:
             return None
         masks = _MASKS[radius]
         count = len(probes)
-        # every (chunk, probe, mask) bucket at once: one pass, not one per chunk
-        chunks = np.stack([_chunk(probes, c) for c in range(_CHUNKS)])  # (chunk, probe)
-        base = (np.arange(_CHUNKS, dtype=np.int64) * _CHUNK_VALUES)[:, None, None]
-        buckets = ((chunks[:, :, None] ^ masks[None, None, :]) + base).ravel()
-        starts, ends = self.offsets[buckets], self.offsets[buckets + 1]
+        starts, ends = self._buckets(probes, radius)
         lengths = ends - starts
         if int(lengths.sum()) > self.max_share * count * self.sealed:  # a scan is cheaper
             return None
@@ -290,6 +286,19 @@ class _Table:
         near &= self.alive[positions]
         hits: I64 = positions[near]
         return hits
+
+    def _buckets(self, probes: U64, radius: int) -> tuple[I64, I64]:
+        """Where each (chunk, probe, mask) bucket starts and ends in the layout:
+        every bucket within ``radius`` bits of a probe's chunk, all at once."""
+        chunks = np.stack([_chunk(probes, c) for c in range(_CHUNKS)])  # (chunk, probe)
+        base = (np.arange(_CHUNKS, dtype=np.int64) * _CHUNK_VALUES)[:, None, None]
+        buckets = ((chunks[:, :, None] ^ _MASKS[radius][None, None, :]) + base).ravel()
+        return self.offsets[buckets], self.offsets[buckets + 1]
+
+    def visited(self, probes: U64, limit: int) -> int:
+        """How many sealed entries a multi-index lookup reads (for benchmarks)."""
+        starts, ends = self._buckets(probes, limit // _CHUNKS)
+        return int((ends - starts).sum())
 
     def _linear(self, probes: U64, limit: int, start: int, end: int) -> I64:
         keys = probes[:, None]
