@@ -92,4 +92,6 @@ def test_restore_while_the_daemon_runs_is_final(env: Env) -> None:
     assert len(env.moves()) == 2 and files_under(env.quarantine) == {}
     kept = json.loads(env.cli("ignores", "list", "--format", "json").stdout)
     assert sorted(d["path"] for d in kept if d["kind"] == "keep") == sorted([str(d1), str(d2)])
+    assert all(d["decided_by"] == "cli" for d in kept)
+    assert [r["decided_by"] for r in env.audit() if r["action"] == "restore"] == ["cli", "cli"]
     assert daemon.stop() == 0
