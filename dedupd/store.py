@@ -681,8 +681,18 @@ class Store:
             ).last_pk
         )
 
+    def _migrated(self, table: str, column: str | None = None) -> bool:
+        """Does the store have this table (and column)?  A read-only connection
+        cannot migrate: a store no writer has opened since an upgrade lacks
+        the newest ones, and readers make do without them."""
+        if table not in self.db.table_names():
+            return False
+        return column is None or column in self.db.table(table).columns_dict
+
     def decisions(self, decision_id: int | None = None) -> list[Decision]:
         """Every decision a person made (or the one with this id), oldest first."""
+        if not self._migrated("decisions"):
+            return []  # before decisions were kept by file; no writer has migrated this store yet
         where, params = ("WHERE id = ?", [decision_id]) if decision_id is not None else ("", [])
         return [
             Decision(
@@ -807,7 +817,10 @@ class Store:
             where.append("action IN ('quarantine', 'symlink') AND outcome = 'done'")
         if not_log:
             where.append("action != 'log'")
-        sql = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
+        columns = AUDIT_COLUMNS
+        if not self._migrated("audit", "decided_by"):  # a store a reader opened before any writer migrated it
+            columns = columns.replace("decided_by", "NULL AS decided_by")
+        sql = f"SELECT {columns} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
         if newest is not None:
             sql += f" DESC LIMIT {int(newest)}"
         return [tuple(r) for r in self.db.execute(sql, params).fetchall()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,3 +96,22 @@ def test_restore_while_the_daemon_runs_is_final(env: Env) -> None:
     assert all(d["decided_by"] == "cli" for d in kept)
     assert [r["decided_by"] for r in env.audit() if r["action"] == "restore"] == ["cli", "cli"]
     assert daemon.stop() == 0
+
+
+def test_readers_work_on_a_store_no_writer_has_migrated_yet(tmp_path: Path, run_cli: RunCli, db_path: Path) -> None:
+    """'dedupd audit' and 'dedupd ignores' (read-only: they cannot migrate) work on a store
+    from before decisions and decided_by, as one is until a writer opens it after an upgrade."""
+    root = tmp_path / "lib"
+    data = H.encode(H.photo(43), "JPEG")
+    _put(root / "a.jpg", data)
+    _put(root / "b.jpg", data)
+    assert run_cli("scan", root).returncode == 0
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE decisions")
+    conn.execute("ALTER TABLE audit DROP COLUMN decided_by")
+    conn.commit()
+    conn.close()
+    listed = run_cli("ignores", "list")
+    assert listed.returncode == 0 and "0 decisions" in listed.stdout, listed.stderr
+    [row] = json.loads(run_cli("audit", "--format", "json").stdout)
+    assert row["decided_by"] is None and row["action"] == "log"
