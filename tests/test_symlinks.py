@@ -55,3 +55,22 @@ def test_deleting_an_original_with_symlinks_leaves_no_dangling_link_and_loses_no
     env.restore_all()  # d2's link, re-pointed, is still recognised as dedupd's own
     assert d2.is_file() and not d2.is_symlink() and sha256(d2) == sha256(picture(71))
     assert files_under(env.quarantine) == {} and _dangling(env.root) == []
+
+
+def test_renaming_an_original_inside_the_root_repoints_its_symlinks(env: Env) -> None:
+    """An original renamed into a subdirectory is followed, and the relative symlink to it
+    is re-pointed at the new path (audited as a relink), so it never dangles."""
+    original = write(env.root / "a.jpg", picture(72))
+    daemon = env.start(actions={"exact": "symlink", "pixel": "log", "near": "log"})
+    env.wait_indexed(original)
+    d1 = write(env.root / "d1.jpg", picture(72))
+    wait_until(lambda: d1.is_symlink(), "d1 symlinked")
+    wait_until(lambda: len(env.moves()) == 1, "the move recorded", interval=0.1)
+    moved = env.root / "album" / "a.jpg"
+    moved.parent.mkdir()
+    original.rename(moved)
+    daemon.wait_event("original_renamed_links_repaired", original=moved)
+    assert os.readlink(d1) == "album/a.jpg" and d1.read_bytes() == picture(72)
+    assert _dangling(env.root) == []
+    assert [(r["path"], r["original"]) for r in env.audit() if r["action"] == "relink"] == [(str(d1), str(moved))]
+    assert daemon.stop() == 0
