@@ -262,8 +262,13 @@ class Grouping:
         if rec is None or rec.fingerprint is None:
             return
         home = rec.original_id or rec.id
+        root = rec if home == rec.id else self.store.record(home)
+        if root is None or root.fingerprint is None:
+            return
         for twin in self._twins(rec, {file_id}).values():
-            if (twin.original_id or twin.id) != home and not self._is_ignored(rec, twin):
+            # the pair a pull makes is (twin, the group's original): a decision
+            # against ``rec`` alone (another member) does not keep the twin out
+            if (twin.original_id or twin.id) != home and not self._is_ignored(twin, root):
                 todo.append((twin.id, home))
 
     def _pull(self, file_id: int, target: int, changed: dict[int, str], todo: Todo) -> None:
