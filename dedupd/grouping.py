@@ -35,7 +35,7 @@ import structlog
 
 from dedupd.config import Config
 from dedupd.index import HashIndex
-from dedupd.matching import INVERSE, Decision, choose_original, verdict_for
+from dedupd.matching import INVERSE, Decision, choose_original, closeness, verdict_for
 from dedupd.models import Duplicate, Match, Record, Tier
 from dedupd.backend import StoreBackend
 
@@ -49,6 +49,13 @@ MAX_PLACEMENTS = 100_000
 
 #: the rule named when a person's choice decided which file is the original
 CHOSEN_RULE = "chosen by a person in dedupd review"
+
+#: candidate groups whose original is verified on pixels for one new file at
+#: most, the closest by their hashes first.  Each costs a read of the original
+#: and a verification (tens of milliseconds); a burst of look-alikes (video
+#: frames, a photo series) can propose hundreds, and a copy is almost always
+#: among the closest few.  Reaching it is logged (``candidates_capped``).
+MAX_GROUPS_VERIFIED = 32
 
 #: files still to place: (file id, None) to find its group, (file id, root id)
 #: to bring it into that group (a twin of one of its files)
@@ -353,13 +360,23 @@ class Grouping:
         roots = {r.original_id or r.id for r in found.values()} - exclude
         best: tuple[tuple[int, float, int, int], Record, Match] | None = None
         alike: list[tuple[Record, Match]] = []
-        for root in self.store.records(roots).values():
-            if root.fingerprint is None:
-                continue
+        settings = self.config.match
+        ordered = sorted(
+            ((closeness(fp, r.fingerprint, settings), r.seq, r.id, r)
+             for r in self.store.records(roots).values() if r.fingerprint is not None),
+            key=lambda entry: entry[:3],
+        )  # fmt: skip
+        verified = 0
+        for n, (_, _, _, root) in enumerate(ordered):
             if self._is_ignored(rec, root):
                 log.info("pair_ignored", path=rec.path, original=root.path)
                 continue
-            verdict = verdict_for(rec, root, self.config.match)
+            if verified == MAX_GROUPS_VERIFIED:
+                log.warning("candidates_capped", path=rec.path, groups=len(ordered),
+                            verified=verified, skipped=len(ordered) - n)
+                break
+            verified += 1
+            verdict = verdict_for(rec, root, settings)
             if verdict.match is None:
                 continue
             if not verdict.match.tier.actionable:

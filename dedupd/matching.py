@@ -176,6 +176,19 @@ def _geometry_agrees(new: Fingerprint, old: Fingerprint, orientation: Orientatio
     return turned <= kept + 0.1
 
 
+def closeness(new: Fingerprint, old: Fingerprint, settings: MatchSettings) -> float:
+    """How close two pictures look by their hashes, smaller is closer: the
+    order in which candidates are verified when there are too many.  A crop
+    key near the other's pHash (a cropped or padded copy) counts as its pHash
+    distance twice, as if the dHash were as far."""
+    scores = [_score(_distances(new.hashes, old.hashes))]
+    if settings.rotations:
+        scores += [_score(_distances(h, old.hashes)) for o, h in new.variants if _geometry_agrees(new, old, o)]
+    scores += [2.0 * hamming(new.hashes.phash, k) for k in old.crop_keys]
+    scores += [2.0 * hamming(k, old.hashes.phash) for k in new.crop_keys]
+    return min(scores)
+
+
 def _distances(a: Hashes, b: Hashes) -> Distances:
     return Distances(
         phash=hamming(a.phash, b.phash),

@@ -70,10 +70,29 @@ CONTAINED = 0.97
 MAX_CHROMA_RESIDUAL = 6.0
 #: share of the frame that may differ for a pair that lines up to be ``similar``
 MAX_SIMILAR_DIFFERS = 0.6
-#: the smallest picture (shorter side, pixels) that can be verified at all
-MIN_SIDE = 24
+#: the smallest picture (shorter side, pixels) that can be verified at all:
+#: below it the motion between two video frames is finer than a pixel even
+#: where the picture has texture, and a frame cannot be told from the next
+MIN_SIDE = 56
 #: features matched consistently by RANSAC to trust a feature alignment
 MIN_INLIERS = 12
+#: a compared frame whose shorter side is below this is *small*: one pixel of
+#: tolerance there is over 1% of the frame, and the motion between two video
+#: frames (or two shots of a burst) falls inside it
+SMALL_FRAME = 160
+#: side of the blocks in which a small frame's local motion is measured (pixels)
+MOTION_CELL = 8
+#: a block has moved when its content lies this far (pixels of the compared
+#: frame) from where the alignment puts it, once a smooth (affine) field of
+#: alignment error is taken out
+MOTION_SHIFT = 0.5
+#: at most this share of the textured blocks of a small frame may have moved, for ``near``
+MAX_MOVED_SHARE = 0.2
+#: fewer blocks than this that moved are noise (a sharpened or re-encoded edge), not motion
+MIN_MOVED_BLOCKS = 3
+#: gradient energy (grey levels squared per pixel, smaller eigenvalue) a block
+#: needs in both directions for its motion to be measured
+MOTION_MIN_TEXTURE = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +133,7 @@ class _Aligned:
     hot: np.ndarray | None = None
     #: the compared frame is the new picture's (it is the smaller one), else the old one's
     base_is_new: bool = False
+    moved: float = 0.0  # small frames only: share of the textured blocks whose content moved
 
 
 def verify(
@@ -178,13 +198,16 @@ def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
     turned = _ORIENTATION_WORDS[orientation]
     geometry = ", ".join(w for w in (turned, a.geometry) if w) or "same framing"
     residual = f"residual {a.residual:.1f}/255"
-    if a.edit_like and a.changed_cells == 0 and a.overlay <= MAX_OVERLAY_SHARE and a.chroma <= MAX_CHROMA_RESIDUAL and a.gain > 0:
+    still = a.moved <= MAX_MOVED_SHARE
+    if a.edit_like and a.changed_cells == 0 and still and a.overlay <= MAX_OVERLAY_SHARE and a.chroma <= MAX_CHROMA_RESIDUAL and a.gain > 0:
         extra = f", {a.overlay:.1%} under a light overlay (watermark)" if a.overlay >= 0.001 else ""
         reason = f"the same picture: {geometry}; {residual}, no region differs{extra}"
         return Check(Tier.NEAR, orientation, reason, a.differs, a.residual)
     lines_up = a.differs <= MAX_SIMILAR_DIFFERS and a.gain > 0
     if a.changed_cells:
         what = f"{a.differs:.0%} of the frame differs" + (f", {a.where}" if a.where else "")
+    elif not still:
+        what = f"{a.moved:.0%} of the frame moved by a pixel or less (a small picture, motion finer than its pixels)"
     elif a.overlay > MAX_OVERLAY_SHARE:
         what = f"{a.overlay:.0%} of the frame is covered by an overlay (banner or large watermark)"
     elif a.chroma > MAX_CHROMA_RESIDUAL or a.gain <= 0:
@@ -202,7 +225,7 @@ def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
 def _kind(a: _Aligned) -> str:
     if a.changed_cells and a.differs < 0.25:
         return "a copy changed in a region, or a different capture"
-    if a.changed_cells:
+    if a.changed_cells or a.moved > MAX_MOVED_SHARE:
         return "a different capture"
     if a.overlay > MAX_OVERLAY_SHARE:
         return "a copy with a large overlay"
@@ -418,11 +441,63 @@ def _measure(
     changed_cells = int(hot.sum())
     differs = changed_cells / max(cells, 1)
     chroma = _chroma_residual(a, b, valid)
+    moved = _moved(ya_fit, yb, valid & ~overlaid) if min(h, w) < SMALL_FRAME else 0.0
     return _Aligned(
         tuple(m.ravel()), method, covered_new, covered_old, residual, changed_cells, cells,
         differs, float(overlaid.sum()) / area, chroma, gain, _where(hot), geometry, edit_like,
-        hot, det >= 1.0,
+        hot, det >= 1.0, moved,
     )  # fmt: skip
+
+
+def _moved(y: np.ndarray, base: np.ndarray, valid: np.ndarray) -> float:
+    """Share of the textured blocks of a small frame whose content moved against the base.
+
+    In each :data:`MOTION_CELL` block the difference is fitted as the base
+    shifted by (dx, dy), plus a blur or sharpening (its Laplacian) and an
+    offset: a sub-pixel shift estimate (one Lucas-Kanade step) that an edit
+    does not move.  A smooth field of shifts is what a slightly wrong
+    alignment leaves (a scale or angle a fraction off) and is taken out by
+    a robust affine fit; the blocks left more than :data:`MOTION_SHIFT`
+    pixels off moved on their own: a different capture (0.0 when fewer
+    than :data:`MIN_MOVED_BLOCKS` did)."""
+    c = MOTION_CELL
+    h, w = base.shape
+    rows, cols = h // c, w // c
+    if rows * cols == 0:
+        return 0.0
+    crop = (slice(0, rows * c), slice(0, cols * c))
+    gx = cv2.Sobel(base, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(base, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    terms = (gx, gy, cv2.Laplacian(base, cv2.CV_32F, ksize=3) / 4.0, np.ones_like(base))
+    diff = (y - base).astype(np.float32)
+
+    def block_sums(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x[crop].reshape(rows, c, cols, c).sum(axis=(1, 3)), dtype=np.float64)
+
+    normal = np.zeros((rows, cols, 4, 4))
+    rhs = np.zeros((rows, cols, 4))
+    for i, ti in enumerate(terms):
+        rhs[..., i] = block_sums(ti * diff)
+        for j in range(i, 4):
+            normal[..., i, j] = normal[..., j, i] = block_sums(ti * terms[j])
+    tensor = normal[..., :2, :2] / (c * c)
+    half_trace = (tensor[..., 0, 0] + tensor[..., 1, 1]) / 2
+    det = tensor[..., 0, 0] * tensor[..., 1, 1] - tensor[..., 0, 1] ** 2
+    weakest = half_trace - np.sqrt(np.maximum(half_trace**2 - det, 0.0))
+    whole = valid[crop].reshape(rows, c, cols, c).all(axis=(1, 3))
+    textured = whole & (weakest >= MOTION_MIN_TEXTURE)
+    if int(textured.sum()) < 6:
+        return 0.0  # too few blocks to tell motion from a wrong alignment
+    shift = np.linalg.solve(normal[textured] + 1e-3 * np.eye(4), rhs[textured][..., None])[:, :2, 0]
+    ys, xs = np.nonzero(textured)
+    where = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
+    keep = np.ones(len(xs), dtype=bool)
+    for _ in range(2):  # least squares, then again on the better half: moving blocks do not bend the fit
+        fit, *_ = np.linalg.lstsq(where[keep], shift[keep], rcond=None)
+        off = np.hypot(*(shift - where @ fit).T)
+        keep = off <= np.median(off)
+    moved = off > MOTION_SHIFT
+    return float(moved.mean()) if int(moved.sum()) >= MIN_MOVED_BLOCKS else 0.0
 
 
 def _outside(y: np.ndarray, other: np.ndarray) -> np.ndarray:

@@ -9,11 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
+from structlog.testing import capture_logs
 
 import helpers as H
 from dedupd import config as config_module
+from dedupd import grouping as grouping_module
 from dedupd.grouping import Grouping
-from dedupd.models import FileStat, Fingerprint, Hashes
+from dedupd.models import FileStat, Fingerprint, Hashes, Tier
+from dedupd.pipeline import Pipeline, fingerprint_job
 from dedupd.store import Store
 
 RunCli = H.RunCli
@@ -143,3 +147,33 @@ def test_exact_copies_share_a_group_whatever_the_arrival_order(
     assert root["O.jpg"] == root["E.jpg"]
     assert store.db.execute("SELECT 1 FROM matches m JOIN matches r ON r.file_id = m.original_id").fetchall() == []
     store.close()
+
+
+# --- what verification reads, and how much of it ---------------------------------
+
+
+def _pipeline(tmp_path: Path) -> Pipeline:
+    return Pipeline(Store.open(tmp_path / "dedupd.db"), config_module.from_mapping({}))
+
+
+def test_candidate_groups_verified_are_capped_closest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more candidate groups than the cap, the closest by hashes are verified (the copy is found) and the cap is logged."""
+    monkeypatch.setattr(grouping_module, "MAX_GROUPS_VERIFIED", 2)
+    pipeline = _pipeline(tmp_path)
+    # four look-alikes (one object moved: similar, never one group), seen in order
+    looks = []
+    for i, x in enumerate((40, 200, 360, 520)):
+        im = H.photo(52, (640, 480))
+        ImageDraw.Draw(im).ellipse((x, 200, x + 60, 260), fill=(220, 30, 30))
+        looks.append(H.save(im, tmp_path / f"look{i}.png"))
+        pipeline.ingest(fingerprint_job(looks[-1], 10**8, 10**9))
+    # a copy of the last seen, the least senior: verified first because closest
+    copy = tmp_path / "copy.png"
+    with Image.open(looks[-1]) as im:
+        im.resize((480, 360)).save(copy)
+    with capture_logs() as logs:
+        found = pipeline.ingest(fingerprint_job(copy, 10**8, 10**9)).duplicates
+    assert [(d.duplicate.path.name, d.original.path.name) for d in found] == [("copy.png", "look3.png")]
+    capped = [e for e in logs if e["event"] == "candidates_capped"]
+    assert capped and capped[0]["verified"] == 2 and capped[0]["groups"] >= 3, logs
+    pipeline.store.close()

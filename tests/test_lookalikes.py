@@ -203,3 +203,32 @@ def test_similar_pair_is_not_a_group_membership(tmp_path: Path, run_cli: RunCli)
     ]
     assert (root / "a_frame000.png").exists() and (root / "b_frame015.png").exists()
     assert not (root / "c_frame015_small.jpg").exists()  # the near copy was quarantined
+
+
+def _file(im: Image.Image) -> tuple[hashing.Fingerprint, object]:
+    data = H.encode(im, "PNG")
+    return hashing.fingerprint_bytes(data), hashing.verification_pixels_of(data)
+
+
+@needs_lookalikes
+@pytest.mark.parametrize("scale", [0.75, 0.5])
+@pytest.mark.parametrize(
+    "family",
+    ["video-frames_kphotoalbum-webcam", "video-frames_visp-mire2-target", "video-frames_pystackreg-pc12-microscopy"],
+)
+def test_a_downscaled_small_frame_is_near_its_own_frame_only(family: str, scale: float) -> None:
+    """A downscaled copy of a small video frame (160x120 and the like) is near its own frame, never near
+    another frame of the clip, although the motion between them is below a pixel or two at that size."""
+    frames = sorted((LOOKALIKES / family).glob("*.png"))
+    pictures = {p.name: Image.open(p).convert("RGB") for p in frames}
+    stored = {name: _file(im) for name, im in pictures.items()}
+    for name, im in pictures.items():
+        small = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+        fp, px = _file(small)
+        for other, (ofp, opx) in stored.items():
+            verdict = compare(fp, ofp, MatchSettings(), (px, opx))  # type: ignore[arg-type]
+            tier = verdict.match.tier.value if verdict.match else None
+            if other == name:
+                assert tier == "near", f"{name} at {scale:.0%}: {verdict.reason}"
+            else:
+                assert tier not in ACTIONABLE, f"{name} at {scale:.0%} vs {other}: {verdict.reason}"
