@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import structlog
 
 from dedupd import faults, fileops, identity, sidecar
 from dedupd.audit import Audit, Intent, iso_time
+from dedupd.backend import StoreBackend
 from dedupd.config import Config, SymlinkStyle
 from dedupd.errors import ActionError, NotTheCheckedFile
 from dedupd.models import Action, Duplicate, FileStat
@@ -96,6 +98,26 @@ class Checked:
     skip: str | None
 
 
+@dataclass(frozen=True)
+class Move:
+    """A move whose intent is committed: what its file work needs, nothing of the store."""
+
+    dup: Duplicate
+    action: Action
+    intent: Intent
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What the file work of a move did, for :meth:`Actor.finish` to record."""
+
+    linked: bool = False  # a symlink to the original is at the path
+    replaced: bool = False  # a newer file took the path meanwhile and was left there
+    skipped: str | None = None  # not the checked file: why, nothing moved
+    failed: str | None = None  # an error: what it was
+    settled: bool = True  # after a skip or an error: nothing of the move is left
+
+
 class Actor:
     """Applies the configured action to each duplicate the pipeline reports."""
 
@@ -129,7 +151,19 @@ class Actor:
     def handle(self, dup: Duplicate) -> str:
         """Act on one duplicate; returns the outcome (done, skipped, failed, dry_run).
 
-        :attr:`last_result` says why, and names the audit row."""
+        :attr:`last_result` says why, and names the audit row.  The three
+        parts of a move, one after the other: :meth:`prepare`,
+        :meth:`carry_out` and :meth:`finish`.  The daemon runs
+        :meth:`carry_out` (every read and copy of a whole file) on a thread
+        of its own, and the other two on its main loop.
+        """
+        prepared = self.prepare(dup)
+        if isinstance(prepared, str):
+            return prepared
+        return self.finish(prepared, self.carry_out(prepared))
+
+    def prepare(self, dup: Duplicate) -> str | Move:
+        """Decide without reading any file: an outcome (recorded), or a move whose intent is committed."""
         self.last_result = None
         action = self.config.actions.for_tier(dup.match.tier)
         if dup.tie:
@@ -143,16 +177,22 @@ class Actor:
             return self._record(dup, action, "dry_run", f"would {action.value}")
         if not self.breaker.allow():
             return self._record(dup, action, "skipped", "circuit breaker open: too many actions per minute")
-        try:
-            return self._move(dup, action)
-        except NotTheCheckedFile as exc:
-            return self._record(dup, action, "skipped", exc.detail)
-        except (OSError, ActionError) as exc:
-            detail = exc.message if isinstance(exc, ActionError) else f"{exc.strerror or exc}"
-            log.error("action_failed", path=dup.duplicate.path, action=action.value, error=detail)
-            return self._record(dup, action, "failed", f"while moving: {detail}")
+        return self._begin(dup, action)
 
-    # --- checks -----------------------------------------------------------
+    def finish(self, move: Move, moved: Moved) -> str:
+        """Record what :meth:`carry_out` did: the audit row, the intent's end, the store."""
+        dup, action = move.dup, move.action
+        if moved.skipped is not None or moved.failed is not None:
+            if moved.settled:
+                with self.store.atomic():
+                    self.audit.finish(move.intent.id, "abandoned", None)
+            if moved.skipped is not None:
+                return self._record(dup, action, "skipped", moved.skipped)
+            log.error("action_failed", path=dup.duplicate.path, action=action.value, error=moved.failed)
+            return self._record(dup, action, "failed", f"while moving: {moved.failed}")
+        return self._done(move, moved)
+
+        # --- checks -----------------------------------------------------------
 
     def root_of(self, path: Path) -> Path | None:
         return identity.within(path, self.roots)
@@ -227,18 +267,16 @@ class Actor:
         rel = real.relative_to(root) if root is not None else Path(path.name)
         return fileops.free_name(self.quarantine / rel)
 
-    def _move(self, dup: Duplicate, action: Action) -> str:
+    def _begin(self, dup: Duplicate, action: Action) -> Move:
+        """Commit the intent naming every name the move will use (the copy's temporary too)."""
         path, original = dup.duplicate.path, dup.original.path
         fp, ofp = dup.duplicate.fingerprint, dup.original.fingerprint
         assert fp is not None and ofp is not None
-        step = action.value
         dest = self.destination(path)
-        work = fileops.temp_name(path)
         link_target = link_text(original, path, self.config.symlink) if action is Action.SYMLINK else None
-        root = self.root_of(path)
         with self.store.atomic():
             intent_id = self.audit.begin(
-                action=step,
+                action=action.value,
                 path=path,
                 destination=dest,
                 stat=dup.duplicate.stat,
@@ -246,77 +284,101 @@ class Actor:
                 original=original,
                 original_sha256=ofp.sha256,
                 link_target=link_target,
-                work=work,
-                root=root,
+                work=fileops.temp_name(path),
+                # used only when the copy crosses filesystems; named before it can exist
+                temp=fileops.temp_name(dest),
+                root=self.root_of(path),
             )
+            intent = self.audit.intent(intent_id)
+        assert intent is not None
+        return Move(dup, action, intent)
 
-        def remember_temp(tmp: Path) -> None:
-            with self.store.atomic():
-                self.audit.set_temp(intent_id, tmp)
+    def carry_out(self, move: Move) -> Moved:
+        """The file work of a move: copy, check, take, unlink; on any error, put everything back.
 
+        Touches files only, never the store or this Actor's state, so it may
+        run on another thread than :meth:`prepare` and :meth:`finish`.
+        """
+        try:
+            return self._carry_out(move)
+        except NotTheCheckedFile as exc:
+            return Moved(skipped=exc.detail, settled=self._undo(move))
+        except (OSError, ActionError) as exc:
+            detail = exc.message if isinstance(exc, ActionError) else f"{exc.strerror or exc}"
+            return Moved(failed=detail, settled=self._undo(move))
+        except BaseException:
+            self._undo(move)
+            raise
+
+    def _carry_out(self, move: Move) -> Moved:
+        dup, intent = move.dup, move.intent
+        path, work, dest, link_target = intent.path, intent.work, intent.destination, intent.link_target
+        fp = dup.duplicate.fingerprint
+        assert fp is not None and work is not None and intent.original_sha256 is not None
+        step = move.action.value
         linked = link_target is not None
         replaced = False
+        sidecar.write(dest, self._sidecar(intent.id, None, dest, path, intent.root, step, fp.sha256, dup.original.path,
+                                          intent.original_sha256, link_target))
+        faults.point(f"{step}.after_record")
+        # 1. the copy, from the path: a hard link (checked to be the fingerprinted
+        #    inode) or a copy verified against the fingerprint's SHA-256
         try:
-            sidecar.write(dest, self._sidecar(intent_id, None, dest, path, root, step, fp.sha256, original,
-                                              ofp.sha256, link_target))
-            faults.point(f"{step}.after_record")
-            # 1. the copy, from the path: a hard link (checked to be the fingerprinted
-            #    inode) or a copy verified against the fingerprint's SHA-256
-            try:
-                hard = fileops.place_copy(path, dest, fp.sha256, on_temp=remember_temp)
-            except ActionError as exc:
-                raise NotTheCheckedFile(f"{exc.detail}: not moved") from exc
-            why = self._check_copy(dest, hard, dup)
-            if why is not None:
-                raise NotTheCheckedFile(f"{why}: not moved")
-            faults.point(f"{step}.after_copy")
-            # 2. take the file from its path (never a file that arrived since the copy)
-            exchanged = False
-            if link_target is not None:
-                os.symlink(link_target, work)
-                faults.point("symlink.after_temp_link")
-                exchanged = fileops.exchange(work, path)
-                if not exchanged:  # no RENAME_EXCHANGE here: take it, then link (the path is briefly empty)
-                    os.unlink(work)
-            if not exchanged:
-                fileops.rename_no_replace(path, work)
-            faults.point(f"{step}.after_take")
-            taken = FileStat.from_path(work)
-            if taken != dup.duplicate.stat and (taken.dev, taken.ino) == (dup.duplicate.stat.dev, dup.duplicate.stat.ino):
-                raise NotTheCheckedFile("the file was written to while it was being moved: put back, not moved")
-            if taken != dup.duplicate.stat:
-                # a newer file was saved at the path after the copy was made: it goes
-                # back, untouched; the checked version it replaced stays in quarantine
-                put_back(work, path, link_target)
-                replaced, linked = True, False
-            else:
-                if link_target is not None and not exchanged:
-                    try:
-                        os.symlink(link_target, path)
-                    except FileExistsError:
-                        linked = False  # a newer file was saved at the path meanwhile: it stays
+            hard = fileops.place_copy(path, dest, fp.sha256, tmp=intent.temp)
+        except ActionError as exc:
+            raise NotTheCheckedFile(f"{exc.detail}: not moved") from exc
+        why = self._check_copy(dest, hard, dup)
+        if why is not None:
+            raise NotTheCheckedFile(f"{why}: not moved")
+        faults.point(f"{step}.after_copy")
+        # 2. take the file from its path (never a file that arrived since the copy)
+        exchanged = False
+        if link_target is not None:
+            os.symlink(link_target, work)
+            faults.point("symlink.after_temp_link")
+            exchanged = fileops.exchange(work, path)
+            if not exchanged:  # no RENAME_EXCHANGE here: take it, then link (the path is briefly empty)
                 os.unlink(work)
-            fileops.fsync_dir(path.parent)
-            faults.point(f"{step}.after_unlink")
-        except BaseException:
-            self._undo(intent_id, path, work, dest, link_target, fp.sha256)
-            raise
+        if not exchanged:
+            fileops.rename_no_replace(path, work)
+        faults.point(f"{step}.after_take")
+        taken = FileStat.from_path(work)
+        if taken != dup.duplicate.stat and (taken.dev, taken.ino) == (dup.duplicate.stat.dev, dup.duplicate.stat.ino):
+            raise NotTheCheckedFile("the file was written to while it was being moved: put back, not moved")
+        if taken != dup.duplicate.stat:
+            # a newer file was saved at the path after the copy was made: it goes
+            # back, untouched; the checked version it replaced stays in quarantine
+            put_back(work, path, link_target)
+            replaced, linked = True, False
+        else:
+            if link_target is not None and not exchanged:
+                try:
+                    os.symlink(link_target, path)
+                except FileExistsError:
+                    linked = False  # a newer file was saved at the path meanwhile: it stays
+            os.unlink(work)
+        fileops.fsync_dir(path.parent)
+        faults.point(f"{step}.after_unlink")
+        return Moved(linked=linked, replaced=replaced)
+
+    def _done(self, move: Move, moved: Moved) -> str:
+        dup, action, intent = move.dup, move.action, move.intent
         with self.store.atomic():
-            detail = "moved to quarantine" + (" and replaced by a symlink" if linked else "")
-            if replaced or (link_target is not None and not linked):
+            detail = "moved to quarantine" + (" and replaced by a symlink" if moved.linked else "")
+            if moved.replaced or (intent.link_target is not None and not moved.linked):
                 detail += "; a newer file was saved at its path meanwhile and was left there"
-            audit_id = self._append(dup, action, "done", detail, dest, intent_id)
-            self.audit.finish(intent_id, "done", audit_id)
+            audit_id = self._append(dup, action, "done", detail, intent.destination, intent.id)
+            self.audit.finish(intent.id, "done", audit_id)
             # a duplicate is never an original, so nothing else points at its record
             self.store.delete_file(dup.duplicate.id)
         self.counts[f"{action.value}_done"] += 1
         self.last_result = ActionResult("done", detail, audit_id)
-        self.last_action = {"action": action.value, "path": str(path), "at": iso_time(time.time())}
+        self.last_action = {"action": action.value, "path": str(intent.path), "at": iso_time(time.time())}
         log.info(
             "file_quarantined" if action is Action.QUARANTINE else "file_symlinked",
-            path=path,
-            original=original,
-            destination=dest,
+            path=intent.path,
+            original=dup.original.path,
+            destination=intent.destination,
             tier=dup.match.tier.value,
             distance=dup.match.distances.phash,
             similarity=dup.match.similarity,
@@ -343,22 +405,20 @@ class Actor:
             at=time.time(),
         )
 
-    def _undo(self, intent_id: int, path: Path, work: Path, dest: Path, link_target: Path | None, sha: str) -> None:
+    @staticmethod
+    def _undo(move: Move) -> bool:
         """After an error at any step: put the taken file back, remove what was placed.
 
-        When that cannot be done the intent stays pending, for the next start to settle.
+        True when nothing of the move is left; False when that could not be
+        done: the intent then stays pending, for the next start to settle.
         """
-        intent = self.audit.intent(intent_id)
-        assert intent is not None
+        intent = move.intent
         try:
-            settled = _roll_back(intent)
+            return _roll_back(intent)
         except OSError as exc:
-            log.error("action_undo_failed", path=path, work=work, destination=dest,
+            log.error("action_undo_failed", path=intent.path, work=intent.work, destination=intent.destination,
                       error=exc.strerror or str(exc), note="left pending: settled on the next start")
-            return
-        if settled:
-            with self.store.atomic():
-                self.audit.finish(intent_id, "abandoned", None)
+            return False
 
     # --- recording --------------------------------------------------------
 
@@ -420,20 +480,35 @@ def link_text(target: Path, link: Path, style: SymlinkStyle) -> Path:
 
 def act_on_unhandled(store: Store, actor: Actor) -> int:
     """Handle duplicates whose match was stored but whose action never ran (a crash in between)."""
-    ids = store.unacted_matches()
-    for file_id in ids:
-        dup_rec = store.record(file_id)
-        found = store.match_of(file_id)
-        if dup_rec is None or found is None:
-            continue
-        original_id, match, tie = found
-        orig_rec = store.record(original_id)
-        if orig_rec is None or dup_rec.fingerprint is None or orig_rec.fingerprint is None:
-            continue
-        actor.handle(Duplicate(dup_rec, orig_rec, match, tie, "retried: its action was interrupted"))
-    if ids:
-        log.warning("interrupted_actions_retried", count=len(ids))
-    return len(ids)
+    found = unhandled(store)
+    for dup in found:
+        actor.handle(dup)
+    if found:
+        log.warning("interrupted_actions_retried", count=len(found))
+    return len(found)
+
+
+def unhandled(store: StoreBackend, ids: Iterable[int] | None = None) -> list[Duplicate]:
+    """The duplicates (of ``ids``, or all) whose action is still owed, as the store has them now."""
+    out = []
+    for file_id in store.unacted_matches() if ids is None else store.unacted_matches(file_ids=ids):
+        dup = current_form(store, file_id, "retried: its action was interrupted")
+        if dup is not None:
+            out.append(dup)
+    return out
+
+
+def current_form(store: StoreBackend, file_id: int, rule: str) -> Duplicate | None:
+    """File ``file_id`` as the duplicate the store says it is now, or None if it is none."""
+    dup_rec = store.record(file_id)
+    found = store.match_of(file_id)
+    if dup_rec is None or found is None:
+        return None
+    original_id, match, tie = found
+    orig_rec = store.record(original_id)
+    if orig_rec is None or dup_rec.fingerprint is None or orig_rec.fingerprint is None:
+        return None
+    return Duplicate(dup_rec, orig_rec, match, tie, rule)
 
 
 def is_own_symlink(store: Store, path: Path) -> bool:

@@ -1,8 +1,9 @@
 """``dedupd run``: watch, settle, fingerprint, match, act; signals and systemd.
 
 Threads: watchdog's observer threads only enqueue events (``watcher.py``);
-everything else runs on the main thread, which is the store's only writer.
-Fingerprinting runs in a pool of worker processes.  The main loop wakes at
+the file work of a move (copies, re-hashes) runs on one action thread
+(``acting.py``); everything else runs on the main thread, which is the
+store's only writer.  Fingerprinting runs in a pool of worker processes.  The main loop wakes at
 least every quarter second, so signals, settle timers, the systemd watchdog
 and the circuit breakers are all served from one place.
 """
@@ -30,7 +31,8 @@ import structlog
 
 from dedupd import config as config_module
 from dedupd import fileops, identity, relink, startup
-from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents
+from dedupd.acting import ActionLane
+from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents, unhandled
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
@@ -122,6 +124,7 @@ class Daemon:
         self.store.lock_writer()
         self.store.require_sound()
         self.crashes = CrashTracker(self.store)
+        self.acting = ActionLane(self.store)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -138,6 +141,8 @@ class Daemon:
             # before the index is built: an action here may move a file away
             act_on_unhandled(self.store, self.actor)
             self.pipeline = Pipeline(self.store, self.config)
+            self.seen_version = self.store.data_version()
+            self.ignore_mark, _ = self.store.ignores_after(0)
             self._warn_destructive()
             self._start_roots()
             self.notifier.ready(self._status_line())
@@ -150,6 +155,8 @@ class Daemon:
                     stop_watch(state.watch)
             if hasattr(self, "pipeline"):  # a start that failed early has nothing in hand
                 self._drain()
+                self.acting.finish_current(self.actor, self.pipeline.acted)
+            self.acting.close()
             self.pool.shutdown(wait=True, cancel_futures=True)
             if hasattr(self, "actor"):
                 self._write_status("stopped")
@@ -237,7 +244,8 @@ class Daemon:
                 last_reconcile = now
                 for root in self.roots:
                     self._queue_catch_up(root)
-            if self.reload_requested.is_set():
+            if self.reload_requested.is_set() and self.acting.current is None:
+                # after the move in flight is recorded: a reload replaces the Actor
                 self.reload_requested.clear()
                 self._reload()
             if self.overflow.is_set():
@@ -250,6 +258,8 @@ class Daemon:
             self._advance_catch_up()
             self._submit_ready(now)
             self._collect()
+            self._learn_of_ignores()
+            self.acting.advance(self.actor, self.pipeline.acted)
             self._process_gone(now)
             self._finish_catch_ups()
             self._advance_sweeps()
@@ -263,9 +273,10 @@ class Daemon:
             self._wait()
 
     def _wait(self) -> None:
-        if self.in_flight:
-            cf.wait(list(self.in_flight.values()), timeout=TICK, return_when=cf.FIRST_COMPLETED)
-        elif self.events.empty() and not self.catch_up and not self.sweeps:
+        futures: list[cf.Future[Any]] = [*self.in_flight.values(), *self.acting.futures()]
+        if futures:
+            cf.wait(futures, timeout=TICK, return_when=cf.FIRST_COMPLETED)
+        elif self.events.empty() and not self.catch_up and not self.sweeps and self.acting.idle:
             self.stop.wait(TICK)
 
     def _take_events(self) -> None:
@@ -299,9 +310,10 @@ class Daemon:
     def _process_gone(self, now: float) -> None:
         """Forget what was deleted or moved away, once a rename had its chance to be followed."""
         delay = self.config.settle_seconds + 2 * CLOSE_GRACE
+        busy = self.acting.busy
         for path, (root, when) in list(self.gone.items()):
-            if now - when < delay:
-                continue
+            if now - when < delay or path in busy:
+                continue  # a file being moved is forgotten, if at all, once the move is recorded
             del self.gone[path]
             state = self.roots.get(root)
             if state is not None and state.tripped:
@@ -362,8 +374,11 @@ class Daemon:
                 state.vouched = False
                 log.info("catch_up_finished", root=root, forgotten=forgotten, indexed=self.store.count_under(root))
                 continue
+            busy = self.acting.busy
             for _, path in rows:
-                if missing(path):
+                if path in busy:
+                    self.gone.setdefault(path, (root, time.monotonic()))  # looked at again after the move
+                elif missing(path):
                     self._forget(path)
                     forgotten += 1
             self.sweeps[root] = (rows[-1][1], forgotten)
@@ -381,11 +396,12 @@ class Daemon:
         # after a worker died with several files in flight, they go one at a
         # time until the one that kills workers is known
         limit = 1 if self.crashes.isolating else self.max_in_flight
+        busy = self.acting.busy
         for path in list(self.pending):
             if len(self.in_flight) >= limit:
                 return
-            if path in self.in_flight:
-                continue
+            if path in self.in_flight or path in busy:
+                continue  # a file being moved waits until the move is recorded
             p = self.pending[path]
             try:
                 raw = os.lstat(path)
@@ -497,6 +513,9 @@ class Daemon:
         self.in_flight.clear()
 
     def _ingest(self, result: Fingerprinted | Failed) -> None:
+        if result.path in self.acting.busy:
+            self.pending.setdefault(result.path, Pending(self._root_of(result.path), changed_at=time.monotonic()))
+            return  # read while it was being moved: read again once the move is recorded
         if isinstance(result, Fingerprinted):
             try:
                 if identity.changed(result.path, result.stat) is not None:  # ctime too: rewritten in place
@@ -511,6 +530,40 @@ class Daemon:
             self.counters.fingerprinted += 1
         self._act(outcome.duplicates)
 
+    def _learn_of_ignores(self) -> None:
+        """``dedupd ignore`` run meanwhile undoes pairings, and what the two files
+        join instead is owed an action: queue it now, not at the next start.
+
+        Cheap: one ``PRAGMA data_version`` per pass; only after another process
+        committed are the pairs marked since the last look read, and only the
+        groups of the files with those contents (or their pictures) are looked at.
+        """
+        version = self.store.data_version()
+        if version == self.seen_version:
+            return
+        self.seen_version = version
+        self.ignore_mark, pairs = self.store.ignores_after(self.ignore_mark)
+        if not pairs:
+            return
+        twins: set[int] = set()
+        for pair in pairs:
+            for sha in set(pair):
+                for file_id in self.store.ids_with("sha256", sha):
+                    twins.add(file_id)
+                    rec = self.store.record(file_id)
+                    if rec is not None and rec.fingerprint is not None:
+                        twins.update(self.store.ids_with("pixel_digest", rec.fingerprint.pixel_digest))
+        members: set[int] = set()
+        for file_id in twins:
+            found = self.store.match_of(file_id)
+            original = found[0] if found is not None else file_id
+            members.add(original)
+            members.update(self.store.duplicates_of(original))
+        owed = unhandled(self.store, members)
+        if owed:
+            log.info("regrouped_pairs_queued", count=len(owed), note="pairings made by 'dedupd ignore'")
+            self.acting.add(owed)
+
     def _forget(self, path: Path) -> None:
         forgotten = self.pipeline.forget(path)
         if forgotten is not None:
@@ -519,13 +572,11 @@ class Daemon:
             relink.original_gone(self.store, self.config, path, roots=self.config.roots)
 
     def _act(self, found: tuple[Duplicate, ...] | list[Duplicate]) -> None:
-        """Every match grouping made or moved goes to the Actor, re-matches included."""
-        todo = list(found)
-        while todo:
-            dup = todo.pop(0)
+        """Every match grouping made or moved goes to the Actor (through the action
+        lane), re-matches included."""
+        for dup in found:
             self.counters.duplicates[dup.match.tier.value] += 1
-            self.actor.handle(dup)
-            todo += self.pipeline.acted(dup)
+        self.acting.add(found)
 
     def _root_of(self, path: Path) -> Path:
         for root in self.roots:
@@ -553,9 +604,7 @@ class Daemon:
         self.actor = Actor(self.store, new, roots=new.roots)
         self.actor.paused.clear()
         # actions that failed or that a breaker held back are tried again now
-        unacted = self.store.unacted_matches()
-        act_on_unhandled(self.store, self.actor)
-        self._act(self.pipeline.grouping.removed(unacted))
+        self.acting.add(unhandled(self.store))
         for root in old_roots - set(new.roots):
             state = self.roots.pop(root)
             if state.watch is not None:

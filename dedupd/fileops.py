@@ -127,18 +127,24 @@ def rename_no_replace(src: Path, dst: Path) -> None:
 
 
 def place_copy(
-    src: Path, dst: Path, sha256: str, on_temp: Callable[[Path], None] | None = None
+    src: Path,
+    dst: Path,
+    sha256: str,
+    on_temp: Callable[[Path], None] | None = None,
+    tmp: Path | None = None,
 ) -> bool:
     """Make ``dst`` hold the same bytes as ``src`` without touching ``src``.
 
     Returns True when ``dst`` is a hard link to ``src`` (same inode), False
-    when it is a verified copy.  ``dst`` must not exist.  ``on_temp`` is told
-    the temporary name before a copy starts, so a crash can clean it up.
+    when it is a verified copy.  ``dst`` must not exist.  A copy is written
+    to ``tmp`` (a fresh temporary name beside ``dst`` if not given) and
+    renamed into place; ``on_temp`` is told that name before a copy starts,
+    so a crash can clean it up.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
     if _link(src, dst):
         return True
-    tmp = temp_name(dst)
+    tmp = tmp or temp_name(dst)
     if on_temp is not None:
         on_temp(tmp)
     try:

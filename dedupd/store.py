@@ -868,6 +868,19 @@ class Store:
         row = self.db.execute("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (SQLite's
+        ``PRAGMA data_version``): a cheap "has anyone else written?"."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def ignores_after(self, mark: int) -> tuple[int, list[tuple[str, str]]]:
+        """Pairs marked "not duplicates" after decision ``mark`` (0: all), and the mark to pass next time."""
+        rows = self.db.execute(
+            "SELECT id, sha_a, sha_b FROM decisions WHERE id > ? AND kind = 'not_duplicates' ORDER BY id", [mark]
+        ).fetchall()
+        last = self.db.execute("SELECT COALESCE(MAX(id), ?) FROM decisions", [mark]).fetchone()[0]
+        return max(int(last), mark), [(r[1], r[2]) for r in rows if r[1] and r[2]]
+
     def require_sound(self) -> None:
         """Raise StoreError (exit 74) unless ``PRAGMA quick_check`` finds the store sound."""
         problem = self.quick_check()

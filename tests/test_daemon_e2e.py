@@ -515,6 +515,35 @@ def test_sighup_applies_a_new_action(env: Env) -> None:
     assert daemon.stop() == 0
 
 
+def test_a_pairing_made_by_ignore_is_acted_on_without_a_reload(env: Env) -> None:
+    """`dedupd ignore A B` while the daemon runs: B and its exact copy C leave A's group
+    (where they were only pixel duplicates, logged) and C becomes B's exact duplicate;
+    the daemon quarantines C at once, with no restart and no SIGHUP."""
+    from helpers import jpeg_with_comment
+
+    data = picture(8100)
+    edited = jpeg_with_comment(data, b"edited")  # the same picture, other bytes: a pixel duplicate
+    a = write(env.root / "a.jpg", data)
+    daemon = env.start(actions={"exact": "quarantine", "pixel": "log", "near": "log"})
+    env.wait_indexed(a)
+    b = write(env.root / "b.jpg", edited)
+    env.wait_indexed(b)
+    c = write(env.root / "c.jpg", edited)
+    env.wait_indexed(c)
+    env.wait_idle(daemon, after=time.time())
+    assert a.exists() and b.exists() and c.exists()
+    assert not [r for r in env.audit() if r["action"] == "quarantine"], env.audit()
+
+    env.cli("ignore", str(a), str(b))
+    wait_until(lambda: not c.exists(), "c.jpg quarantined after the ignore", timeout=15)
+    assert daemon.events("regrouped_pairs_queued")
+    assert [(r["path"], r["original"]) for r in env.moves()] == [(str(c), str(b))]
+    assert sha256(env.quarantine / "c.jpg") == sha256(edited)
+    assert sha256(a) == sha256(data) and sha256(b) == sha256(edited)
+    assert not daemon.events("config_reloading")
+    assert daemon.stop() == 0
+
+
 def test_sighup_with_an_invalid_config_keeps_the_running_one(env: Env) -> None:
     """An invalid config on SIGHUP is refused (config_reload_failed): the daemon keeps
     running with the old actions, and a later duplicate is still quarantined."""

@@ -251,6 +251,49 @@ def test_no_watchdog_pings_without_watchdog_usec(env: Env, abstract_manager: Man
     assert [n.text() for n in manager.notices if n.get("WATCHDOG") is not None] == []
 
 
+def test_a_slow_move_neither_stops_the_watchdog_pings_nor_ingest(env: Env, path_manager: Manager) -> None:
+    """While a move's copy and re-hash are held up 4 s (DEDUPD_FAULT sleep on the action thread),
+    WATCHDOG=1 keeps coming every half WATCHDOG_USEC and a new file is still fingerprinted;
+    the move then completes."""
+    manager = path_manager
+    pause = 4.0
+    original = write(env.root / "a.jpg", picture(1))
+    env.write_config(actions={"exact": "quarantine", "pixel": "log", "near": "log"})
+    daemon = start_notifying(
+        env, manager, WATCHDOG_USEC=str(WATCHDOG_USEC), DEDUPD_FAULT=f"quarantine.after_copy:sleep={pause}"
+    )
+    manager.wait_for("READY", "1", daemon)
+    manager.receive_until(lambda _: env.record(original) or None, "a.jpg indexed", daemon)
+
+    copy = write(env.root / "b.jpg", picture(1))
+    placed = env.quarantine / "b.jpg"
+
+    def moving(notices: list[Notice]) -> float | None:  # the copy is placed, the file not yet taken
+        return time.monotonic() if placed.exists() and copy.exists() else None
+
+    started = manager.receive_until(moving, "the move's copy placed", daemon)
+    other = write(env.root / "c.jpg", picture(2))
+
+    def ingested_meanwhile(notices: list[Notice]) -> bool | None:
+        if not copy.exists():
+            raise AssertionError(f"the move finished before c.jpg was fingerprinted:\n{daemon.tail()}")
+        rec = env.record(other)
+        return True if rec is not None and rec["sha256"] is not None else None
+
+    manager.receive_until(ingested_meanwhile, "c.jpg fingerprinted during the move", daemon, timeout=pause)
+    ended = manager.receive_until(
+        lambda _: time.monotonic() if not copy.exists() else None, "the move to complete", daemon
+    )
+    assert ended - started >= pause * 0.8, "the fault did not hold the move up"
+    daemon.wait_event("file_quarantined", path=copy)
+
+    pings = [n.at for n in manager.notices if n.get("WATCHDOG") == "1" and started <= n.at <= ended]
+    gaps = [b - a for a, b in zip([started, *pings], [*pings, ended])]
+    assert len(pings) >= (ended - started) / WATCHDOG_EVERY - 3, pings
+    assert max(gaps) < WATCHDOG_USEC / 1_000_000, f"the watchdog went unpinged during the move: {gaps}"
+    assert daemon.stop() == 0
+
+
 # --- 2. the JSON log ------------------------------------------------------------------
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
@@ -339,6 +382,32 @@ def test_every_log_line_is_one_json_object_even_for_hostile_file_names(env: Env)
     assert paths[1].startswith(prefix + "new") and paths[1].endswith("line.jpg"), paths
     [skipped] = [e for e in entries if e["event"] == "file_skipped"]
     assert skipped["path"].startswith(prefix + "junk") and skipped["path"].endswith(".jpg"), skipped
+
+
+def test_watchdogs_warnings_on_a_deep_tree_are_json_log_lines(env: Env) -> None:
+    """A tree 60 levels deep made while the daemon watches makes watchdog warn (RuntimeWarning:
+    a callback overwritten, its text a whole watch table); each warning is one python_warning
+    JSON line and nothing in the log is anything but JSON."""
+    daemon = env.start(actions={"exact": "log", "pixel": "log", "near": "log"})
+    for tree in range(3):  # the warning comes from a race in watchdog: another tree if none came
+        level = env.root / f"tree{tree}"
+        for i in range(60):
+            level = level / f"level{i:03d}_{'x' * 40}"
+            level.mkdir(parents=True)
+            (level / "note.txt").write_bytes(b"x")
+        try:
+            wait_until(lambda: daemon.events("python_warning"), "a python_warning", timeout=5)
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.skip("watchdog did not warn on three deep trees (its race did not happen)")
+    assert daemon.stop() == 0
+    daemon.read_log()
+    assert daemon.junk == [], daemon.junk[:3]
+    warned = daemon.events("python_warning")[0]
+    assert warned["category"] == "RuntimeWarning" and "watchdog" in warned["source"], warned
+    assert len(warned["message"]) <= 303
 
 
 def test_hostile_root_name_is_logged_as_safe_text(env: Env) -> None:
