@@ -324,9 +324,11 @@ class Daemon:
                     # over a symlink reports the path gone last); look at it
                     self.pending[path] = Pending(root, changed_at=now)
                 continue
-            for _, p in list(self.store.ids_under(path)):  # a directory, or the file itself
-                if missing(p):
-                    self._forget(p)
+            lost = [p for _, p in self.store.ids_under(path) if missing(p)]  # a directory, or the file itself
+            if lost and state is not None and not self._still_there(state):
+                continue
+            for p in lost:
+                self._forget(p)
 
     def _advance_catch_up(self) -> None:
         budget = CATCH_UP_BATCH
@@ -375,13 +377,26 @@ class Daemon:
                 log.info("catch_up_finished", root=root, forgotten=forgotten, indexed=self.store.count_under(root))
                 continue
             busy = self.acting.busy
-            for _, path in rows:
-                if path in busy:
-                    self.gone.setdefault(path, (root, time.monotonic()))  # looked at again after the move
-                elif missing(path):
-                    self._forget(path)
-                    forgotten += 1
+            for path in [p for _, p in rows if p in busy]:
+                self.gone.setdefault(path, (root, time.monotonic()))  # looked at again after the move
+            lost = [p for _, p in rows if p not in busy and missing(p)]
+            if lost and not self._still_there(state):
+                del self.sweeps[root]
+                continue
+            for path in lost:
+                self._forget(path)
+                forgotten += 1
             self.sweeps[root] = (rows[-1][1], forgotten)
+
+    def _still_there(self, state: RootState) -> bool:
+        """Look at the root again after finding files gone from it, before forgetting them.
+
+        The files were looked for after the root was last checked: a root
+        unmounted (or a directory mounted over it) in between made them look
+        gone.  Checked again now, after the look, the breaker trips instead.
+        """
+        self._check_roots()
+        return state.tripped is None
 
     def _submit_ready(self, now: float) -> None:
         """Hand complete files to the workers.
