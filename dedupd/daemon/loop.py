@@ -1,4 +1,8 @@
-"""``dedupd run``: watch, settle, fingerprint, match, act; signals and systemd.
+"""``dedupd run``: the loop that pings the watchdog, and its wiring.
+
+Watch, settle (``settling.py``), fingerprint, match, act (``acting.py``);
+reconcile with the disk (``reconcile.py``); trip breakers (``breakers.py``);
+count worker crashes (``dedupd.crashes``); signals and systemd.
 
 Threads: watchdog's observer threads only enqueue events (``watcher.py``);
 the file work of a move (copies, re-hashes) runs on one action thread
@@ -21,7 +25,6 @@ import signal
 import stat as stat_module
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -30,21 +33,25 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
-from dedupd import fileops, identity, relink, startup
-from dedupd.acting import ActionLane
+from dedupd import identity, relink, startup
 from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents, unhandled
 from dedupd.audit import Audit
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
+from dedupd.daemon import breakers
+from dedupd.daemon.acting import ActionLane
+from dedupd.daemon.breakers import RootState
+from dedupd.daemon.reconcile import Reconciliation
+from dedupd.daemon.settling import Pending
 from dedupd.errors import ConfigError
 from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
 from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, worker_init
 from dedupd.restore import adopt_records
-from dedupd.walking import Filter, missing, walk
+from dedupd.walking import Filter
 from dedupd.sdnotify import Notifier, watchdog_interval
 from dedupd.store import Store, write_daemon_status
-from dedupd.watcher import Event, Kind, Watch, listen_for_overflow, start_watch, stop_watch
+from dedupd.watcher import Event, Kind, listen_for_overflow, start_watch, stop_watch
 
 log = structlog.get_logger()
 
@@ -52,39 +59,6 @@ TICK = 0.25  # seconds between passes of the main loop at most
 CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
 STATUS_EVERY = 2.0
 EVENT_QUEUE_SIZE = 10_000
-CATCH_UP_BATCH = 64  # files planned per pass while catching up
-#: indexed files checked (lstat) per pass by the sweep that forgets what a
-#: catch-up walk did not find: a pass stays short at any store size, so the
-#: loop keeps serving the systemd watchdog, signals and events
-SWEEP_BATCH = 2000
-#: a file written (an inotify modify) but never closed is taken as still being
-#: written for this long; after that, a writer that died is assumed
-OPEN_WRITE_TIMEOUT = 300.0
-
-
-@dataclass
-class Pending:
-    """A file waiting to be complete: its size and mtime must hold still."""
-
-    root: Path
-    changed_at: float = 0.0  # monotonic time of the last change seen
-    seen: FileStat | None = None  # what the last look saw
-    closed_at: float | None = None  # monotonic time of the last close-after-write
-    from_walk: bool = False  # found by a catch-up walk rather than an event
-    open_for_write: bool = False  # written, and the observer has not seen it closed yet
-    seen_ctime: int | None = None  # st_ctime_ns at the last look: a metadata change restarts the clock
-
-
-@dataclass
-class RootState:
-    root: Path
-    dev: int
-    ino: int
-    watch: Watch | None = None
-    tripped: str | None = None
-    #: after a reload a person vouched for the root as it is: an empty root is
-    #: not a breaker until the catch-up walk has forgotten what is gone
-    vouched: bool = False
 
 
 @dataclass
@@ -109,11 +83,7 @@ class Daemon:
         self.pending: dict[Path, Pending] = {}
         self.in_flight: dict[Path, cf.Future[Fingerprinted | Failed]] = {}
         self.in_flight_stat: dict[Path, FileStat] = {}  # what each file in flight was when submitted
-        self.catch_up: collections.deque[tuple[Path, Iterator[Path], bool]] = collections.deque()
         self.roots: dict[Path, RootState] = {}
-        self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
-        self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
-        self.sweeps: dict[Path, tuple[Path | None, int]] = {}  # root -> (last path checked, forgotten so far)
         self.counters = Counters()
         self.started_at = time.time()
 
@@ -125,6 +95,7 @@ class Daemon:
         self.store.require_sound()
         self.crashes = CrashTracker(self.store)
         self.acting = ActionLane(self.store)
+        self.reconcile = Reconciliation(self.store, self._filter)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -207,30 +178,11 @@ class Daemon:
         return Filter(self.config, extra_never=(self.db_path,))
 
     def _queue_catch_up(self, root: Path) -> None:
-        self.catch_up.append((root, walk(root, self._filter()), True))
-        log.info("catch_up_started", root=root)
+        self.reconcile.walk_root(root)
 
     def _check_roots(self) -> None:
         """Trip a root's breaker if it vanished, changed device or emptied."""
-        for state in self.roots.values():
-            why = None
-            try:
-                st = os.stat(state.root)
-                if st.st_dev != state.dev:
-                    why = "the root is on a different device now (unmounted or remounted?)"
-                elif not state.vouched and not any(True for _ in os.scandir(state.root)) and (
-                    indexed := self.store.count_under(state.root)
-                ):
-                    why = f"the root is empty but {indexed} files are indexed (unmounted?)"
-                elif st.st_ino != state.ino:
-                    why = "the root was replaced by another directory (its watch is gone)"
-            except OSError as exc:
-                why = f"the root is not accessible: {exc.strerror}"
-            if why and state.tripped is None:
-                state.tripped = why
-                self.actor.paused[state.root] = why
-                log.error("circuit_breaker_tripped", root=state.root, cause=why,
-                          note="actions and forgetting paused on this root until reload or restart")
+        breakers.check(self.roots.values(), self.store.count_under, self.actor.paused)
 
     # --- the loop ---------------------------------------------------------
 
@@ -240,7 +192,7 @@ class Daemon:
         while not self.stop.is_set():
             now = time.monotonic()
             every = self.config.reconcile_interval
-            if every and now - last_reconcile >= every and not self.catch_up and not self.sweeps:
+            if every and now - last_reconcile >= every and not self.reconcile.busy:
                 last_reconcile = now
                 for root in self.roots:
                     self._queue_catch_up(root)
@@ -255,14 +207,17 @@ class Daemon:
                     self._queue_catch_up(root)
             self._check_roots()
             self._take_events()
-            self._advance_catch_up()
+            self.reconcile.advance_walks(self.pending)
             self._submit_ready(now)
             self._collect()
             self._learn_of_ignores()
             self.acting.advance(self.actor, self.pipeline.acted)
-            self._process_gone(now)
-            self._finish_catch_ups()
-            self._advance_sweeps()
+            self.reconcile.process_gone(
+                now, self.config.settle_seconds + 2 * CLOSE_GRACE, self.roots, self._check_roots,
+                self.acting.busy, self._forget, self.pending, self.in_flight,
+            )
+            self.reconcile.finish_walks(self.pending, self.in_flight)
+            self.reconcile.advance_sweeps(self.roots, self._check_roots, self.acting.busy, self._forget, time.monotonic())
             if self.watchdog_every and now - last_ping >= self.watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now
@@ -276,7 +231,7 @@ class Daemon:
         futures: list[cf.Future[Any]] = [*self.in_flight.values(), *self.acting.futures()]
         if futures:
             cf.wait(futures, timeout=TICK, return_when=cf.FIRST_COMPLETED)
-        elif self.events.empty() and not self.catch_up and not self.sweeps and self.acting.idle:
+        elif self.events.empty() and not self.reconcile.busy and self.acting.idle:
             self.stop.wait(TICK)
 
     def _take_events(self) -> None:
@@ -290,123 +245,20 @@ class Daemon:
                 # Not forgotten at once: if this was a rename, the new path is
                 # planned first and follows the record without re-reading it.
                 self.pending.pop(event.path, None)
-                self.gone[event.path] = (event.root, time.monotonic())
+                self.reconcile.note_gone(event.path, event.root, time.monotonic())
             elif event.kind is Kind.DIRECTORY:
-                self.catch_up.append((event.root, walk(event.path, self._filter()), False))
+                self.reconcile.walk_directory(event.root, event.path)
             else:
-                p = self.pending.setdefault(event.path, Pending(event.root))
-                p.from_walk = False
-                if event.kind is Kind.CLOSED:
-                    p.closed_at = time.monotonic()
-                    p.open_for_write = False
-                else:
-                    p.closed_at = None
-                    p.changed_at = time.monotonic()
-                    if event.kind is Kind.CHANGED:
-                        state = self.roots.get(event.root)
-                        # inotify reports close-after-write: until it does, the writer is still at it
-                        p.open_for_write = bool(state and state.watch and not state.watch.polling)
-
-    def _process_gone(self, now: float) -> None:
-        """Forget what was deleted or moved away, once a rename had its chance to be followed."""
-        delay = self.config.settle_seconds + 2 * CLOSE_GRACE
-        busy = self.acting.busy
-        for path, (root, when) in list(self.gone.items()):
-            if now - when < delay or path in busy:
-                continue  # a file being moved is forgotten, if at all, once the move is recorded
-            del self.gone[path]
-            state = self.roots.get(root)
-            if state is not None and state.tripped:
-                continue  # a storm of deletes on a vanished share: forget nothing
-            if os.path.lexists(path):
-                if fileops.is_regular(path) and path not in self.pending and path not in self.in_flight:
-                    # a file is there again: renamed over it, or swapped in (a restore
-                    # over a symlink reports the path gone last); look at it
-                    self.pending[path] = Pending(root, changed_at=now)
-                continue
-            lost = [p for _, p in self.store.ids_under(path) if missing(p)]  # a directory, or the file itself
-            if lost and state is not None and not self._still_there(state):
-                continue
-            for p in lost:
-                self._forget(p)
-
-    def _advance_catch_up(self) -> None:
-        budget = CATCH_UP_BATCH
-        while self.catch_up and budget and len(self.pending) < EVENT_QUEUE_SIZE:
-            root, walker, whole_root = self.catch_up[0]
-            for path in walker:
-                budget -= 1
-                self.pending.setdefault(path, Pending(root, from_walk=True))
-                if not budget:
-                    break
-            else:
-                self.catch_up.popleft()
-                if whole_root:
-                    self.finishing.add(root)
-
-    def _finish_catch_ups(self) -> None:
-        """Once every walked file was planned (so that files renamed meanwhile were
-        followed, not forgotten), start the sweep that forgets files deleted while
-        we were away."""
-        for root in list(self.finishing):
-            if any(p.from_walk and p.root == root for p in self.pending.values()) or any(
-                path.is_relative_to(root) for path in self.in_flight
-            ):
-                continue
-            self.finishing.discard(root)
-            self.sweeps[root] = (None, 0)
-
-    def _advance_sweeps(self) -> None:
-        """Check up to SWEEP_BATCH indexed files of the sweeping roots: forget those gone."""
-        budget = SWEEP_BATCH
-        for root in list(self.sweeps):
-            if budget <= 0:
-                return
-            # a root unmounted since this loop's check must not be taken as emptied
-            self._check_roots()
-            state = self.roots.get(root)
-            if state is None or state.tripped:
-                del self.sweeps[root]
-                continue
-            after, forgotten = self.sweeps[root]
-            rows = self.store.ids_under_after(root, after, budget)
-            budget -= len(rows)
-            if not rows:
-                del self.sweeps[root]
-                state.vouched = False
-                log.info("catch_up_finished", root=root, forgotten=forgotten, indexed=self.store.count_under(root))
-                continue
-            busy = self.acting.busy
-            for path in [p for _, p in rows if p in busy]:
-                self.gone.setdefault(path, (root, time.monotonic()))  # looked at again after the move
-            lost = [p for _, p in rows if p not in busy and missing(p)]
-            if lost and not self._still_there(state):
-                del self.sweeps[root]
-                continue
-            for path in lost:
-                self._forget(path)
-                forgotten += 1
-            self.sweeps[root] = (rows[-1][1], forgotten)
-
-    def _still_there(self, state: RootState) -> bool:
-        """Look at the root again after finding files gone from it, before forgetting them.
-
-        The files were looked for after the root was last checked: a root
-        unmounted (or a directory mounted over it) in between made them look
-        gone.  Checked again now, after the look, the breaker trips instead.
-        """
-        self._check_roots()
-        return state.tripped is None
+                state = self.roots.get(event.root)
+                self.pending.setdefault(event.path, Pending(event.root)).on_event(
+                    closed=event.kind is Kind.CLOSED,
+                    written=event.kind is Kind.CHANGED,
+                    inotify=bool(state and state.watch and not state.watch.polling),
+                    now=time.monotonic(),
+                )
 
     def _submit_ready(self, now: float) -> None:
-        """Hand complete files to the workers.
-
-        Complete means: no event and no change of size, mtime or ctime for
-        the settle time after the last write and the LAST close (a file
-        appended in chunks, closed after each, is not complete after the
-        first); a file written but not yet closed (inotify) waits up to
-        OPEN_WRITE_TIMEOUT.  Any change seen restarts the clock.
-        """
+        """Hand complete files (``settling.py`` says which) to the workers."""
         settle = self.config.settle_seconds
         # after a worker died with several files in flight, they go one at a
         # time until the one that kills workers is known
@@ -431,17 +283,7 @@ class Daemon:
                 log.warning("file_skipped", path=path, reason="not_an_image", detail=f"not a regular file: {exc.strerror or exc}")
                 self.counters.errors += 1
                 continue
-            if st != p.seen or raw.st_ctime_ns != p.seen_ctime:
-                first = p.seen is None
-                p.seen, p.seen_ctime = st, raw.st_ctime_ns
-                written_before = time.time() - st.mtime_ns / 1e9 >= settle
-                if first and p.from_walk and written_before:
-                    p.changed_at = now - settle  # found by a walk, untouched for a while
-                else:
-                    p.changed_at = now
-                    continue
-            last = max(p.changed_at, p.closed_at or 0.0)
-            if now - last < (OPEN_WRITE_TIMEOUT if p.open_for_write else settle):
+            if not p.complete(st, raw.st_ctime_ns, now=now, wall_now=time.time(), settle=settle):
                 continue
             del self.pending[path]
             self._handle(path)
@@ -670,7 +512,7 @@ class Daemon:
                 for s in self.roots.values()
             ],
             "queue_depth": len(self.pending) + len(self.in_flight) + self.events.qsize(),
-            "catching_up": len(self.catch_up) + len(self.finishing) + len(self.sweeps),
+            "catching_up": self.reconcile.in_progress(),
             "events": self.counters.events,
             "fingerprinted": self.counters.fingerprinted,
             "errors": self.counters.errors,
