@@ -1,8 +1,10 @@
 """A fault-injection switch, off unless the environment names a step.
 
 Every step of a quarantine, a symlink and a restore calls :func:`point` with
-its name (``quarantine.after_take``, ``restore.after_copy``...), and so does
-a fingerprinting worker before it decodes a file (``worker.fingerprint``).
+its name (``quarantine.after_take``, ``restore.after_copy``...), and so do
+a fingerprinting worker before it decodes a file (``worker.fingerprint``)
+and the daemon's sweep between checking a root and looking for its files
+(``sweep.before_look``).
 Nothing happens unless ``DEDUPD_FAULT`` names that step, which only tests
 do::
 
@@ -52,6 +54,7 @@ STEPS: dict[str, tuple[str, ...]] = {
         "restore.after_unlink",
     ),
     "worker": ("worker.fingerprint",),
+    "sweep": ("sweep.before_look",),
 }
 
 

@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import signal
+import sys
 import tarfile
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from daemon_helpers import (
+    Daemon,
     Env,
     bind_mount,
     count_files,
@@ -633,6 +635,35 @@ def test_root_emptied_by_a_mount_trips_the_breaker(env: Env, warm_store: bool) -
     env.wait_idle(daemon, after=time.time())
     assert {p: (env.record(p) or {}).get("id") for p in names} == ids, "records forgotten"
     assert breaker_cause(env) == cause
+    assert daemon.stop() == 0
+
+
+def test_a_root_unmounted_between_the_sweeps_check_and_its_look_forgets_nothing(env: Env) -> None:
+    """The sweep after the catch-up walk checks the root, then looks for each indexed file; an
+    empty directory mounted over the root in between (the look held 4 s by DEDUPD_FAULT) made
+    every file look deleted. The root is looked at again after the look: the breaker trips
+    and no record is forgotten."""
+    names = [write(env.root / f"w{i}.jpg", picture(120 + i)) for i in range(3)]
+    first = env.start()
+    env.wait_indexed(*names)
+    assert first.stop() == 0
+    ids = {p: (env.record(p) or {}).get("id") for p in names}
+    assert None not in ids.values()
+    argv = [
+        sys.executable, "-m", "dedupd", "run",
+        "--config", str(env.config_path), "--db", str(env.db), "--log-format", "json",
+    ]  # fmt: skip
+    daemon = Daemon(argv, env.log_path, {**env.env, "DEDUPD_FAULT": "sweep.before_look:sleep=4"}, env.base)
+    env.daemons.append(daemon)
+    daemon.wait_ready()  # the first pass walks the root, checks it and pauses before the look
+    empty = env.outside / "empty"
+    empty.mkdir()
+    with bind_mount(empty, env.root):
+        cause = daemon.wait_event("circuit_breaker_tripped", root=env.root, timeout=15)["cause"]
+        assert "empty" in cause
+        assert not daemon.events("catch_up_finished"), "the sweep went on over an emptied root"
+    env.wait_idle(daemon, after=time.time())
+    assert {p: (env.record(p) or {}).get("id") for p in names} == ids, "records forgotten"
     assert daemon.stop() == 0
 
 

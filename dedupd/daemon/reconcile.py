@@ -28,7 +28,7 @@ from pathlib import Path
 
 import structlog
 
-from dedupd import fileops
+from dedupd import faults, fileops
 from dedupd.backend import StoreBackend
 from dedupd.daemon.breakers import RootState
 from dedupd.daemon.settling import Pending
@@ -141,6 +141,7 @@ class Reconciliation:
                 continue
             for path in [p for _, p in rows if p in busy]:
                 self.gone.setdefault(path, (root, now))  # looked at again after the move
+            faults.point("sweep.before_look")  # tests only: widen the window after the check
             lost = [p for _, p in rows if p not in busy and missing(p)]
             if lost and not _still_there(state, check_roots):
                 del self.sweeps[root]
