@@ -518,9 +518,9 @@ def test_sighup_applies_a_new_action(env: Env) -> None:
 
 
 def test_a_pairing_made_by_ignore_is_acted_on_without_a_reload(env: Env) -> None:
-    """`dedupd ignore A B` while the daemon runs: B and its exact copy C leave A's group
-    (where they were only pixel duplicates, logged) and C becomes B's exact duplicate;
-    the daemon quarantines C at once, with no restart and no SIGHUP."""
+    """B and its exact copy C are pixel duplicates of A (logged only). `dedupd ignore A B`
+    then `dedupd ignore A C` while the daemon runs: C leaves A's group and becomes B's exact
+    duplicate, and the daemon quarantines it at once, with no restart and no SIGHUP."""
     from helpers import jpeg_with_comment
 
     data = picture(8100)
@@ -536,7 +536,8 @@ def test_a_pairing_made_by_ignore_is_acted_on_without_a_reload(env: Env) -> None
     assert a.exists() and b.exists() and c.exists()
     assert not [r for r in env.audit() if r["action"] == "quarantine"], env.audit()
 
-    env.cli("ignore", str(a), str(b))
+    env.cli("ignore", str(a), str(b))  # B leaves A's group, alone: nothing is owed
+    env.cli("ignore", str(a), str(c))  # C leaves it too, and joins its exact copy B
     wait_until(lambda: not c.exists(), "c.jpg quarantined after the ignore", timeout=15)
     assert daemon.events("regrouped_pairs_queued")
     assert [(r["path"], r["original"]) for r in env.moves()] == [(str(c), str(b))]
