@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
@@ -38,6 +38,9 @@ from dedupd.hashing import fingerprint_file, verification_pixels
 from dedupd.matching import compare as compare_fingerprints
 from dedupd.models import Action, Tier
 from dedupd.store import Store, default_db_path
+
+if TYPE_CHECKING:
+    from dedupd.scan import Found
 
 log = structlog.get_logger()
 
@@ -152,6 +155,11 @@ def scan(
     config = resolve(ctx.config, strict=False)
     store = ctx.store()
     store.lock_writer()
+    click_ctx = click.get_current_context()
+    bar = sys.stderr.isatty() if progress is None else progress
+    if bar and click_ctx.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        # quiet under the bar: each duplicate is listed at the end, not interleaved
+        logs.configure(click_ctx.meta.get("log_format", "auto"), "warning")
     with tempfile.TemporaryDirectory(prefix="dedupd-dry-run-") as scratch:
         if dry_run:  # work on a private copy: the real store and every file stay as they are
             real, store = store, store.snapshot(Path(scratch) / "dry-run.db")
@@ -177,9 +185,20 @@ def scan(
     result = summary.as_dict()
     result["actions"] = dict(sorted(actor.counts.items()))
     log.info("scan_finished", db=ctx.db_path, dry_run=dry_run, **result)
+    if bar:
+        _echo_found(summary.found, sum(summary.duplicates.values()))
     _echo_summary(result)
     if summary.errors:
         sys.exit(errors.EX_PARTIAL)
+
+
+def _echo_found(found: list[Found], total: int, shown: int = 50) -> None:
+    """The duplicates a scan found, after its progress bar: a line each, then how many more."""
+    for f in found[:shown]:
+        click.echo(f"{f.tier:<7} {f.similarity:5.1f}%  {display_path(str(f.path))}")
+        click.echo(f"{'':15}of {display_path(str(f.original))}")
+    if total > shown:
+        click.echo(f"... and {total - shown} more: 'dedupd groups' lists them all")
 
 
 def _echo_summary(result: dict[str, Any]) -> None:

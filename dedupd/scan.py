@@ -45,6 +45,18 @@ IN_FLIGHT_PER_WORKER = 3
 #: workers stay evenly loaded (see pipeline.fingerprint_batch)
 BATCH_FILES = 8
 BATCH_BYTES = 1 << 20
+#: duplicates kept for the list printed at the end of a scan (the rest are counted)
+FOUND_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A duplicate a scan found, for the list at its end."""
+
+    tier: str
+    similarity: float
+    path: Path
+    original: Path
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Summary:
     removed: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     duplicates: collections.Counter[str] = field(default_factory=collections.Counter)
+    found: list[Found] = field(default_factory=list)  # the first FOUND_KEPT duplicates
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -109,17 +122,31 @@ def scan(
     n_workers = workers or config.effective_workers()
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="scanning", unit=" files", disable=not show, file=sys.stderr, dynamic_ncols=True)
+    if show:  # a walk first, listing only, so that the bar has a total and an ETA
+        bar.set_description("walking")
+        total = 0
+        for root in roots:
+            for _ in walk(root, filt, []) if root.is_dir() else [root]:
+                total += 1
+                bar.update(1)
+        bar.reset(total=total)
+        bar.set_description("scanning")
 
     def hand_on(found: tuple[Duplicate, ...] | list[Duplicate]) -> None:
         todo = list(found)
         while todo:
             dup = todo.pop(0)
             summary.duplicates[dup.match.tier.value] += 1
+            if len(summary.found) < FOUND_KEPT:
+                summary.found.append(
+                    Found(dup.match.tier.value, dup.match.similarity, dup.duplicate.path, dup.original.path)
+                )
             if on_duplicate is not None:
                 on_duplicate(dup)
                 todo += pipeline.acted(dup)
 
     def consume(outcome: Outcome) -> None:
+        bar.update(1)
         if outcome.error is not None:
             summary.errors[outcome.error.reason] += 1
         else:
@@ -135,12 +162,13 @@ def scan(
             files = walk(root, filt, unreadable) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
             for path in files:
                 summary.seen += 1
-                bar.update(1)
                 try:
                     plan = pipeline.plan(path)
                 except OSError as exc:
                     consume(pipeline.record_failure(Failed(path, None, "vanished", exc.strerror or str(exc))))
                     continue
+                if plan.step is not Step.FINGERPRINT:
+                    bar.update(1)
                 if plan.step is Step.UNCHANGED:
                     summary.unchanged += 1
                     assert plan.record is not None
