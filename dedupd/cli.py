@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -907,8 +908,21 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception:  # noqa: BLE001 - the last resort: a bug gets a traceback in the log and exit 70
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug gets a traceback in the log and exit 70
         if not structlog.is_configured():
             logs.configure()
+        if _store_damage(exc):  # not a bug: the store's file is damaged or cannot be read
+            log.error("dedupd_error", error=f"the store is damaged: {exc}; 'dedupd restore --from-quarantine DIR' "
+                      "works from the records beside each quarantined file", exit_code=errors.EX_IOERR)
+            sys.exit(errors.EX_IOERR)
         log.exception("internal_error", note="this is a bug in dedupd; please report it")
         sys.exit(errors.EX_SOFTWARE)
+
+
+def _store_damage(exc: BaseException) -> bool:
+    """SQLite's own words for a damaged or unreadable file (a read anywhere can meet
+    it first), as opposed to a mistake in dedupd's SQL, which stays a bug (70)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    text = str(exc).lower()
+    return any(words in text for words in ("malformed", "not a database", "disk i/o error", "corrupt"))

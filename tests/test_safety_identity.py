@@ -256,6 +256,40 @@ def test_a_damaged_store_stops_the_daemon_with_74(env: Env) -> None:
     assert "damaged" in daemon.tail() or "malformed" in daemon.tail(), daemon.tail()
 
 
+def test_after_a_clean_stop_the_store_is_checked_beside_the_start(env: Env) -> None:
+    """quick_check reads the whole store (seconds at a million files): after a clean
+    stop the daemon is READY first and checks in the background; after a kill it
+    checks before READY."""
+    write(env.root / "a.jpg", picture(7580))
+    first = env.start()
+    env.wait_indexed(env.root / "a.jpg")
+    first.kill()  # not a clean stop: the next start checks first
+    second = env.start()
+    assert second.events("store_checked") == [], second.tail()  # checked in the foreground: no line
+    assert second.stop() == 0
+    third = env.start()  # after a clean stop
+    wait_until(lambda: third.events("store_checked"), "the background check")  # logged by that thread only
+    assert third.events("store_checked")[0]["damaged"] is False
+    assert third.stop() == 0
+
+
+def test_a_store_damaged_after_a_clean_stop_still_stops_the_daemon_with_74(env: Env) -> None:
+    """Damage found by the background check (or earlier, by any read) stops the daemon
+    with 74, and the next start checks before anything else."""
+    for i in range(40):
+        write(env.root / f"f{i}.jpg", picture(7590 + i, size=(64, 48)))
+    daemon = env.start()
+    env.wait_indexed(*(env.root / f"f{i}.jpg" for i in range(40)))
+    assert daemon.stop() == 0
+    size = env.db.stat().st_size
+    with open(env.db, "r+b") as f:  # keep the first half, scribble over the rest
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(os.urandom(size - size // 2 // 4096 * 4096))
+    again = env.start(ready=False)
+    assert again.proc.wait(60) == EX_IOERR, again.tail()
+    assert "damaged" in again.tail() or "malformed" in again.tail(), again.tail()
+
+
 # --- 7. the JSONL mirror ------------------------------------------------------------
 
 

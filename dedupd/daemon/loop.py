@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sqlite3
 import stat as stat_module
 import threading
 import time
@@ -43,14 +44,14 @@ from dedupd.daemon.acting import ActionLane
 from dedupd.daemon.breakers import RootState
 from dedupd.daemon.reconcile import Reconciliation
 from dedupd.daemon.settling import Pending
-from dedupd.errors import ConfigError
+from dedupd.errors import ConfigError, StoreError
 from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
 from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, worker_init
 from dedupd.restore import adopt_records
 from dedupd.walking import Filter
 from dedupd.sdnotify import Notifier, watchdog_interval
-from dedupd.store import Store, write_daemon_status
+from dedupd.store import Store, read_daemon_status, write_daemon_status
 from dedupd.watcher import Event, Kind, listen_for_overflow, start_watch, stop_watch
 
 log = structlog.get_logger()
@@ -78,6 +79,7 @@ class Daemon:
         self.watchdog_every = watchdog_interval()
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
+        self.store_damage: StoreError | None = None  # found by the background soundness check
         self.overflow = threading.Event()
         self.events: queue.Queue[Event] = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.pending: dict[Path, Pending] = {}
@@ -92,7 +94,7 @@ class Daemon:
     def run(self) -> int:
         self.store = Store.open(self.db_path)
         self.store.lock_writer()
-        self.store.require_sound()
+        self._check_sound()
         self.crashes = CrashTracker(self.store)
         self.acting = ActionLane(self.store)
         self.reconcile = Reconciliation(self.store, self._filter)
@@ -129,12 +131,38 @@ class Daemon:
                 self.acting.finish_current(self.actor, self.pipeline.acted)
             self.acting.close()
             self.pool.shutdown(wait=True, cancel_futures=True)
-            if hasattr(self, "actor"):
+            if hasattr(self, "actor") and self.store_damage is None:  # damaged: the next start checks first
                 self._write_status("stopped")
             self.store.close()
             logging.getLogger("watchdog").removeHandler(overflow_log)
             log.info("daemon_stopped")
         return 0
+
+    def _check_sound(self) -> None:
+        """``PRAGMA quick_check`` reads the whole store: seconds at a million
+        files.  After a clean stop it runs on a thread of its own beside the
+        start, and damage it finds stops the loop with exit 74; after anything
+        else (a kill, a crash, a store never run by the daemon) it runs before
+        anything is touched."""
+        try:
+            previous = read_daemon_status(self.store)
+        except sqlite3.DatabaseError:  # unreadable: a reason to check before anything else
+            previous = None
+        if previous is None or previous.get("state") != "stopped":
+            self.store.require_sound()
+            return
+        reader = self.store.reader()
+
+        def check() -> None:
+            try:
+                reader.require_sound()
+            except StoreError as exc:
+                self.store_damage = exc
+            finally:
+                reader.close()
+            log.info("store_checked", damaged=self.store_damage is not None)
+
+        threading.Thread(target=check, name="dedupd-store-check", daemon=True).start()
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop.set()
@@ -190,6 +218,8 @@ class Daemon:
         last_status = last_ping = 0.0
         last_reconcile = time.monotonic()
         while not self.stop.is_set():
+            if self.store_damage is not None:
+                raise self.store_damage
             now = time.monotonic()
             every = self.config.reconcile_interval
             if every and now - last_reconcile >= every and not self.reconcile.busy:
