@@ -27,6 +27,7 @@ larger write; each operation also opens its own (nested) transaction.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 import threading
 import time
 from pathlib import Path
@@ -179,7 +180,7 @@ class Grouping:
             todo: Todo = collections.deque()
             self._merge(root, best, inverse(known[1]), False, CHOSEN_RULE, changed, todo)
             out = self._report(changed)
-            return out + self._settle([i for i, _ in todo])
+            return out + self._settle([i for i, _ in todo], regrouped=list(changed))
 
     def removed(self, file_ids: list[int]) -> list[Duplicate]:
         """Records deleted by someone else (an action moved the file away): keep the index in step."""
@@ -220,15 +221,19 @@ class Grouping:
             self.store.clear_match(orphan)
         return orphans
 
-    def _settle(self, ids: list[int]) -> list[Duplicate]:
+    def _settle(self, ids: list[int], regrouped: Iterable[int] = ()) -> list[Duplicate]:
         """Place each file (and whatever a placement splits off) in its group.
 
         A file that joins a group pulls its twins (same bytes or picture
         data) into that group after it, so that a twin class never ends up
         spread over groups, whatever order its files are placed in.
+        ``regrouped``: files whose group the caller has already changed (a new
+        original chosen), whose twins are pulled the same way.
         """
         changed: dict[int, str] = {}
         todo: collections.deque[tuple[int, int | None]] = collections.deque((i, None) for i in ids)
+        for file_id in regrouped:
+            self._pull_twins_of(file_id, todo)
         placements = 0
         while todo:
             placements += 1
@@ -454,7 +459,8 @@ class Grouping:
         _, rule = self._choose(best, root)
         self._merge(root, best, inverse(known[1]), False, rule, changed, todo)
         out = self._report(changed)
-        return out + self._settle([file_id for file_id, _ in todo])
+        # the files whose group changed pull their twins, as in any placement
+        return out + self._settle([file_id for file_id, _ in todo], regrouped=[best.id, *changed])
 
     def _choose(self, new: Record, old: Record) -> tuple[Decision, str]:
         """Which of two files is the original: the one a person chose, if only one

@@ -235,8 +235,13 @@ def test_run_refuses_an_unwritable_quarantine_with_78_and_creates_no_store(tmp_p
 
 @contextlib.contextmanager
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A process that SIGHUP ends (its default action): whether it got one is its return code."""
-    proc = subprocess.Popen(["sleep", "60"])
+    """A process that SIGHUP ends (its default action): whether it got one is its return code.
+
+    It sets SIGHUP's default action itself: an ignored signal is inherited across
+    exec, so under nohup a plain ``sleep`` would ignore it."""
+    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     try:
         yield proc
     finally:
