@@ -68,17 +68,7 @@ def original_gone(store: Store, config: Config, original: Path, *, roots: tuple[
     failed: list[Path] = []
     restored: Intent | None = None
     for candidate in links:  # the oldest whose copy can go back
-        home = Home(
-            quarantined=candidate.destination,
-            target=candidate.path,
-            root=candidate.root,
-            sha256=candidate.sha256,
-            original=candidate.original,
-            original_sha256=candidate.original_sha256,
-            link_target=candidate.link_target,
-            move_intent=candidate.id,
-            audit_id=candidate.audit_id,
-        )
+        home = Home.of_move(candidate, candidate.audit_id)
         result = put_home(
             store, audit, home, roots=roots, by_person=False,
             reason=f"its original {display_path(original)} is gone; put back in place of its symlink",

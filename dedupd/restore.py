@@ -61,6 +61,21 @@ class Home:
     move_intent: int | None  # the store's intent of the move, when the store knows it
     audit_id: int | None
 
+    @classmethod
+    def of_move(cls, intent: Intent, audit_id: int | None) -> Home:
+        """Where the move ``intent`` took a file from, to put it back there."""
+        return cls(
+            quarantined=intent.destination,
+            target=intent.path,
+            root=intent.root,
+            sha256=intent.sha256,
+            original=intent.original,
+            original_sha256=intent.original_sha256,
+            link_target=intent.link_target,
+            move_intent=intent.id,
+            audit_id=audit_id,
+        )
+
 
 def restore(
     store: Store,
@@ -79,17 +94,7 @@ def restore(
         return _refuse(row.id, row.path, "no record of where the file went")
     if intent.state == "restored":
         return _refuse(row.id, row.path, "already restored")
-    home = Home(
-        quarantined=intent.destination,
-        target=intent.path,
-        root=intent.root,
-        sha256=intent.sha256,
-        original=intent.original,
-        original_sha256=intent.original_sha256,
-        link_target=intent.link_target,
-        move_intent=intent.id,
-        audit_id=row.id,
-    )
+    home = Home.of_move(intent, row.id)
     return put_home(store, audit, home, roots=roots, dry_run=dry_run, decided_by=decided_by)
 
 

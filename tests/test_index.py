@@ -31,6 +31,19 @@ def near(value: int, flips: list[int]) -> int:
     return value
 
 
+def replay(index: HashIndex, ops: list[tuple[str, int, int]]) -> dict[int, int]:
+    """Apply add/remove operations to the index; the id -> hash map it should then hold."""
+    reference: dict[int, int] = {}
+    for op, fid, value in ops:
+        if op == "add":
+            index.add(fid, value)
+            reference[fid] = value
+        else:
+            index.remove(fid)
+            reference.pop(fid, None)
+    return reference
+
+
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("add"), IDS, U64),
@@ -47,14 +60,7 @@ def test_search_equals_brute_force_after_any_adds_and_removes(
 ) -> None:
     """After any sequence of add/replace/remove, search returns exactly the ids within the distance, nearest first."""
     index = HashIndex(capacity=4)  # small, so that growing is exercised
-    reference: dict[int, int] = {}
-    for op, fid, value in ops:
-        if op == "add":
-            index.add(fid, value)
-            reference[fid] = value
-        else:
-            index.remove(fid)
-            reference.pop(fid, None)
+    reference = replay(index, ops)
     assert len(index) == len(reference)
     # probe both at random and next to a stored hash, so that hits are common
     probes = [probe] + [near(h, flips) for h in list(reference.values())[:3]]
@@ -152,14 +158,7 @@ def test_multi_index_search_equals_brute_force(
     """Through sealing, tombstones, reseals and the unsealed tail, the chunk-bucket
     search returns exactly what the brute-force scan returns."""
     index = HashIndex(capacity=4, **EAGER)  # type: ignore[arg-type]
-    reference: dict[int, int] = {}
-    for op, fid, value in ops:
-        if op == "add":
-            index.add(fid, value)
-            reference[fid] = value
-        else:
-            index.remove(fid)
-            reference.pop(fid, None)
+    reference = replay(index, ops)
     assert len(index) == len(reference)
     probes = [probe] + [near(h, flips) for h in list(reference.values())[:4]]
     for p in probes:
