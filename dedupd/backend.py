@@ -4,7 +4,7 @@
 (PostgreSQL) implements the same methods.  Grouping, the pipeline, the
 daemon, the scan and the CLI depend on this protocol, not on SQL: every SQL
 statement of the package lives in the backend.  ``mypy --strict`` checks
-that :class:`~dedupd.store.Store` satisfies it (see the end of store.py).
+that :class:`~dedupd.store.Store` satisfies it (see the end of store/sqlite.py).
 
 Conventions every backend keeps:
 

@@ -1,4 +1,4 @@
-"""The fingerprint store: the only module that imports sqlite-utils.
+"""The SQLite backend of the store: the only module that imports sqlite-utils.
 
 One SQLite file in WAL mode, so readers (``dedupd groups``, ``dedupd status``)
 never block the writer.  Every write goes through :meth:`Store.atomic`.
