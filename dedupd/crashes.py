@@ -1,10 +1,18 @@
-"""Crash tracking: which file kills the fingerprinting workers.
+"""Crash tracking: which file kills the fingerprinting workers, or makes dedupd's
+own code raise.
 
 When a worker process dies (a crash in a decoder, the kernel's OOM killer)
 the pool fails every file in flight, so one death only says "one of
 these".  A crash is counted against a file only when it was the only one in
 flight; files in flight together at a death become *suspects* and are
 retried one at a time until each has either finished or died alone.
+
+An exception that is not an error dedupd expects (a ``TypeError`` in its own
+code, say: a bug, not a damaged picture) is raised by one file, so it counts
+against that file at once, like a death alone.  Deaths and exceptions share
+one count: a file that crashed :data:`CRASH_LIMIT` times, either way, is
+skipped, with the last cause as its reason (``crashed_decoder`` or
+``internal_error``).
 
 Counts live in the store, so that a file that killed workers is skipped
 after a restart too, instead of killing them again every time the daemon
@@ -55,9 +63,25 @@ class CrashTracker:
         log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit)
         return [path] if count >= self.limit else []
 
+    def raised(self, path: Path, st: FileStat, exc: BaseException) -> bool:
+        """Working on this file raised ``exc``, a bug: count it; is the file now poison?"""
+        self.suspects.discard(path)
+        cause = f"{type(exc).__name__}: {exc}"[:500]
+        with self.store.atomic():
+            count = self.store.add_crash(path, st, cause)
+        log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit, cause=cause)
+        return count >= self.limit
+
     def poisoned(self, path: Path, st: FileStat) -> bool:
-        """Has this version of this file killed workers often enough to be skipped?"""
+        """Has this version of this file crashed often enough to be skipped?"""
         return self.store.crash_count(path, st) >= self.limit
+
+    def why(self, path: Path, st: FileStat) -> tuple[str, str]:
+        """The reason and detail a poison file is skipped with: its last crash's cause."""
+        count, cause = self.store.crash_of(path, st)
+        if cause is None:
+            return "crashed_decoder", f"the file killed a worker process {count} times"
+        return "internal_error", f"working on the file raised an unexpected error {count} times (a bug in dedupd; please report it): {cause}"
 
     def survived(self, path: Path) -> None:
         """The file was fingerprinted (or failed cleanly): it is no suspect."""

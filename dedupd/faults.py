@@ -3,14 +3,16 @@
 Every step of a quarantine, a symlink and a restore calls :func:`point` with
 its name (``quarantine.after_take``, ``restore.after_copy``...), and so do
 a fingerprinting worker before it decodes a file (``worker.fingerprint``)
-and the daemon's sweep between checking a root and looking for its files
-(``sweep.before_look``).
+the daemon's sweep between checking a root and looking for its files
+(``sweep.before_look``), and the pipeline before it stores and groups a
+fingerprinted file (``pipeline.ingest``, on the daemon's main thread).
 Nothing happens unless ``DEDUPD_FAULT`` names that step, which only tests
 do::
 
     DEDUPD_FAULT=quarantine.after_copy:kill      # SIGKILL this process there
     DEDUPD_FAULT=symlink.after_copy:sleep=2      # pause there (widen a race)
     DEDUPD_FAULT=restore.after_copy:error        # raise OSError(EIO) there
+    DEDUPD_FAULT=worker.fingerprint:bug:poison*  # raise TypeError there: a bug in dedupd's code
     DEDUPD_FAULT=worker.fingerprint:kill:poison*  # only for files named poison*
 
 A third part is a glob on the name of the file the step works on: the fault
@@ -54,6 +56,7 @@ STEPS: dict[str, tuple[str, ...]] = {
         "restore.after_unlink",
     ),
     "worker": ("worker.fingerprint",),
+    "pipeline": ("pipeline.ingest",),
     "sweep": ("sweep.before_look",),
 }
 
@@ -77,3 +80,5 @@ def point(step: str, path: Path | None = None) -> None:
             time.sleep(float(what.removeprefix("sleep=")))
         elif what == "error":
             raise OSError(errno.EIO, f"injected fault at {step}")
+        elif what == "bug":  # not an error dedupd expects anywhere: what a mistake in its code raises
+            raise TypeError(f"injected bug at {step}")

@@ -3,6 +3,7 @@ restarts, a bad root on start or reload, and a second writer (``restore``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import subprocess
@@ -11,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import Daemon, Env, daemon_env, picture, wait_until, write
+from daemon_helpers import DEADLINE, Daemon, Env, daemon_env, picture, wait_until, write
 
 from dedupd import faults
+from dedupd.crashes import CRASH_LIMIT
 
 
 @pytest.fixture
@@ -22,16 +24,18 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield e
 
 
-def start_poisoned(env: Env, log_name: str, **overrides: object) -> Daemon:
-    """A daemon whose workers die (SIGKILL) on any file named poison*."""
+def start_poisoned(env: Env, log_name: str, fault: str = "worker.fingerprint:kill:poison*", *,
+                   ready: bool = True, **overrides: object) -> Daemon:
+    """A daemon whose workers die (SIGKILL) on any file named poison*, or meet another ``fault``."""
     env.write_config(**overrides)
     argv = [
         sys.executable, "-m", "dedupd", "run",
         "--config", str(env.config_path), "--db", str(env.db), "--log-format", "json",
     ]  # fmt: skip
-    daemon = Daemon(argv, env.base / log_name, {**env.env, faults.ENV: "worker.fingerprint:kill:poison*"}, env.base)
+    daemon = Daemon(argv, env.base / log_name, {**env.env, faults.ENV: fault}, env.base)
     env.daemons.append(daemon)
-    daemon.wait_ready()
+    if ready:
+        daemon.wait_ready()
     return daemon
 
 
@@ -55,23 +59,77 @@ def test_worker_dying_with_several_files_in_flight_leaves_the_daemon_running(env
     assert daemon.stop() == 0
 
 
-def test_poison_file_is_skipped_after_a_restart(env: Env) -> None:
-    """The crash count is kept in the store: after a restart the poison file kills one
-    more worker (not two) before it is skipped, and then never again."""
-    first = start_poisoned(env, "first.log", settle_seconds=5)
-    write(env.root / "poison.jpg", picture(320))
+@pytest.mark.parametrize(
+    ("fault", "reason", "crash_event"),
+    [
+        ("worker.fingerprint:kill:poison*", "crashed_decoder", "worker_died"),
+        ("worker.fingerprint:bug:poison*", "internal_error", "worker_error"),
+    ],
+    ids=["worker_death", "worker_exception"],
+)
+def test_poison_file_is_skipped_after_a_restart(env: Env, fault: str, reason: str, crash_event: str) -> None:
+    """The crash count (a worker's death, or a bug's exception in a worker) is kept in the
+    store: after a restart the poison file crashes once more (not twice) before it is
+    skipped, and then never again."""
+    poison = write(env.root / "poison.jpg", picture(320))
+    os.utime(poison, (time.time() - 60, time.time() - 60))  # found by the start's walk, settled: read at once
+    first = start_poisoned(env, "first.log", fault, settle_seconds=5)
     first.wait_event("worker_crash_counted", crashes=1)
     assert first.stop() == 0  # before the retry (settle_seconds) comes round
 
-    second = start_poisoned(env, "second.log", settle_seconds=0.5)
-    second.wait_event("file_skipped", reason="crashed_decoder", timeout=60)
+    second = start_poisoned(env, "second.log", fault, settle_seconds=0.5)
+    second.wait_event("file_skipped", reason=reason, timeout=60)
     assert [e["crashes"] for e in second.events("worker_crash_counted")] == [2]
     assert second.stop() == 0
 
-    third = start_poisoned(env, "third.log", settle_seconds=0.5)
+    third = start_poisoned(env, "third.log", fault, settle_seconds=0.5)
     env.wait_idle(third, after=0)
-    assert third.events("worker_died") == []
+    assert third.events(crash_event) == []
     assert third.stop() == 0
+
+
+def test_a_bug_in_a_worker_is_logged_counted_and_the_file_skipped_while_the_daemon_runs_on(env: Env) -> None:
+    """An unexpected exception (a TypeError in dedupd's code) while fingerprinting one file
+    is logged with its traceback and counted against that file; after CRASH_LIMIT of them
+    the file is skipped as internal_error, not corrupt, and the daemon indexes the rest."""
+    daemon = start_poisoned(env, "run.log", "worker.fingerprint:bug:poison*")
+    poison = write(env.root / "poison.jpg", picture(325))
+    good = write(env.root / "good.jpg", picture(326))
+    skipped = daemon.wait_event("file_skipped", path=poison)
+    assert skipped["reason"] == "internal_error"
+    assert "TypeError: injected bug at worker.fingerprint" in skipped["detail"]
+    errors = daemon.events("worker_error", path=poison)
+    assert len(errors) == CRASH_LIMIT
+    assert "Traceback" in errors[0]["exception"] and "injected bug" in errors[0]["exception"]
+    assert [e["crashes"] for e in daemon.events("worker_crash_counted", path=poison)] == list(range(1, CRASH_LIMIT + 1))
+    env.wait_indexed(good, poison)
+    assert env.record(poison)["error"] == "internal_error"  # type: ignore[index]
+    later = write(env.root / "later.jpg", picture(327))  # the daemon still works
+    env.wait_indexed(later)
+    assert daemon.alive()
+    assert daemon.stop() == 0
+
+
+def test_a_bug_on_the_daemons_own_thread_exits_70_and_the_file_is_skipped_after_restarts(env: Env) -> None:
+    """A bug met while grouping one file (on the daemon's thread) exits 70 with the traceback,
+    but the file is counted first: after CRASH_LIMIT such exits a restart skips it and runs on,
+    instead of crashing on it forever under systemd's Restart=."""
+    poison = write(env.root / "poison.jpg", picture(328))
+    good = write(env.root / "good.jpg", picture(329))
+    for attempt in range(1, CRASH_LIMIT + 1):
+        daemon = start_poisoned(env, f"run{attempt}.log", "pipeline.ingest:bug:poison*", ready=False)
+        assert daemon.proc.wait(DEADLINE) == 70, daemon.tail()
+        daemon.cleanup()
+        bug = daemon.wait_event("internal_error")
+        assert "injected bug at pipeline.ingest" in bug["exception"]
+        assert [e["crashes"] for e in daemon.events("worker_crash_counted", path=poison)] == [attempt]
+    daemon = start_poisoned(env, "last.log", "pipeline.ingest:bug:poison*")
+    skipped = daemon.wait_event("file_skipped", path=poison)
+    assert skipped["reason"] == "internal_error"
+    env.wait_indexed(good, poison)
+    assert env.record(good)["error"] is None  # type: ignore[index]
+    assert daemon.alive() and daemon.events("internal_error") == []
+    assert daemon.stop() == 0
 
 
 def test_missing_root_exits_78_from_run(env: Env) -> None:

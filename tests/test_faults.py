@@ -19,6 +19,9 @@ def test_a_fault_fires_only_at_its_step_and_for_files_its_glob_names(monkeypatch
     with pytest.raises(OSError, match="injected fault at worker.fingerprint"):
         faults.point("worker.fingerprint", Path("/x/poison1.jpg"))
     faults.point("worker.fingerprint")  # a glob, and no file named: nothing
+    monkeypatch.setenv(faults.ENV, "pipeline.ingest:bug:poison*")
+    with pytest.raises(TypeError, match="injected bug at pipeline.ingest"):
+        faults.point("pipeline.ingest", Path("/x/poison1.jpg"))
     monkeypatch.setenv(faults.ENV, "quarantine.after_copy:error")
     with pytest.raises(OSError):
         faults.point("quarantine.after_copy", Path("/x/any.jpg"))  # no glob: every file

@@ -44,7 +44,7 @@ from dedupd.daemon.acting import ActionLane
 from dedupd.daemon.breakers import RootState
 from dedupd.daemon.reconcile import Reconciliation
 from dedupd.daemon.settling import Pending
-from dedupd.errors import ConfigError, StoreError
+from dedupd.errors import ConfigError, DedupdError, StoreError
 from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
 from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, worker_init
@@ -331,8 +331,7 @@ class Daemon:
             relink.original_renamed(self.store, self.config, plan.record.path, path)
             return
         if self.crashes.poisoned(path, plan.stat):
-            self._ingest(Failed(path, plan.stat, "crashed_decoder",
-                                f"the file killed a worker process {self.crashes.limit} times"))
+            self._ingest(Failed(path, plan.stat, *self.crashes.why(path, plan.stat)))
             return
         if self.crashes.isolating and path not in self.crashes.suspects:
             self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic() - self.config.settle_seconds))
@@ -352,6 +351,10 @@ class Daemon:
             except BrokenProcessPool:
                 self._worker_died()
                 return  # every future of the old pool is gone with it
+            except Exception as exc:  # noqa: BLE001 - a bug met on this one file: logged with its traceback, counted
+                del self.in_flight[path]
+                self._worker_raised(path, self.in_flight_stat.pop(path, None), exc)
+                continue
             del self.in_flight[path]
             self.in_flight_stat.pop(path, None)
             self.crashes.survived(path)
@@ -372,6 +375,33 @@ class Daemon:
             except OSError:
                 st = None
             self._ingest(Failed(path, st, "crashed_decoder", f"the file killed a worker process {self.crashes.limit} times"))
+
+    def _worker_raised(self, path: Path, st: FileStat | None, exc: Exception) -> None:
+        """Fingerprinting one file raised an exception dedupd does not expect (not a
+        damaged picture: those come back as :class:`Failed` values), so a bug.
+
+        It is logged as one, with the worker's traceback, and counted against the
+        file in the store like a worker that died with only that file in hand:
+        the file is tried again after its settle time, and once it has crashed
+        :data:`~dedupd.crashes.CRASH_LIMIT` times it is skipped
+        (``internal_error``), now and after a restart.
+
+        The daemon does not exit 70 here, as it does for a bug on its own
+        thread: the worker is another process running a pure function of one
+        file, so nothing of the daemon's state was touched, just as when a
+        worker dies.  Exiting would stop every other file for the sake of one,
+        and systemd would restart the daemon into the same file.
+        """
+        log.error("worker_error", path=path, error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+                  note="a bug in dedupd; please report it")
+        self.counters.errors += 1
+        if st is None:  # not submitted by _handle (cannot happen): nothing to count against
+            return
+        if self.crashes.raised(path, st, exc):
+            self.pending.pop(path, None)
+            self._ingest(Failed(path, st, *self.crashes.why(path, st)))
+        else:
+            self.pending.setdefault(path, Pending(self._root_of(path), changed_at=time.monotonic()))
 
     def _restart_pool(self) -> None:
         for path in list(self.in_flight):
@@ -394,9 +424,14 @@ class Daemon:
         """On stop: finish the files in hand."""
         for path, future in list(self.in_flight.items()):
             try:
-                self._ingest(future.result(timeout=60))
-            except (cf.TimeoutError, cf.CancelledError):
+                result = future.result(timeout=60)
+            except (cf.TimeoutError, cf.CancelledError, BrokenProcessPool):
                 log.warning("file_abandoned_on_stop", path=path)
+                continue
+            except Exception as exc:  # noqa: BLE001 - as in _collect: a bug on one file, counted
+                self._worker_raised(path, self.in_flight_stat.get(path), exc)
+                continue
+            self._ingest(result)
         self.in_flight.clear()
 
     def _ingest(self, result: Fingerprinted | Failed) -> None:
@@ -410,7 +445,19 @@ class Daemon:
                     return  # changed while we read it: settle again
             except OSError:
                 return
-        outcome = self.pipeline.ingest(result)
+        try:
+            outcome = self.pipeline.ingest(result)
+        except (DedupdError, sqlite3.Error):
+            raise  # the store's failures stop the daemon with their own exit codes
+        except Exception as exc:
+            # A bug on this thread may leave the in-memory index half updated
+            # while the store's transaction rolled back, so the daemon exits 70
+            # and a restart rebuilds from the store.  The file is counted first:
+            # after CRASH_LIMIT such exits it is skipped instead of crashing
+            # every restart that meets it.
+            if isinstance(result, Fingerprinted):
+                self.crashes.raised(result.path, result.stat, exc)
+            raise
         if outcome.error is not None:
             self.counters.errors += 1
         else:

@@ -718,24 +718,29 @@ class Store:
 
     # --- crash counts --------------------------------------------------------
 
-    def add_crash(self, path: Path, st: FileStat) -> int:
-        """One more worker death on this version of ``path``; returns its count."""
+    def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
+        """One more crash on this version of ``path``; returns its count.  ``cause``:
+        what went wrong this time (an exception's text), None for a worker's death."""
         key = _path_key(path)
         with self.atomic():
             row = self.db.execute("SELECT size, mtime_ns, count FROM crashes WHERE path = ?", [key]).fetchone()
             count = row[2] + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
             self.db.execute(
-                "INSERT OR REPLACE INTO crashes (path, size, mtime_ns, count, at) VALUES (?, ?, ?, ?, ?)",
-                [key, st.size, st.mtime_ns, count, time.time()],
+                "INSERT OR REPLACE INTO crashes (path, size, mtime_ns, count, at, cause) VALUES (?, ?, ?, ?, ?, ?)",
+                [key, st.size, st.mtime_ns, count, time.time(), cause],
             )
         return count
 
     def crash_count(self, path: Path, st: FileStat) -> int:
+        return self.crash_of(path, st)[0]
+
+    def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
+        """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
         row = self.db.execute(
-            "SELECT count FROM crashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            "SELECT count, cause FROM crashes WHERE path = ? AND size = ? AND mtime_ns = ?",
             [_path_key(path), st.size, st.mtime_ns],
         ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), row[1]) if row else (0, None)
 
     def action_counts(self) -> dict[str, int]:
         """Audit rows by ``action_outcome`` (``quarantine_done``...): kept by a trigger, read in O(1)."""
@@ -1481,3 +1486,9 @@ def m011_decisions(db: sqlite_utils.Database) -> None:
 def m012_intents_by_original(db: sqlite_utils.Database) -> None:
     # when an original is deleted, the symlinks that point at it are found by it
     db.table("intents").create_index(["original"])
+
+
+@migrations()
+def m013_crash_causes(db: sqlite_utils.Database) -> None:
+    # an exception while working on a file counts like a worker's death: which one it was
+    db.table("crashes").add_column("cause", str)
