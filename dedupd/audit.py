@@ -193,10 +193,14 @@ class Audit:
         moves: bool = False,
         not_log: bool = False,
         newest: int | None = None,
+        sha256: str | None = None,
     ) -> list[AuditRow]:
         """Rows in order; with ``newest=N`` only the last N, newest first."""
         out = []
-        for r in self.store.audit_rows(audit_id=audit_id, since=since, moves=moves, not_log=not_log, newest=newest):
+        rows = self.store.audit_rows(
+            audit_id=audit_id, since=since, moves=moves, not_log=not_log, newest=newest, sha256=sha256
+        )
+        for r in rows:
             values = list(r)
             for i in (4, 5, 16):
                 values[i] = _p(values[i])
@@ -247,6 +251,10 @@ class Audit:
 
     def set_temp(self, intent_id: int, temp: Path) -> None:
         self.store.intent_update(intent_id, {"temp": _b(temp), "updated_at": time.time()})
+
+    def relink(self, audit_id: int, intent_id: int) -> None:
+        """Point a move's audit row at its intent re-created after the store lost it."""
+        self.store.audit_link_intent(audit_id, intent_id)
 
     def finish(self, intent_id: int, state: str, audit_id: int | None) -> None:
         self.store.intent_update(intent_id, {"state": state, "audit_id": audit_id, "updated_at": time.time()})

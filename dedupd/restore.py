@@ -330,9 +330,19 @@ def resolve_pending_restores(store: Store, audit: Audit) -> int:
 def adopt_records(store: Store, audit: Audit, quarantine: Path | None) -> int:
     """Re-record moves the store lost (a deleted WAL, a store rebuilt) from the quarantine records.
 
-    A quarantined file whose record names a move the store does not know
-    (no intent with that destination and SHA-256) gets its intent and a done
-    audit row back, so that ``restore --all`` sees it.  Returns how many.
+    A move the store knows has two rows: its intent (with the destination and
+    SHA-256) and a ``done`` audit row naming that intent; ``restore --all``
+    needs both.  A store that lost its WAL may hold either, both or neither
+    of them: a checkpoint interrupted by a kill writes some pages of the
+    main file and not others, so the audit row of a move can be there
+    without its intent, or the intent without its audit row.  For each
+    quarantined file with a record, whatever is missing is re-created (an
+    audit row that is already there is linked to the re-created intent, not
+    written twice), so every move ends with exactly one of each, whichever
+    pages were checkpointed.  Returns how many moves were repaired.
+
+    A move whose intent is still pending (one ``resolve_intents`` could not
+    settle) is left alone.
     """
     if quarantine is None or not quarantine.is_dir():
         return 0
@@ -340,36 +350,57 @@ def adopt_records(store: Store, audit: Audit, quarantine: Path | None) -> int:
     for quarantined, rec in sidecar.walk(quarantine):
         if not fileops.is_regular(quarantined):
             continue
-        known = [r for r in store.intent_rows(destination=quarantined) if r[11] == rec.sha256 and r[2] != "abandoned"]
-        if known:
+        # an earlier move to the same place, since restored, is over: not this one
+        intents = [
+            r for r in store.intent_rows(destination=quarantined)
+            if r[11] == rec.sha256 and r[2] not in ("abandoned", "restored")
+        ]
+        if any(r[2] != "done" for r in intents):
             continue
+        intent_ids = {int(r[0]) for r in intents}
+        rows = [row for row in audit.rows(moves=True, sha256=rec.sha256) if row.destination == quarantined]
+        if any(row.intent_id in intent_ids for row in rows):
+            continue  # known: a done intent and its audit row
+        # a row whose intent is gone is this move's; one whose intent is there belongs to another
+        rows = [row for row in rows if row.intent_id is None or audit.intent(row.intent_id) is None]
         path = Path(rec.path)
+        original = None if rec.original is None else Path(rec.original)
         with store.atomic():
             st = FileStat.from_path(quarantined)
-            intent_id = audit.begin(
-                action=rec.action,
-                path=path,
-                destination=quarantined,
-                stat=st,
-                sha256=rec.sha256,
-                original=None if rec.original is None else Path(rec.original),
-                original_sha256=rec.original_sha256,
-                link_target=None if rec.link_target is None else Path(rec.link_target),
-                root=None if rec.root is None else Path(rec.root),
-            )
-            audit_id = audit.append(
-                action=rec.action,
-                outcome="done",
-                path=path,
-                original=None if rec.original is None else Path(rec.original),
-                size=st.size,
-                sha256=rec.sha256,
-                original_sha256=rec.original_sha256,
-                detail="re-recorded from its quarantine record: the store had lost this move",
-                destination=quarantined,
-                intent_id=intent_id,
-            )
+            if intents:
+                intent_id = int(intents[0][0])
+            else:
+                intent_id = audit.begin(
+                    action=rec.action,
+                    path=path,
+                    destination=quarantined,
+                    stat=st,
+                    sha256=rec.sha256,
+                    original=original,
+                    original_sha256=rec.original_sha256,
+                    link_target=None if rec.link_target is None else Path(rec.link_target),
+                    root=None if rec.root is None else Path(rec.root),
+                )
+            if rows:  # the audit row survived, its intent did not: linked, not written again
+                audit_id: int | None = rows[-1].id
+                audit.relink(rows[-1].id, intent_id)
+            else:
+                audit_id = audit.append(
+                    action=rec.action,
+                    outcome="done",
+                    path=path,
+                    original=original,
+                    size=st.size,
+                    sha256=rec.sha256,
+                    original_sha256=rec.original_sha256,
+                    detail="re-recorded from its quarantine record: the store had lost this move",
+                    destination=quarantined,
+                    intent_id=intent_id,
+                )
             audit.finish(intent_id, "done", audit_id)
         adopted += 1
-        log.warning("quarantine_record_adopted", path=path, destination=quarantined, audit_id=audit_id)
+        log.warning(
+            "quarantine_record_adopted", path=path, destination=quarantined, audit_id=audit_id,
+            lost="intent and audit row" if not intents and not rows else "intent" if not intents else "audit row",
+        )
     return adopted

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import struct
 import subprocess
 import time
@@ -237,6 +238,39 @@ def test_moves_whose_records_the_store_lost_are_adopted_back_on_start(env: Env) 
     assert second.stop() == 0
     assert len(adopted) == 3, second.tail()
     assert len(env.moves()) == 3, env.moves()
+    restore_everything(env, files)
+
+
+def test_moves_whose_rows_a_torn_checkpoint_kept_in_part_are_repaired_once_each(env: Env) -> None:
+    """A store that lost its WAL in the middle of a checkpoint keeps some rows of a move
+    and not others: whichever survived (audit row, intent, both, neither), the start
+    leaves exactly one done audit row with its intent per move, and all are restorable."""
+    data = picture(7575)
+    files = {write(env.root / "a.jpg", data): data}
+    for i in range(4):
+        files[write(env.root / f"copy{i}.jpg", data)] = data
+    env.write_config()
+    assert scan(env)[0] == 0
+    moves = {Path(r["path"]).name: r for r in env.moves()}
+    assert sorted(moves) == [f"copy{i}.jpg" for i in range(4)]
+    conn = sqlite3.connect(env.db)
+    with conn:  # what the main file holds when only some pages were checkpointed
+        conn.execute("DELETE FROM audit WHERE id = ?", [moves["copy0.jpg"]["id"]])  # the intent survived
+        conn.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy1.jpg"]["id"]])  # the audit row did
+        conn.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy2.jpg"]["id"]])  # neither did
+        conn.execute("DELETE FROM audit WHERE id = ?", [moves["copy2.jpg"]["id"]])
+    conn.close()
+    daemon = env.start()
+    assert daemon.stop() == 0
+    adopted = sorted(Path(e["path"]).name for e in daemon.events("quarantine_record_adopted"))
+    assert adopted == ["copy0.jpg", "copy1.jpg", "copy2.jpg"], daemon.tail()
+    after = env.moves()
+    assert sorted(Path(r["path"]).name for r in after) == [f"copy{i}.jpg" for i in range(4)], after
+    linked = env.query(
+        "SELECT COUNT(*) FROM audit a JOIN intents i ON i.id = a.intent_id AND i.audit_id = a.id"
+        " WHERE a.outcome = 'done' AND i.state = 'done'"
+    )
+    assert linked == [(4,)]
     restore_everything(env, files)
 
 

@@ -808,10 +808,14 @@ class Store:
         moves: bool = False,
         not_log: bool = False,
         newest: int | None = None,
+        sha256: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
         where: list[str] = ["1"]
         params: list[Any] = []
+        if sha256 is not None:  # indexed (m004)
+            where.append("sha256 = ?")
+            params.append(sha256)
         if audit_id is not None:
             where.append("id = ?")
             params.append(audit_id)
@@ -829,6 +833,10 @@ class Store:
         if newest is not None:
             sql += f" DESC LIMIT {int(newest)}"
         return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def audit_link_intent(self, audit_id: int, intent_id: int) -> None:
+        """Repair only: point an audit row at the intent re-created for its move (the store lost the one it named)."""
+        self.db.execute("UPDATE audit SET intent_id = ? WHERE id = ?", [intent_id, audit_id])
 
     def intent_insert(self, values: dict[str, Any]) -> int:
         return int(self.db.table("intents").insert(values).last_pk)  # type: ignore[arg-type]
