@@ -16,6 +16,15 @@ sequences):
    :class:`~dedupd.models.Duplicate` for every match it made or moved,
    re-matches included, so that the Actor sees all of them.
 
+A new file joins the group whose original it is closest to (strongest tier,
+then most similar, then senior).  When no candidate original is near it,
+it may still join a group through one member that is near both it and the
+original, with every part of both compared (see
+:meth:`Grouping._through_member`): without that, a copy near its source but
+not near a larger copy that became the original (by ``highest_resolution``)
+would found a group of its own, and one picture would end in several groups.
+The match points at the original all the same, so groups stay stars.
+
 Seniority (``Record.seq``) belongs to the path: the store keeps it when a
 path gets a new version, and a rename keeps it, so touching, re-tagging or a
 remount never changes which file is the original.
@@ -27,17 +36,23 @@ larger write; each operation also opens its own (nested) transaction.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Iterable
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import structlog
+import numpy as np
 
-from dedupd.config import Config
+import structlog
+from PIL import Image
+
+from dedupd.config import Config, MatchSettings
+from dedupd.hashing import VARIANT_TRANSPOSES
 from dedupd.index import HashIndex
-from dedupd.matching import INVERSE, Decision, choose_original, closeness, verdict_for
-from dedupd.models import Duplicate, Match, Record, Tier
+from dedupd.matching import INVERSE, Decision, choose_original, closeness, compare, verdict_for
+from dedupd.models import Distances, Duplicate, Match, Orientation, Record, Tier
 from dedupd.backend import StoreBackend
 
 log = structlog.get_logger()
@@ -57,6 +72,12 @@ CHOSEN_RULE = "chosen by a person in dedupd review"
 #: frames, a photo series) can propose hundreds, and a copy is almost always
 #: among the closest few.  Reaching it is logged (``candidates_capped``).
 MAX_GROUPS_VERIFIED = 32
+
+#: members of candidate groups verified for one new file at most, when no
+#: candidate group's original is near it (see :meth:`Grouping._through_member`),
+#: the closest by their hashes first.  Each costs one verification, and one
+#: more for the member that passes; most files never get here.
+MAX_MEMBERS_VERIFIED = 8
 
 #: files still to place: (file id, None) to find its group, (file id, root id)
 #: to bring it into that group (a twin of one of its files)
@@ -255,17 +276,23 @@ class Grouping:
         if rec is None or rec.fingerprint is None or rec.original_id is not None:
             return  # gone, unreadable, or already in a group
         exclude = {file_id, *self.store.duplicates_of(file_id)}
-        chosen = self._twin_root(rec, exclude) or self._best_root(rec, exclude)
+        twin = self._twin_root(rec, exclude)
+        chosen = (*twin, None) if twin is not None else self._best_root(rec, exclude)
         if chosen is None:
             return  # an original of its own
-        root, match = chosen
-        self._join(rec, root, match, changed, todo)
+        root, match, reverse = chosen
+        self._join(rec, root, match, changed, todo, reverse)
 
-    def _join(self, rec: Record, root: Record, match: Match, changed: dict[int, str], todo: Todo) -> None:
-        """``rec`` (a root) and ``root`` are copies (``match``: rec seen from root): one group."""
+    def _join(
+        self, rec: Record, root: Record, match: Match, changed: dict[int, str], todo: Todo, reverse: Match | None = None
+    ) -> None:
+        """``rec`` (a root) and ``root`` are copies (``match``: rec seen from root): one group.
+
+        ``reverse``: the match seen from ``root``, when it is not just the
+        inverse of ``match`` (a match through a member names its ends)."""
         decision, rule = self._choose(rec, root)
         if decision is Decision.KEEP_NEW:
-            self._merge(root, rec, inverse(match), False, rule, changed, todo)
+            self._merge(root, rec, reverse or inverse(match), False, rule, changed, todo)
         else:
             self._merge(rec, root, match, decision is Decision.TIE, rule, changed, todo)
 
@@ -354,8 +381,13 @@ class Grouping:
                 return root, known[1]
         return None
 
-    def _best_root(self, rec: Record, exclude: set[int]) -> tuple[Record, Match] | None:
-        """The original this file is closest to: strongest tier, then most similar, then senior."""
+    def _best_root(self, rec: Record, exclude: set[int]) -> tuple[Record, Match, Match | None] | None:
+        """The original this file is closest to: strongest tier, then most similar, then senior.
+
+        When no candidate original is near it, a member of a candidate group
+        may be (:meth:`_through_member`).  Returns the original, the match
+        seen from it, and the match seen from the original when that is not
+        its inverse."""
         fp = rec.fingerprint
         assert fp is not None
         candidates = self.index.candidates(fp, self.config.match) - exclude
@@ -372,6 +404,7 @@ class Grouping:
             key=lambda entry: entry[:3],
         )  # fmt: skip
         verified = 0
+        not_near: dict[int, Record] = {}
         for n, (_, _, _, root) in enumerate(ordered):
             if self._is_ignored(rec, root):
                 log.info("pair_ignored", path=rec.path, original=root.path)
@@ -382,6 +415,8 @@ class Grouping:
                 break
             verified += 1
             verdict = verdict_for(rec, root, settings)
+            if verdict.match is None or not verdict.match.tier.actionable:
+                not_near[root.id] = root
             if verdict.match is None:
                 continue
             if not verdict.match.tier.actionable:
@@ -391,6 +426,9 @@ class Grouping:
             if best is None or key < best[0]:
                 best = (key, root, verdict.match)
         if best is None:
+            through = self._through_member(rec, found, not_near)
+            if through is not None:
+                return through
             # Similar pairs are recorded for review beside the groups, never as
             # membership: the file stays an original, so its own copies are
             # still verified against it and not against a look-alike.
@@ -398,7 +436,77 @@ class Grouping:
                 self.store.set_similar(rec.id, root.id, match)
                 log.info("similar_found", path=rec.path, other=root.path,
                          similarity=match.similarity, reason=match.reason)
-        return None if best is None else (best[1], best[2])
+        return None if best is None else (best[1], best[2], None)
+
+    def _through_member(
+        self, rec: Record, found: dict[int, Record], roots: dict[int, Record]
+    ) -> tuple[Record, Match, Match] | None:
+        """A group of ``roots`` (candidate originals not near ``rec``) that
+        ``rec`` belongs to through one of its members.
+
+        A group is a star: a member was verified against the original only.
+        When a larger copy (upscaled, padded, bordered) became the original,
+        a copy that is near the source it was made from but not near that
+        larger copy (a pad against a border: neither frame is inside the
+        other; a turned copy against a bordered one: the hashes do not
+        propose the turn) would found a group of its own, and one picture
+        would end in two or three groups.  So the members the index proposed
+        for ``rec`` are tried, closest first, at most
+        :data:`MAX_MEMBERS_VERIFIED`: ``rec`` joins the group of the first
+        member ``M`` for which, verified now on pixels,
+
+        * ``rec`` is near ``M`` (or closer: exact, pixel), and ``rec``'s
+          content lies inside ``M``'s frame;
+        * ``M`` is near its original ``R``, and ``R``'s content lies inside
+          ``M``'s frame.
+
+        Every part of ``rec`` and of ``R`` was then compared with ``M`` and
+        found the same: they are one picture.  Without the second half of
+        each condition a crop would bridge what it cut away (``M`` the top
+        of a screenshot, ``R`` the screenshot, ``rec`` the same screenshot
+        with its last line changed).  The chain is one member long and both
+        steps are verified when it is made, never taken from stored
+        matches; ``similar`` verdicts never bridge; a pair a person marked
+        as not duplicates is never used.  The match still points at ``R``
+        (the group stays a star) and its reason names ``M``.
+
+        The other design, verifying later arrivals against a demoted
+        original as well, is the special case where ``M`` was the original;
+        this one also covers a group whose original changed more than once
+        or whose source arrived after its larger copy.
+        """
+        fp = rec.fingerprint
+        assert fp is not None
+        settings = self.config.match
+        members = sorted(
+            ((closeness(fp, m.fingerprint, settings), m.seq, m.id, m) for m in found.values()
+             if m.original_id in roots and m.fingerprint is not None),
+            key=lambda entry: entry[:3],
+        )  # fmt: skip
+        verified = 0
+        for n, (_, _, _, member) in enumerate(members):
+            assert member.original_id is not None
+            root = roots[member.original_id]
+            known = self.store.match_of(member.id)
+            if known is None or known[0] != root.id or not known[1].tier.actionable:
+                continue
+            if self._is_ignored(rec, member) or self._is_ignored(member, root):
+                continue
+            if verified == MAX_MEMBERS_VERIFIED:
+                log.info("members_capped", path=rec.path, members=len(members), verified=verified,
+                         skipped=len(members) - n)
+                break
+            verified += 1
+            first = verdict_for(rec, member, settings)
+            if _grouping(first.match) is None or not first.new_inside:
+                continue
+            second = verdict_for(member, root, settings)
+            if _grouping(second.match) is None or not second.old_inside:
+                continue
+            assert first.match is not None and second.match is not None
+            log.info("joined_through_member", path=rec.path, member=member.path, original=root.path)
+            return root, *_through(rec, member, root, first.match, second.match, settings)
+        return None
 
     def _merge(
         self,
@@ -492,6 +600,53 @@ class Grouping:
                 continue
             out.append(_found(Duplicate(rec, original, match, tie, rule)))
         return out
+
+
+def _through(
+    rec: Record, member: Record, root: Record, first: Match, second: Match, settings: MatchSettings
+) -> tuple[Match, Match]:
+    """The match of ``rec`` with ``root`` made through ``member`` (``first``:
+    rec seen from member, ``second``: member seen from root), seen from the
+    root and from ``rec``: the weaker tier, the lower similarity, the two
+    turns composed, and a reason that names the member."""
+    tier = max(first.tier, second.tier, key=_TIER_RANK.__getitem__)
+    similarity = min(first.similarity, second.similarity)
+    assert rec.fingerprint is not None and root.fingerprint is not None
+    distances = compare(rec.fingerprint, root.fingerprint, settings).distances
+    assert distances is not None
+    orientation = _compose(first.orientation, second.orientation)
+    there = Match(
+        tier, distances, similarity, orientation,
+        f"near {member.path} ({first.reason}), which is a near copy of {root.path} ({second.reason})",
+    )  # fmt: skip
+    back = replace(
+        inverse(there),
+        reason=f"near {member.path} ({second.reason}), which is a near copy of {rec.path} ({first.reason})",
+    )
+    return there, back
+
+
+@functools.cache
+def _compositions() -> dict[tuple[Orientation, Orientation], Orientation]:
+    """(first, then) -> the one orientation that does both, worked out on a
+    small asymmetric picture with the transposes the verifier turns by."""
+
+    def turn(im: Image.Image, o: Orientation) -> Image.Image:
+        return im if o is Orientation.IDENTITY else im.transpose(VARIANT_TRANSPOSES[o])
+
+    probe = Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    seen = {np.asarray(turn(probe, o)).tobytes() + bytes(turn(probe, o).size): o for o in Orientation}
+    out = {}
+    for a in Orientation:
+        for b in Orientation:
+            done = turn(turn(probe, a), b)
+            out[(a, b)] = seen[np.asarray(done).tobytes() + bytes(done.size)]
+    return out
+
+
+def _compose(first: Orientation, then: Orientation) -> Orientation:
+    """The orientation that turns a picture as ``first`` and then ``then`` do."""
+    return _compositions()[(first, then)]
 
 
 def _grouping(match: Match | None) -> Match | None:

@@ -71,10 +71,14 @@ def compare(
             Match(Tier.EXACT, zero, 100.0, Orientation.IDENTITY, "identical bytes (same SHA-256)"),
             "identical bytes",
             zero,
+            new_inside=True,
+            old_inside=True,
         )
     if new.pixel_digest == old.pixel_digest:
         reason = "the same picture data; only metadata (EXIF, XMP, ICC, comments) differs"
-        return Verdict(Match(Tier.PIXEL, zero, 100.0, Orientation.IDENTITY, reason), reason, zero)
+        return Verdict(
+            Match(Tier.PIXEL, zero, 100.0, Orientation.IDENTITY, reason), reason, zero, new_inside=True, old_inside=True
+        )
 
     identity = _distances(new.hashes, old.hashes)
     low = min(new.detail, old.detail)
@@ -112,7 +116,8 @@ def compare(
     d = dict(tried).get(check.orientation, identity)
     if check.tier is None:
         return Verdict(None, check.reason, d)
-    return Verdict(Match(check.tier, d, check.similarity, check.orientation, check.reason), check.reason, d)
+    match = Match(check.tier, d, check.similarity, check.orientation, check.reason)
+    return Verdict(match, check.reason, d, new_inside=check.new_inside, old_inside=check.old_inside)
 
 
 def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:

@@ -168,6 +168,12 @@ class Verdict:
     match: Match | None
     reason: str
     distances: Distances | None = None
+    #: the new picture's content (uniform borders trimmed) lies inside the
+    #: other's frame, all of it compared (known for exact, pixel and
+    #: pixel-verified ``near`` verdicts; False when not known)
+    new_inside: bool = False
+    #: the other picture's content lies inside the new one's frame
+    old_inside: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -104,6 +104,12 @@ class Check:
     reason: str
     differs: float  # share of the compared area whose content differs, 0..1
     residual: float  # mean grey residual over the compared area, 0..255
+    #: for ``near`` only: the new picture's content (uniform borders trimmed)
+    #: lies inside the stored one's frame, so every part of it was compared
+    #: (the new one is a resize, crop, turn, pad or border of the stored one)
+    new_inside: bool = False
+    #: for ``near`` only: the stored picture's content lies inside the new one's frame
+    old_inside: bool = False
 
     @property
     def similarity(self) -> float:
@@ -169,7 +175,11 @@ def verify(
     if best is None:  # pragma: no cover - the frame alignment always exists
         return Check(None, Orientation.IDENTITY, "could not align the pictures", 1.0, 255.0)
     orientation, a = best
-    return _decide(orientation, a, looks_alike)
+    check = _decide(orientation, a, looks_alike)
+    if check.tier is Tier.NEAR:
+        new_inside, old_inside = _contents_inside(a, _grey(_turn(new, orientation)), _grey(old))
+        check = replace(check, new_inside=new_inside, old_inside=old_inside)
+    return check
 
 
 def difference_map(new: np.ndarray, old: np.ndarray, orientation: Orientation) -> np.ndarray:
@@ -614,6 +624,34 @@ def _geometry(
     else:
         edit_like = inside
     return ", ".join(words), edit_like
+
+
+#: a turned frame whose share inside the other frame is at least this holds
+#: nothing the other lacks: what sticks out are the corners a turn fills
+TURNED_INSIDE = 0.9
+
+
+def _contents_inside(a: _Aligned, gn: np.ndarray, go: np.ndarray) -> tuple[bool, bool]:
+    """Does the new picture's content lie inside the old one's frame, and the
+    old one's inside the new one's, for this alignment?  Uniform borders (a
+    pad, a frame) are not content.  Grouping relies on it to chain two
+    verdicts only through a picture that holds the content of both ends."""
+    m = np.array(a.matrix, dtype=np.float64).reshape(2, 3)
+    if abs(math.degrees(math.atan2(m[1, 0], m[0, 0]))) >= 0.5:
+        return a.covered_new >= TURNED_INSIDE, a.covered_old >= TURNED_INSIDE
+    return _box_inside(content_box(gn), m, go.shape), _box_inside(content_box(go), _invert(m), gn.shape)
+
+
+def _box_inside(box: tuple[int, int, int, int], m: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Is ``box`` (x0, y0, x1, y1), mapped by ``m``, inside a frame of ``shape`` (1% tolerance)?"""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64) @ m.T
+    h, w = shape[:2]
+    tol = 0.01 * max(w, h)
+    return bool(
+        corners[:, 0].min() >= -tol and corners[:, 1].min() >= -tol
+        and corners[:, 0].max() <= w + tol and corners[:, 1].max() <= h + tol
+    )  # fmt: skip
 
 
 def _trimmed_inside(m: np.ndarray, gn: np.ndarray, go: np.ndarray) -> bool:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from structlog.testing import capture_logs
 
 import helpers as H
@@ -177,3 +177,68 @@ def test_candidate_groups_verified_are_capped_closest_first(tmp_path: Path, monk
     capped = [e for e in logs if e["event"] == "candidates_capped"]
     assert capped and capped[0]["verified"] == 2 and capped[0]["groups"] >= 3, logs
     pipeline.store.close()
+
+
+# --- one picture, one group, whichever larger copy took the lead -----------------
+
+
+def _copies_of_a_real_photo(tmp_path: Path) -> dict[str, Path]:
+    """A real photo (reduced, for speed) and copies of it, as files in tmp_path."""
+    with Image.open(H.PHOTOS / "Blinds.jpg") as im:
+        source = im.convert("RGB").resize((480, 300), Image.Resampling.LANCZOS)
+    border = round(0.03 * min(source.size))
+    pictures = {
+        "source.png": (source, {}),
+        "border.png": (ImageOps.expand(source, border=border, fill=(255, 255, 255)), {}),
+        "pad.png": (ImageOps.expand(source, border=16, fill=(0, 0, 0)), {}),
+        "upscaled.png": (source.resize((720, 450), Image.Resampling.BICUBIC), {}),
+        "reencoded.jpg": (source, {"quality": 75}),
+        "flipped.png": (source.transpose(Image.Transpose.FLIP_TOP_BOTTOM), {}),
+    }
+    return {name: H.save(im, tmp_path / name, **params) for name, (im, params) in pictures.items()}
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_copies_that_are_not_near_a_larger_original_join_through_their_source(tmp_path: Path) -> None:
+    """Source, border, pad, upscale, re-encode and a flip of a real photo end in one group, in the
+    order that split them (the bordered copy becomes the original; the pad and the flip are
+    not near it): they join through the source, and the reason names it."""
+    files = _copies_of_a_real_photo(tmp_path)
+    pipeline = _pipeline(tmp_path)
+    for name in ("source.png", "border.png", "pad.png", "flipped.png"):
+        pipeline.ingest(fingerprint_job(files[name], 10**8, 10**9))
+    store = pipeline.store
+    records = [store.record_for_path(files[name]) for name in ("source.png", "border.png", "pad.png", "flipped.png")]
+    assert len({r.original_id or r.id for r in records if r is not None}) == 1, records
+    reasons = [m.reason for _, members in store.groups() for _, m, _ in members if m.tier.actionable]
+    assert any(f"near {files['source.png']} (" in r and "which is a near copy of" in r for r in reasons), reasons
+    for name in ("upscaled.png", "reencoded.jpg"):
+        pipeline.ingest(fingerprint_job(files[name], 10**8, 10**9))
+    groups = [(o, [(p, m.tier) for p, m, _ in ms]) for o, ms in store.groups()]
+    acted = [(o, [p for p, t in ms if t.actionable]) for o, ms in groups]
+    assert [sorted([o.name, *(p.name for p in ms)]) for o, ms in acted if ms] == [sorted(files)], groups
+    store.close()
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_a_crop_does_not_bridge_what_it_cut_away(tmp_path: Path) -> None:
+    """A crop near both a photo and a copy changed only where the crop cut (a box in the
+    bottom strip) does not put that changed copy in the photo's group."""
+    with Image.open(H.PHOTOS / "Blinds.jpg") as im:
+        photo = im.convert("RGB").resize((480, 300), Image.Resampling.LANCZOS)
+    changed = photo.copy()
+    ImageDraw.Draw(changed).rectangle((300, 265, 420, 292), fill=(20, 160, 40))
+    files = [
+        H.save(photo, tmp_path / "photo.png"),
+        H.save(photo.crop((0, 0, 480, 255)), tmp_path / "top_crop.png"),  # 15% off the bottom
+        H.save(changed, tmp_path / "changed.png"),
+    ]
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        for path in files:
+            pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
+    store = pipeline.store
+    acted = {p.name: o.name for o, ms in store.groups() for p, m, _ in ms if m.tier.actionable}
+    assert acted == {"top_crop.png": "photo.png"}, acted
+    assert not [e for e in logs if e["event"] == "joined_through_member"]
+    store.close()

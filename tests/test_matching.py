@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from dedupd import hashing
 from dedupd.config import Config, KeepRule, MatchSettings
@@ -91,6 +91,27 @@ def test_hashes_alone_never_say_near() -> None:
     assert m.similarity == similarity(m.distances)
     assert f"pHash {m.distances.phash}/64" in m.reason and "(limit 10)" in m.reason
     assert "not verified on pixels" in m.reason
+
+
+@pytest.mark.parametrize(
+    ("edit", "inside"),
+    [
+        pytest.param(lambda im: im.resize((720, 450), Image.Resampling.BICUBIC), (True, True), id="upscaled"),
+        pytest.param(lambda im: im.crop((48, 30, 432, 270)), (True, False), id="cropped"),
+        pytest.param(lambda im: ImageOps.expand(im, border=16, fill=(0, 0, 0)), (True, True), id="padded"),
+        pytest.param(lambda im: ImageOps.expand(im, border=9, fill=(255, 255, 255)), (True, True), id="bordered"),
+        pytest.param(lambda im: im.rotate(3, resample=Image.Resampling.BICUBIC), (True, True), id="turned-3deg"),
+    ],
+)
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_near_verdict_says_whose_content_lies_inside_the_other(edit: object, inside: tuple[bool, bool]) -> None:
+    """A near verdict on a real photo says whether each picture's content (uniform borders trimmed) was
+    all compared: a crop holds less than its source; a resize, pad, border or small turn nothing it lacks."""
+    with Image.open(H.PHOTOS / "Blinds.jpg") as im:
+        original = im.convert("RGB").resize((480, 300), Image.Resampling.LANCZOS)
+    verdict = judge(file_of(edit(original)), file_of(original))  # type: ignore[operator]
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
+    assert (verdict.new_inside, verdict.old_inside) == inside, verdict.reason
 
 
 # --- rotated and mirrored copies ------------------------------------------------------
