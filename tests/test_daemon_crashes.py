@@ -215,3 +215,19 @@ def test_a_file_appended_in_chunks_is_handled_only_after_its_last_close(env: Env
     assert daemon.events("file_skipped", path=copy) == []
     assert len(daemon.events("duplicate_found", path=copy)) == 1
     assert daemon.stop() == 0
+
+
+def test_an_action_a_kill_cut_short_is_owed_and_done_after_the_restart(env: Env) -> None:
+    """Killed in the middle of moving one duplicate, the daemon on restart rolls the move
+    back and finds the action still owed (the matches' owed flag, m014): it is done once."""
+    original = write(env.root / "o.jpg", picture(370))
+    first = start_poisoned(env, "first.log", "quarantine.after_record:kill")
+    env.wait_indexed(original)
+    copies = [write(env.root / f"copy{i}.jpg", picture(370)) for i in range(3)]
+    assert first.proc.wait(DEADLINE) == -9  # the fault's SIGKILL, at the first move
+    first.cleanup()
+    second = env.start()
+    wait_until(lambda: not any(c.exists() for c in copies), "every copy quarantined after the restart")
+    assert second.events("interrupted_actions_retried"), second.tail()
+    assert sorted(r["path"] for r in env.moves()) == sorted(str(c) for c in copies)
+    assert second.stop() == 0

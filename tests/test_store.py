@@ -74,3 +74,72 @@ def test_unseen_under_lists_what_a_scan_did_not_see(tmp_path: Path) -> None:
     assert sorted(unseen) == sorted(f"{i}.jpg" for i in range(1, 10, 2))
     assert store.counts()["files"] == 6
     store.close()
+
+
+#: what unacted_matches() computed with a pass over every match before m014: the reference
+_OWED_BY_A_PASS = (
+    "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id JOIN files o ON o.id = m.original_id"
+    " WHERE COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
+    "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
+    "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
+    "  ORDER BY a.id DESC LIMIT 1), 1)"
+    " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep' AND k.sha_a = d.sha256 AND k.path_a = d.path)"
+    " ORDER BY m.file_id"
+)
+
+
+def test_owed_actions_are_found_through_an_index_and_equal_a_pass_over_every_match(tmp_path: Path) -> None:
+    """unacted_matches() reads the owed matches through the partial index m014 keeps, and after
+    every step of a random history (matches made and re-pointed, audit rows of each outcome,
+    renames, rewrites, deletions) it returns exactly what a pass over every match returns."""
+    import random
+
+    from dedupd.audit import Audit
+    from dedupd.models import Distances, Match, Orientation, Tier
+
+    store = Store.open(tmp_path / "s.db")
+    audit = Audit(store)
+    rng = random.Random(9)
+    match = Match(Tier.EXACT, Distances(0, 0, 0.0), 100.0, Orientation.IDENTITY, "same bytes")
+    ids: dict[int, Path] = {}
+    outcomes = [("done", "moved"), ("failed", "EIO"), ("skipped", "circuit breaker open: too many actions"),
+                ("skipped", "actions on this root are paused"), ("skipped", "not the checked file"), ("done", "logged")]
+    for n in range(20):
+        path = tmp_path / f"f{n}.jpg"
+        ids[store.upsert_file(path, FileStat(1, n + 1, 10, 1), _fp(n % 7))] = path
+    for step in range(400):
+        with store.atomic():
+            file_id, other = rng.sample(sorted(ids), 2)
+            fp = store.record(file_id).fingerprint  # type: ignore[union-attr]
+            original = store.record(other)
+            kind = rng.randrange(6)
+            if kind <= 1:
+                store.set_match(file_id, other, match, tie=False)
+            elif kind == 2 and (found := store.match_of(file_id)) is not None:
+                orig = store.record(found[0])
+                what, detail = rng.choice(outcomes)
+                audit.append(action=rng.choice(["quarantine", "log"]), outcome=what, path=ids[file_id], detail=detail,
+                             sha256=fp.sha256 if fp else None,  # type: ignore[union-attr]
+                             original_sha256=orig.fingerprint.sha256 if orig and orig.fingerprint else None)
+            elif kind == 3:
+                new = tmp_path / f"moved{step}.jpg"
+                store.move_file(file_id, new)
+                ids[file_id] = new
+            elif kind == 4:
+                store.upsert_file(ids[file_id], FileStat(1, file_id, 10 + step, 1), _fp(rng.randrange(7)))
+            elif original is not None and len(ids) > 6:
+                store.delete_file(other)
+                del ids[other]
+                new_path = tmp_path / f"new{step}.jpg"
+                ids[store.upsert_file(new_path, FileStat(1, 1000 + step, 10, 1), _fp(rng.randrange(7)))] = new_path
+        owed = store.unacted_matches()
+        assert owed == [r[0] for r in store.db.execute(_OWED_BY_A_PASS)], f"step {step}"
+    assert store.unacted_matches(), "the history left some action owed"
+    run: list[str] = []
+    store.db.conn.set_trace_callback(run.append)
+    store.unacted_matches()
+    store.db.conn.set_trace_callback(None)
+    query = next(sql for sql in run if "FROM matches" in sql)
+    plan = " ".join(str(r[-1]) for r in store.db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "USING INDEX matches_owed" in plan and "SCAN m" not in plan.replace("SCAN m USING", ""), plan
+    store.close()

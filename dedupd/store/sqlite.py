@@ -551,14 +551,9 @@ class Store:
                 values = sorted(set(wanted))
                 only += f" AND {column} IN (SELECT value FROM json_each(?))"
                 params.append(json.dumps(values))
-        owed = (
-            "1"
-            if logged
-            else "COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
-            "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
-            "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
-            "  ORDER BY a.id DESC LIMIT 1), 1)"
-        )
+        # matches.owed is kept by triggers (m014): read through its partial index, the
+        # owed matches cost what they are, not what the whole table is
+        owed = "1" if logged else "m.owed = 1"
         return [
             row[0]
             for row in self.db.execute(
@@ -1067,6 +1062,17 @@ class Store:
 
 
 #: a not-duplicates decision covering the pair of file rows aliased {a} and {b}
+#: Is the action on the match of file {file} to original {original} owed, as far as
+#: the audit says: no row for the pair yet, or its last row failed or was held back
+#: by a breaker.  Kept in ``matches.owed`` by the triggers of m014.
+_OWED_BY_AUDIT = (
+    "COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
+    "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%'))"
+    "  FROM files d JOIN files o ON o.id = {original}"
+    "  JOIN audit a ON a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
+    "  WHERE d.id = {file} ORDER BY a.id DESC LIMIT 1), 1)"
+)
+
 _PAIR_DECIDED = (
     "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
     "(i.sha_a = {a}.sha256 AND (i.path_a IS NULL OR i.path_a = {a}.path)"
@@ -1500,3 +1506,39 @@ def m012_intents_by_original(db: sqlite_utils.Database) -> None:
 def m013_crash_causes(db: sqlite_utils.Database) -> None:
     # an exception while working on a file counts like a worker's death: which one it was
     db.table("crashes").add_column("cause", str)
+
+
+@migrations()
+def m014_matches_owed(db: sqlite_utils.Database) -> None:
+    # Which matches still owe their action, kept as they change, so that a start
+    # finds them through an index instead of a pass over every match (1.3 s at
+    # 50,000).  A match's flag is computed when it is made or re-pointed, when an
+    # audit row is written for its pair (the newest row decides), and when its
+    # file's path or content changes (the audit names both).
+    owed = _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id")
+    last_failed = (
+        "(NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+        "NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))"
+    )
+    db.execute("ALTER TABLE matches ADD COLUMN owed INTEGER NOT NULL DEFAULT 1")
+    db.execute(f"UPDATE matches SET owed = {owed}")
+    db.execute("CREATE INDEX matches_owed ON matches (file_id) WHERE owed = 1")
+    triggers = f"""
+CREATE TRIGGER matches_owed_insert AFTER INSERT ON matches BEGIN
+    UPDATE matches SET owed = {owed} WHERE file_id = NEW.file_id;
+END;
+CREATE TRIGGER matches_owed_update AFTER UPDATE OF file_id, original_id ON matches BEGIN
+    UPDATE matches SET owed = {owed} WHERE file_id = NEW.file_id;
+END;
+CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit
+WHEN NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL BEGIN
+    UPDATE matches SET owed = {last_failed}
+    WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)
+    AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);
+END;
+CREATE TRIGGER matches_owed_files AFTER UPDATE OF path, sha256 ON files BEGIN
+    UPDATE matches SET owed = {owed} WHERE file_id = NEW.id OR original_id = NEW.id;
+END;
+"""
+    for trigger in triggers.split("\nEND;")[:-1]:  # each trigger ends on its own line
+        db.execute(trigger + "\nEND;")
