@@ -9,33 +9,38 @@ it, is proposed either way round.
 
 Each table is searched with a multi-index hash (Norouzi, Punjani and Fleet,
 "Fast search in Hamming space with multi-index hashing", CVPR 2012). The
-64 bits are cut into four 16-bit chunks, and for each chunk the entries are
-kept sorted by that chunk's value, with an offset per value (a CSR layout).
-If two hashes are at most ``r`` bits apart, the four chunk distances add up
-to at most ``r``, so at least one chunk is within ``r // 4`` bits of the
-probe's. A lookup therefore visits, per chunk, the buckets of every 16-bit
-value within ``r // 4`` bits of the probe's chunk (137 of 65,536 at the
-default ``r`` = 10), and checks the full distance of what it finds there.
-The answer is exact, the same set a linear scan gives, for any ``r``: no
-parameter trades recall for speed. Where the buckets would hold more than a
-quarter of the table (large ``r``, or a small table), the lookup scans the
-table linearly instead, since that is then cheaper.
+64 bits are cut into chunks (four of 16 bits, or three of 21-22 bits for a
+table of millions of entries), and for each chunk the entries are kept
+sorted by that chunk's value, with an offset per value (a CSR layout). If
+two hashes are at most ``r`` bits apart, the chunk distances add up to at
+most ``r``, so some chunk ``c`` is within its radius ``t_c`` of the probe's,
+for any radii with ``sum(t_c + 1) = r + 1`` (:func:`_radii`): at the
+default ``r`` = 10 and four chunks, 2, 2, 2 and 1 bits. A lookup therefore
+visits, per chunk, the buckets of every value within ``t_c`` bits of the
+probe's chunk (137 of 65,536 at 2 bits, 17 at 1), and checks the full
+distance of what it finds there. The answer is exact, the same set a
+linear scan gives, for any ``r``: no parameter trades recall for speed.
+Where the buckets would hold more than a quarter of the table (large
+``r``, or a small table), the lookup scans the table linearly instead,
+since that is then cheaper.
 
 The chunk order is built for a *sealed* prefix of the table. Entries added
 later sit in a tail that is scanned linearly; removed or replaced entries
 are marked dead. The table is compacted and resealed when the tail outgrows
 an eighth of the sealed part or a quarter of the entries are dead, so a
-lookup stays sub-linear as files arrive and leave. At a million files with
-nine crop keys each (ten million entries), one table entry costs 8 bytes of
-hash, 4 of file id, 1 of liveness, 16 of chunk order and 16 of sketches. File
-ids map to their entries through arrays indexed by id (SQLite rowids are
-dense), not through a dict of ten million Python ints. ``bench/index_bench.py`` and
+lookup stays sub-linear as files arrive and leave. One table entry costs 8
+bytes of hash, 4 of file id, 1 of liveness and 8 per chunk of order and
+sketch (45 bytes in four chunks, 37 in three). File ids map to their
+entries through arrays indexed by id (SQLite rowids are dense), not through
+a dict of ten million Python ints. ``bench/index_bench.py`` and
 ``bench/store_scale.py`` measure it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -46,86 +51,132 @@ if TYPE_CHECKING:
     from dedupd.config import MatchSettings
     from dedupd.models import Fingerprint
 
-#: chunks per 64-bit hash, and bits per chunk
-_CHUNKS = 4
-_CHUNK_BITS = 16
-_CHUNK_VALUES = 1 << _CHUNK_BITS
-#: largest per-chunk radius the multi-index probes (r // 4 <= 3, so r <= 15);
-#: beyond it the neighbourhoods are too wide and a linear scan is cheaper
-_MAX_CHUNK_RADIUS = 3
+#: How the 64 bits are cut into chunks, as (shift, width) of each. Theory
+#: wants about log2(N) bits a chunk (Norouzi et al.), but what a lookup costs
+#: here is cache misses: one per bucket visited, and three chunks of 21 bits
+#: visit 3,378 buckets a probe (mostly empty) against 428 for four of 16.
+#: Measured (bench/index_bench.py), four chunks are cheaper up to a few
+#: million entries (the million pHashes probed 17 times) and three from
+#: there (the ten million crop keys), where 16-bit buckets hold 150 entries.
+_NARROW = ((0, 16), (16, 16), (32, 16), (48, 16))
+_WIDE = ((0, 21), (21, 21), (42, 22))
+#: sealed entries from which a table takes the wide layout (bench/index_bench.py)
+_WIDE_FROM = 1 << 22
+#: most buckets a lookup visits per chunk and probe; past it, a linear scan
+_MAX_MASKS = 1 << 15
 #: file ids are kept as 32-bit numbers, and map to entries through arrays indexed by id
 _MAX_ID = 1 << 32
 #: hashes compared per block in a linear scan (probes x block temporaries)
 _BLOCK = 32768
+#: entries handled per block while sealing (bounds the temporaries)
+_SEAL_BLOCK = 1 << 20
 
 #: rows per batch of a bulk load
 _BATCH = 65536
 
 U64 = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]
 #: (file ids, signed pHashes, packed crop keys) of a batch of files
 Batch = tuple[list[int], list[int], list["bytes | None"]]
 I64 = npt.NDArray[np.int64]
+Layout = tuple[tuple[int, int], ...]
 
 
-def _chunk_masks(radius: int) -> npt.NDArray[np.int64]:
-    """Every 16-bit XOR mask with at most ``radius`` bits set."""
-    values = np.arange(_CHUNK_VALUES, dtype=np.uint16)
-    return np.flatnonzero(np.bitwise_count(values) <= radius).astype(np.int64)
+def _volume(width: int, radius: int) -> int:
+    """How many ``width``-bit values lie within ``radius`` bits of one."""
+    return sum(math.comb(width, k) for k in range(radius + 1))
 
 
-_MASKS = [_chunk_masks(r) for r in range(_MAX_CHUNK_RADIUS + 1)]
+@functools.cache
+def _masks(width: int, radius: int) -> I64:
+    """Every ``width``-bit XOR mask with at most ``radius`` bits set, ascending."""
+    masks = [sum(1 << b for b in bits) for k in range(radius + 1) for bits in itertools.combinations(range(width), k)]
+    return np.sort(np.array(masks, dtype=np.int64))
 
 
-def _chunk(hashes: U64, c: int) -> I64:
-    """Chunk ``c`` (16 bits) of each hash."""
-    return ((hashes >> np.uint64(_CHUNK_BITS * c)) & np.uint64(_CHUNK_VALUES - 1)).astype(np.int64)
+def _radii(layout: Layout, limit: int) -> tuple[int, ...]:
+    """Per chunk, how far from the probe's chunk value its buckets are visited.
+
+    The generalised pigeonhole (Qin, Wang and Xiao, "GPH", 2018): when the
+    radii plus one add up to ``limit + 1``, a hash within ``limit`` bits has
+    at least one chunk within its radius, since otherwise the chunk
+    distances alone would add up to more than ``limit``. With four chunks
+    and ``limit`` 10 that is 2, 2, 2, 1 rather than 2 in every chunk; with
+    three, 3, 3, 2. A radius of -1 means the chunk is not visited.
+    """
+    base, extra = divmod(limit + 1, len(layout))
+    radii = [base - 1] * len(layout)
+    for c in sorted(range(len(layout)), key=lambda c: layout[c][1])[:extra]:  # narrowest chunks first
+        radii[c] += 1
+    return tuple(radii)
 
 
-def _sketch(hashes: U64, c: int) -> npt.NDArray[np.uint32]:
-    """The 32 bits of chunks c+1 and c+2 (wrapping) of each hash."""
-    shift = _CHUNK_BITS * ((c + 1) % _CHUNKS)
-    turned = (hashes >> np.uint64(shift)) | (hashes << np.uint64(64 - shift)) if shift else hashes
+def _chunk(hashes: U64, shift: int, width: int) -> I64:
+    """The ``width`` bits of each hash from bit ``shift`` up."""
+    return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+
+
+def _sketch(hashes: U64, shift: int, width: int) -> U32:
+    """The 32 bits that follow a chunk (wrapping round): a lower bound of the
+    distance, read beside the chunk's buckets."""
+    turn = (shift + width) % 64
+    turned = (hashes >> np.uint64(turn)) | (hashes << np.uint64(64 - turn)) if turn else hashes
     return (turned & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
 
 
-def _gather(starts: I64, ends: I64) -> I64:
-    """The concatenation of ``range(s, e)`` for every pair, without a Python loop."""
-    lengths = ends - starts
+def _gather(starts: I64, lengths: I64) -> I64:
+    """The concatenation of ``range(s, s + n)`` for every pair (all n > 0), without a Python loop."""
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
     shift: I64 = starts - (np.cumsum(lengths) - lengths)
     positions: I64 = np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
     return positions
+
+
+def _headroom(n: int) -> int:
+    """Room left after a bulk load of ``n`` entries, so that the files added
+    next do not copy the whole table (a 10-million-key table takes 0.6 s)."""
+    return n // 8 + 1024
+
+
+def _joined(parts: list[npt.NDArray[Any]], dtype: type[np.generic]) -> tuple[npt.NDArray[Any], int]:
+    """The parts one after another in one new array with room to grow, and their length."""
+    n = sum(len(p) for p in parts)
+    joined = np.zeros(n + _headroom(n), dtype=dtype)
+    if parts:
+        np.concatenate(parts, out=joined[:n])
+    return joined, n
 
 
 class _Table:
     """(hash, owner id) entries, searchable by Hamming distance; an owner has
     one or more entries, appended together and removed together."""
 
-    def __init__(self, capacity: int, seal_min: int, linear_below: int, max_share: float) -> None:
+    def __init__(self, capacity: int, seal_min: int, linear_below: int, max_share: float, wide_from: int) -> None:
         self.hashes: U64 = np.zeros(capacity, dtype=np.uint64)
-        self.owners: npt.NDArray[np.uint32] = np.zeros(capacity, dtype=np.uint32)  # file ids
+        self.owners: U32 = np.zeros(capacity, dtype=np.uint32)  # file ids
         self.alive = np.zeros(capacity, dtype=np.bool_)
         self.size = 0  # entries appended, dead ones included
         self.live = 0
         self.sealed = 0  # entries [0, sealed) are in the chunk order
-        # The buckets of all four chunks in one layout: bucket (c, v) is
-        # order[offsets[b]:offsets[b + 1]] with b = c * 65536 + v, and holds the
+        # The buckets of all chunks in one layout: bucket (c, v) is
+        # order[offsets[b]:offsets[b + 1]] with b = bases[c] + v, and holds the
         # positions of the entries whose chunk c is v.  Beside each, in the
-        # same order, its sketch: the 32 bits of chunks c+1 and c+2, so that
-        # most candidates are ruled out without a random read of the table.
-        self.offsets: I64 = np.zeros(_CHUNKS * _CHUNK_VALUES + 1, dtype=np.int64)
-        self.order: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
-        self.sketch: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
+        # same order, its sketch: the 32 bits after chunk c, so that most
+        # candidates are ruled out without a random read of the table.
+        self.layout: Layout = _NARROW
+        self.bases: I64 = np.zeros(len(self.layout), dtype=np.int64)
+        self.offsets: npt.NDArray[np.integer[Any]] = np.zeros(1, dtype=np.int64)
+        self.order: U32 = np.zeros(0, dtype=np.uint32)
+        self.sketch: U32 = np.zeros(0, dtype=np.uint32)
         # owner id -> its first entry (-1: none) and how many it has
         self.first: I64 = np.full(0, -1, dtype=np.int64)
         self.count = np.zeros(0, dtype=np.uint16)
         self.seal_min = seal_min
         self.linear_below = linear_below
         self.max_share = max_share
+        self.wide_from = wide_from
 
     @property
     def nbytes(self) -> int:
@@ -162,17 +213,25 @@ class _Table:
         self.live -= n
         self._maybe_seal()
 
-    def load(self, owners: I64, values: U64) -> None:
-        """Append many entries at once (owners' entries contiguous), then seal."""
-        n = len(values)
-        self._reserve(self.size + n)
+    def load(self, owners: npt.NDArray[Any], values: U64, n: int | None = None) -> None:
+        """Append the first ``n`` (default: all) of these entries (owners'
+        entries contiguous), then seal. An empty table takes the arrays as
+        they are, without a copy, and their length past ``n`` as room to grow."""
+        n = len(values) if n is None else n
         if n:
-            self._reserve_owner(int(owners.min()))  # checks the range
-            self._reserve_owner(int(owners.max()))
+            self._reserve_owner(int(owners[:n].min()))  # checks the range
+            self._reserve_owner(int(owners[:n].max()) + _headroom(n))
+        if self.size == 0:
+            self.hashes = np.ascontiguousarray(values, dtype=np.uint64)
+            self.owners = np.ascontiguousarray(owners, dtype=np.uint32)
+            self.alive = np.zeros(len(values), dtype=np.bool_)
+            self.alive[:n] = True
+        else:
+            self._reserve(self.size + n)
+            self.hashes[self.size : self.size + n] = values[:n]
+            self.owners[self.size : self.size + n] = owners[:n]
+            self.alive[self.size : self.size + n] = True
         start = self.size
-        self.hashes[start : start + n] = values
-        self.owners[start : start + n] = owners
-        self.alive[start : start + n] = True
         self.size += n
         self.live += n
         self._index_owners(start, self.size)
@@ -217,30 +276,58 @@ class _Table:
             self.seal()
 
     def seal(self) -> None:
-        """Compact out dead entries and build the chunk order over all of them."""
+        """Compact out dead entries and build the chunk order over all of them.
+
+        One chunk at a time, into arrays allocated once, with the temporaries
+        of each step bounded by ``_SEAL_BLOCK`` entries: at ten million
+        entries the peak stays near what the table keeps.
+        """
         if self.live != self.size:
             keep = np.flatnonzero(self.alive[: self.size])
             n = len(keep)
             self.hashes[:n] = self.hashes[keep]
             self.owners[:n] = self.owners[keep]
+            del keep
             self.alive[:n] = True
             self.alive[n : self.size] = False
             self.size = n
             self.first[:] = -1
             self.count[:] = 0
             self._index_owners(0, n)
-        self.sealed = self.size
-        live = self.hashes[: self.size]
-        orders, sketches, counts = [], [], []
-        for c in range(_CHUNKS):
-            chunk = _chunk(live, c).astype(np.uint16)
-            order = np.argsort(chunk, kind="stable")  # a radix sort on 16-bit keys
-            orders.append(order.astype(np.uint32))
-            sketches.append(_sketch(live[order], c))
-            counts.append(np.bincount(chunk, minlength=_CHUNK_VALUES))
-        self.order, self.sketch = np.concatenate(orders), np.concatenate(sketches)
-        self.offsets = np.zeros(_CHUNKS * _CHUNK_VALUES + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(counts), out=self.offsets[1:])
+        n = self.sealed = self.size
+        layout = self.layout = _WIDE if n >= self.wide_from else _NARROW
+        widths = [1 << width for _, width in layout]
+        self.bases = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        chunks = len(layout)
+        big = chunks * n >= 1 << 32
+        self.order = self.sketch = np.zeros(0, dtype=np.uint32)  # free the old layout first
+        self.offsets = np.zeros(0, dtype=np.int64)
+        offsets: npt.NDArray[np.integer[Any]] = np.zeros(sum(widths) + 1, dtype=np.int64 if big else np.uint32)
+        order = np.empty(chunks * n, dtype=np.uint32)
+        sketch = np.empty(chunks * n, dtype=np.uint32)
+        live = self.hashes[:n]
+        keys = np.empty(n, dtype=np.uint64)
+        for c, (shift, width) in enumerate(layout):
+            # sort (chunk value, position) pairs packed in 64 bits: one sort of
+            # plain integers, faster than a stable argsort and half its memory
+            for lo in range(0, n, _SEAL_BLOCK):
+                block = live[lo : lo + _SEAL_BLOCK]
+                keys[lo : lo + len(block)] = (_chunk(block, shift, width).astype(np.uint64) << np.uint64(32)) | np.arange(
+                    lo, lo + len(block), dtype=np.uint64
+                )
+            keys.sort()
+            here = order[c * n : (c + 1) * n]
+            counts = np.zeros(1 << width, dtype=np.int64)
+            for lo in range(0, n, _SEAL_BLOCK):
+                block = keys[lo : lo + _SEAL_BLOCK]
+                here[lo : lo + len(block)] = block.astype(np.uint32)  # the low 32 bits: the position
+                counts += np.bincount((block >> np.uint64(32)).astype(np.int64), minlength=1 << width)
+                sketch[c * n + lo : c * n + lo + len(block)] = _sketch(live[here[lo : lo + len(block)]], shift, width)
+            base = int(self.bases[c])
+            offsets[base + 1 : base + 1 + (1 << width)] = np.cumsum(counts) + c * n
+            del counts
+        del keys
+        self.order, self.sketch, self.offsets = order, sketch, offsets
 
     # --- lookups ---------------------------------------------------------
 
@@ -259,46 +346,61 @@ class _Table:
         """Positions in the sealed part within ``limit`` bits of a probe, found
         through the chunk buckets; None where a linear scan is the cheaper way.
 
-        Per chunk: the buckets within ``limit // 4`` bits of each probe's chunk
-        value; of their entries, those whose sketch (32 more bits, read in
-        bucket order, so in runs) is within ``limit`` bits of the probe's; of
-        those, the ones whose full hash is. Each entry is only checked against
-        the probe whose bucket held it.
+        All probes and chunks at once: the buckets within each chunk's radius
+        (:func:`_radii`) of each probe's chunk value; of their entries, those
+        whose sketch (32 more bits, read in bucket order, so in runs) is
+        within ``limit`` bits of the probe's; of those, the ones whose full
+        hash is. Each entry is only checked against the probe whose bucket
+        held it.
         """
-        radius = limit // _CHUNKS
-        if self.sealed < self.linear_below or radius > _MAX_CHUNK_RADIUS:
+        found = self._buckets(probes, limit)
+        if found is None:
             return None
-        masks = _MASKS[radius]
+        starts, lengths, which = found
         count = len(probes)
-        starts, ends = self._buckets(probes, radius)
-        lengths = ends - starts
-        if int(lengths.sum()) > self.max_share * count * self.sealed:  # a scan is cheaper
-            return None
-        at = _gather(starts, ends)  # places in the bucket layout, in runs
-        key = np.repeat(np.repeat(np.arange(_CHUNKS * count, dtype=np.intp), len(masks)), lengths)
-        sketches = np.stack([_sketch(probes, c) for c in range(_CHUNKS)]).ravel()  # (chunk, probe)
-        # a lower bound of the distance from 32 of the other 48 bits: a cheap,
+        at = _gather(starts, lengths)  # places in the bucket layout, in runs
+        sketches = np.concatenate([_sketch(probes, shift, width) for shift, width in self.layout])  # (chunk, probe)
+        # a lower bound of the distance from 32 other bits: a cheap,
         # sequential read that rules out nearly every candidate
-        close = np.bitwise_count(self.sketch[at] ^ sketches[key]) <= limit
+        close = np.flatnonzero(np.bitwise_count(self.sketch[at] ^ np.repeat(sketches[which], lengths)) <= limit)
         positions = self.order[at[close]].astype(np.intp)
-        probe = key[close] % count
+        bucket = np.searchsorted(np.cumsum(lengths), close, side="right")  # few: the survivors only
+        probe = which[bucket] % count
         near = np.bitwise_count(self.hashes[positions] ^ probes[probe]) <= limit
         near &= self.alive[positions]
         hits: I64 = positions[near]
         return hits
 
-    def _buckets(self, probes: U64, radius: int) -> tuple[I64, I64]:
-        """Where each (chunk, probe, mask) bucket starts and ends in the layout:
-        every bucket within ``radius`` bits of a probe's chunk, all at once."""
-        chunks = np.stack([_chunk(probes, c) for c in range(_CHUNKS)])  # (chunk, probe)
-        base = (np.arange(_CHUNKS, dtype=np.int64) * _CHUNK_VALUES)[:, None, None]
-        buckets = ((chunks[:, :, None] ^ _MASKS[radius][None, None, :]) + base).ravel()
-        return self.offsets[buckets], self.offsets[buckets + 1]
+    def _buckets(self, probes: U64, limit: int) -> tuple[I64, I64, I64] | None:
+        """The non-empty buckets to visit: where each starts in the layout, its
+        length, and which (chunk, probe) it is for (``chunk * len(probes) +
+        probe``); None when a linear scan is cheaper."""
+        radii = _radii(self.layout, limit)
+        if self.sealed < self.linear_below or any(
+            _volume(width, r) > _MAX_MASKS for (_, width), r in zip(self.layout, radii, strict=True)
+        ):
+            return None
+        count = len(probes)
+        buckets, which = [], []
+        for c, ((shift, width), radius) in enumerate(zip(self.layout, radii, strict=True)):
+            if radius < 0:
+                continue
+            masks = _masks(width, radius)
+            values = _chunk(probes, shift, width)
+            buckets.append(((values[:, None] ^ masks[None, :]) + int(self.bases[c])).ravel())
+            which.append(np.repeat(np.arange(c * count, (c + 1) * count, dtype=np.int64), len(masks)))
+        b = np.concatenate(buckets)
+        starts = self.offsets[b].astype(np.int64)
+        lengths = self.offsets[b + 1].astype(np.int64) - starts
+        if len(b) + int(lengths.sum()) > self.max_share * count * self.sealed:  # a scan is cheaper
+            return None
+        full = np.flatnonzero(lengths)
+        return starts[full], lengths[full], np.concatenate(which)[full]
 
     def visited(self, probes: U64, limit: int) -> int:
         """How many sealed entries a multi-index lookup reads (for benchmarks)."""
-        starts, ends = self._buckets(probes, limit // _CHUNKS)
-        return int((ends - starts).sum())
+        found = self._buckets(probes, limit)
+        return self.sealed * len(probes) if found is None else int(found[1].sum())
 
     def _linear(self, probes: U64, limit: int, start: int, end: int) -> I64:
         keys = probes[:, None]
@@ -317,15 +419,23 @@ class HashIndex:
     """An in-memory set of (id, 64-bit hash), searchable by Hamming distance,
     with each id's crop keys beside it.
 
-    ``seal_min``, ``linear_below`` and ``max_share`` tune when the tables are
-    resealed and when a lookup scans linearly; they change the cost of a
-    lookup, never its answer (the tests turn them down to exercise every path).
+    ``seal_min``, ``linear_below``, ``max_share`` and ``wide_from`` tune when
+    the tables are resealed, when a lookup scans linearly and from what size
+    a table is cut into three chunks rather than four; they change the cost
+    of a lookup, never its answer (the tests turn them down to exercise
+    every path).
     """
 
     def __init__(
-        self, capacity: int = 1024, *, seal_min: int = 4096, linear_below: int = 4096, max_share: float = 0.25
+        self,
+        capacity: int = 1024,
+        *,
+        seal_min: int = 4096,
+        linear_below: int = 4096,
+        max_share: float = 0.25,
+        wide_from: int = _WIDE_FROM,
     ) -> None:
-        self._tuning = (seal_min, linear_below, max_share)
+        self._tuning = (seal_min, linear_below, max_share, wide_from)
         self._main = _Table(capacity, *self._tuning)
         self._crops = _Table(0, *self._tuning)
 
@@ -334,12 +444,7 @@ class HashIndex:
 
     @classmethod
     def build(
-        cls,
-        items: Iterable[tuple[int, int] | tuple[int, int, tuple[int, ...]]],
-        *,
-        seal_min: int = 4096,
-        linear_below: int = 4096,
-        max_share: float = 0.25,
+        cls, items: Iterable[tuple[int, int] | tuple[int, int, tuple[int, ...]]], **tuning: Any
     ) -> HashIndex:
         """An index of (id, pHash) or (id, pHash, crop keys) items, each id once."""
 
@@ -351,35 +456,49 @@ class HashIndex:
                 crops = [b"".join(k.to_bytes(8, "big") for k in item[2]) if len(item) == 3 else None for item in chunk]
                 yield ids, phashes, crops
 
-        return cls.load(batches(), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
+        return cls.load(batches(), **tuning)
 
     @classmethod
-    def load(
-        cls, batches: Iterable[Batch], *, seal_min: int = 4096, linear_below: int = 4096, max_share: float = 0.25
-    ) -> HashIndex:
+    def load(cls, batches: Iterable[Batch], **tuning: Any) -> HashIndex:
         """An index of the rows the store gives for it (``hash_batches``): each a
         list of file ids, of their pHashes as signed 64-bit numbers (SQLite's
         integers), and of their crop keys packed big-endian, 8 bytes each.
+        ``tuning``: the keywords of the constructor.
 
         Column-wise, a batch at a time, so that a million files take seconds
-        and no Python object per crop key is ever made.
+        and no Python object per crop key is ever made; the columns become
+        the tables' arrays without another copy.
         """
-        ids_parts, hash_parts, owner_parts, key_parts = [], [], [], []
+        ids_parts: list[I64] = []
+        hash_parts: list[U64] = []
+        owner_parts: list[U32] = []
+        key_parts: list[U64] = []
         for ids, phashes, crops in batches:
             ids_array = np.array(ids, dtype=np.int64)
             ids_parts.append(ids_array)
             hash_parts.append(np.array(phashes, dtype=np.int64).view(np.uint64))
             counts = np.array([len(c) // 8 if c else 0 for c in crops], dtype=np.int64)
-            owner_parts.append(np.repeat(ids_array, counts))
+            owner_parts.append(np.repeat(ids_array.astype(np.uint32), counts))  # range checked below
             key_parts.append(np.frombuffer(b"".join(c for c in crops if c), dtype=">u8").astype(np.uint64))
         all_ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int64)
+        del ids_parts
+        if len(all_ids) and not 0 <= int(all_ids.min()) <= int(all_ids.max()) < _MAX_ID:
+            raise ValueError(f"file id out of the index's range: {int(all_ids.min())}..{int(all_ids.max())}")
         ascending = bool(np.all(all_ids[1:] > all_ids[:-1]))  # the store reads in rowid order
         if not ascending and len(np.unique(all_ids)) != len(all_ids):
             raise ValueError("an index is loaded with each file id once")
-        index = cls(capacity=len(all_ids), seal_min=seal_min, linear_below=linear_below, max_share=max_share)
-        index._main.load(all_ids, np.concatenate(hash_parts) if hash_parts else np.zeros(0, dtype=np.uint64))
-        if owner_parts:
-            index._crops.load(np.concatenate(owner_parts), np.concatenate(key_parts))
+        index = cls(capacity=0, **tuning)
+        hashes, n = _joined(hash_parts, np.uint64)
+        del hash_parts
+        file_ids, _ = _joined([all_ids.astype(np.uint32)], np.uint32)
+        del all_ids
+        index._main.load(file_ids, hashes, n)
+        del file_ids, hashes
+        owners, n = _joined(owner_parts, np.uint32)
+        del owner_parts
+        keys, _ = _joined(key_parts, np.uint64)
+        del key_parts
+        index._crops.load(owners, keys, n)
         return index
 
     def add_fingerprint(self, file_id: int, fp: Fingerprint) -> None:
@@ -396,7 +515,7 @@ class HashIndex:
         if settings.rotations:
             probes.extend(h.phash for _, h in fp.variants)
         limit = settings.near_distance
-        main = self._main.within(np.array(probes, dtype=np.uint64), limit)
+        main = self._main.within(np.unique(np.array(probes, dtype=np.uint64)), limit)  # a key twice: once
         crops = self._crops.within(np.array([fp.hashes.phash], dtype=np.uint64), limit)
         owners = np.concatenate([self._main.owners[main], self._crops.owners[crops]])
         return set(owners.tolist())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numpy as np
 
+from dedupd import index as index_module
 from dedupd.config import MatchSettings
 from dedupd.index import HashIndex
 from dedupd.models import Fingerprint, Hashes
@@ -143,6 +145,8 @@ def test_empty_index_finds_nothing() -> None:
 # chunk buckets: the answers must not change, only the cost.
 
 EAGER = {"seal_min": 2, "linear_below": 0, "max_share": float("inf")}
+#: the same, with the tables cut into three wide chunks (what a million files get)
+WIDE = EAGER | {"wide_from": 0}
 
 
 @settings(max_examples=150, deadline=None)
@@ -151,13 +155,14 @@ EAGER = {"seal_min": 2, "linear_below": 0, "max_share": float("inf")}
     probe=U64,
     flips=st.lists(st.integers(0, 63), max_size=16),
     max_distance=st.integers(0, 15),
+    wide=st.booleans(),
 )
 def test_multi_index_search_equals_brute_force(
-    ops: list[tuple[str, int, int]], probe: int, flips: list[int], max_distance: int
+    ops: list[tuple[str, int, int]], probe: int, flips: list[int], max_distance: int, wide: bool
 ) -> None:
     """Through sealing, tombstones, reseals and the unsealed tail, the chunk-bucket
-    search returns exactly what the brute-force scan returns."""
-    index = HashIndex(capacity=4, **EAGER)  # type: ignore[arg-type]
+    search returns exactly what the brute-force scan returns, in four chunks or three."""
+    index = HashIndex(capacity=4, **(WIDE if wide else EAGER))  # type: ignore[arg-type]
     reference = replay(index, ops)
     assert len(index) == len(reference)
     probes = [probe] + [near(h, flips) for h in list(reference.values())[:4]]
@@ -174,15 +179,16 @@ FILES = st.dictionaries(IDS, st.tuples(U64, st.lists(U64, max_size=9).map(tuple)
 
 @settings(max_examples=100, deadline=None)
 @given(files=FILES, new=st.tuples(U64, st.lists(U64, max_size=9).map(tuple)),
-       flips=st.lists(st.integers(0, 63), max_size=12), eager=st.booleans(), bulk=st.booleans())
+       flips=st.lists(st.integers(0, 63), max_size=12), tuning=st.sampled_from([{}, EAGER, WIDE]),
+       bulk=st.booleans())
 def test_candidates_equal_brute_force_with_crop_keys(
     files: dict[int, tuple[int, tuple[int, ...]]], new: tuple[int, tuple[int, ...]], flips: list[int],
-    eager: bool, bulk: bool,
+    tuning: dict[str, float], bulk: bool,
 ) -> None:
     """candidates() proposes exactly the files whose pHash is near one of the new
     picture's keys, or one of whose crop keys is near the new pHash, whether the
-    index was built in bulk or file by file, searched linearly or by chunks."""
-    tuning = EAGER if eager else {}
+    index was built in bulk or file by file, searched linearly or by chunks
+    (four or three)."""
     if bulk:
         index = HashIndex.build(((i, h, keys) for i, (h, keys) in files.items()), **tuning)  # type: ignore[arg-type]
     else:
@@ -202,21 +208,39 @@ def test_candidates_equal_brute_force_with_crop_keys(
     assert index.candidates(fp, MatchSettings(rotations=False)) == expected
 
 
-def test_multi_index_is_used_at_scale_and_stays_exact() -> None:
-    """At 50,000 random hashes with default tuning the lookup goes through the
-    chunk buckets (not the linear fallback), visits a small share of the table,
-    and still finds every planted neighbour at the full distance of 10 bits."""
+@pytest.mark.parametrize("wide_from", [None, 0])
+def test_multi_index_is_used_at_scale_and_stays_exact(wide_from: int | None) -> None:
+    """At 50,000 random hashes the lookup goes through the chunk buckets (not
+    the linear fallback), in four chunks (the default at this size) or three,
+    visits a small share of the table, and still finds every planted
+    neighbour at the full distance of 10 bits."""
     rng = random.Random(3)
     values = {fid: rng.getrandbits(64) for fid in range(50_000)}
-    index = HashIndex.build(values.items())
+    index = HashIndex.build(values.items(), **({} if wide_from is None else {"wide_from": wide_from}))
     table = index._main
-    for fid in list(values)[::5000]:
+    assert len(table.layout) == (4 if wide_from is None else 3)
+    for fid in list(values)[::2500]:
         flips = rng.sample(range(64), 10)
         probe = near(values[fid], flips)
         positions = table._multi_index(np.array([probe], dtype=np.uint64), 10)
-        assert positions is not None and len(positions) < len(values) // 20
+        assert positions is not None and table.visited(np.array([probe], dtype=np.uint64), 10) < len(values) // 20
         assert (fid, 10) in index.search(probe, 10)
         assert index.search(probe, 10) == brute_force(values, probe, 10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(layout=st.sampled_from([index_module._NARROW, index_module._WIDE]), limit=st.integers(0, 20),
+       value=U64, flips=st.lists(st.integers(0, 63), max_size=20))
+def test_some_chunk_is_within_its_radius(
+    layout: tuple[tuple[int, int], ...], limit: int, value: int, flips: list[int]
+) -> None:
+    """The pigeonhole the lookup rests on: any hash within ``limit`` bits of a
+    probe has at least one chunk within that chunk's radius of the probe's."""
+    other = near(value, flips[:limit])
+    radii = index_module._radii(layout, limit)
+    assert sum(r + 1 for r in radii) == limit + 1
+    distances = [(((value ^ other) >> shift) & ((1 << width) - 1)).bit_count() for shift, width in layout]
+    assert any(d <= r for d, r in zip(distances, radii, strict=True))
 
 
 def test_file_ids_outside_the_range_are_refused() -> None:
