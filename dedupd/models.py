@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import stat as stat_module
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,3 +216,31 @@ class Decision:
     decided_at: float
     decided_by: str | None
     note: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresUrl:
+    """Where a PostgreSQL store is: a libpq URL (``postgresql://user@host/dbname``).
+
+    Its password, if the URL holds one, never reaches a log line or a message:
+    ``str()`` shows the URL with the password replaced.  The password belongs in
+    ``PGPASSFILE`` (``~/.pgpass``) or ``PGPASSWORD``, which libpq reads itself.
+    """
+
+    url: str
+
+    @staticmethod
+    def matches(text: str) -> bool:
+        """Does ``text`` name a PostgreSQL store rather than a SQLite file?"""
+        return text.startswith(("postgresql://", "postgres://"))
+
+    def __repr__(self) -> str:
+        return f"PostgresUrl({str(self)!r})"
+
+    def __str__(self) -> str:
+        shown = re.sub(r"^(postgres(?:ql)?://[^:@/?]*):[^@/?]*@", r"\1:***@", self.url)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
+
+
+#: where a store is: a SQLite file, or a PostgreSQL database
+StoreLocation = Path | PostgresUrl

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,46 @@ def run_cli(tmp_path: Path, db_path: Path, cli_env: dict[str, str]) -> H.RunCli:
         return H.run_dedupd(*args, db=db or db_path, env=cli_env, cwd=cwd or tmp_path, **kw)  # type: ignore[arg-type]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster for the session (see pg_cluster.py); skipped
+    without Debian's postgresql binaries, except in CI, where that is a failure."""
+    import pg_cluster as P  # noqa: PLC0415 - psycopg only for the tests that use it
+
+    bin_dir = P.binaries()
+    if bin_dir is None:
+        message = "PostgreSQL binaries not found under /usr/lib/postgresql (Debian's postgresql package)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = P.Cluster.start(bin_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """The URL of a new, empty PostgreSQL database in the session's cluster."""
+    return pg_cluster.new_database()  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Opens connections to this test's store, a SQLite file or a PostgreSQL
+    database: the store tests run once against each backend."""
+    from dedupd.models import PostgresUrl  # noqa: PLC0415
+    from dedupd.store import open_store as open_any  # noqa: PLC0415
+
+    location: Any = tmp_path / "s.db" if request.param == "sqlite" else PostgresUrl(request.getfixturevalue("pg_url"))
+    opened: list[Any] = []
+
+    def open_(*, readonly: bool = False) -> Any:
+        store = open_any(location, readonly=readonly)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()

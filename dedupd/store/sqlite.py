@@ -1049,6 +1049,14 @@ class Store:
         """Did a person choose this content as an original?"""
         return self.db.execute("SELECT 1 FROM chosen_originals WHERE sha256 = ?", [sha256]).fetchone() is not None
 
+    # --- daemon status -----------------------------------------------------
+
+    def write_daemon_status(self, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
+        write_daemon_status(self, pid=pid, started_at=started_at, state=state, data=data)
+
+    def read_daemon_status(self) -> dict[str, Any] | None:
+        return read_daemon_status(self)
+
     # --- helpers -----------------------------------------------------------
 
     def _records(self, where: str, params: list[Any]) -> list[Record]:

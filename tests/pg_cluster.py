@@ -1,0 +1,85 @@
+"""A throwaway PostgreSQL cluster for the tests: Debian's ``postgresql`` binaries
+(``.ci/run`` installs them), a data directory in a temporary directory, and a Unix
+socket in that directory only (no TCP port, so nothing else on the machine can
+reach it and the Debian package's own cluster does not matter).
+
+initdb refuses to run as root; CI runs as root, so there the cluster is made and
+run by the ``postgres`` system user, in a directory that user owns.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+def binaries() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<version>/bin`` with initdb and pg_ctl, else None."""
+    found = []
+    for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            try:
+                found.append((float(candidate.parent.name), candidate))
+            except ValueError:
+                continue
+    return max(found)[1] if found else None
+
+
+@dataclass
+class Cluster:
+    """A running cluster; :meth:`new_database` gives each test a database of its own."""
+
+    bin: Path
+    directory: Path
+    user: str | None  # the system user that runs it (when the tests run as root)
+    port: int = 5432  # only names the socket file: there is no TCP listener
+    created: int = 0
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+
+    @classmethod
+    def start(cls, bin: Path) -> Cluster:
+        """initdb and start a cluster in a new temporary directory; wait until it answers."""
+        user = "postgres" if os.geteuid() == 0 else None
+        directory = Path(tempfile.mkdtemp(prefix="dedupd-pg-"))
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+        cluster = cls(bin, directory, user)
+        data = directory / "data"
+        cluster._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{directory}' -p {cluster.port}"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        cluster._run("pg_ctl", "-D", str(data), "-l", str(directory / "log"), "-o", options, "-w", "-t", "60", "start")
+        return cluster
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.directory}&port={self.port}"
+
+    def new_database(self) -> str:
+        """A new, empty database; its URL."""
+        self.created += 1
+        name = f"t{os.getpid()}_{self.created}_{int(time.time() * 1000) % 100000}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
