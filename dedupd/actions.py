@@ -41,7 +41,7 @@ from dedupd.backend import StoreBackend
 from dedupd.config import Config, SymlinkStyle
 from dedupd.errors import ActionError, NotTheCheckedFile
 from dedupd.models import Action, Duplicate, FileStat
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 log = structlog.get_logger()
 
@@ -123,7 +123,7 @@ class Actor:
 
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         config: Config,
         *,
         roots: tuple[Path, ...] = (),
@@ -478,7 +478,7 @@ def link_text(target: Path, link: Path, style: SymlinkStyle) -> Path:
 # --- crash recovery ---------------------------------------------------------------
 
 
-def act_on_unhandled(store: Store, actor: Actor) -> int:
+def act_on_unhandled(store: AnyStore, actor: Actor) -> int:
     """Handle duplicates whose match was stored but whose action never ran (a crash in between)."""
     found = unhandled(store)
     for dup in found:
@@ -511,7 +511,7 @@ def current_form(store: StoreBackend, file_id: int, rule: str) -> Duplicate | No
     return Duplicate(dup_rec, orig_rec, match, tie, rule)
 
 
-def is_own_symlink(store: Store, path: Path) -> bool:
+def is_own_symlink(store: AnyStore, path: Path) -> bool:
     """Is ``path`` the symlink a completed symlink action left there?"""
     if not os.path.islink(path):
         return False
@@ -522,7 +522,7 @@ def is_own_symlink(store: Store, path: Path) -> bool:
     return False
 
 
-def resolve_intents(store: Store, audit: Audit) -> int:
+def resolve_intents(store: AnyStore, audit: Audit) -> int:
     """Settle every intent a crash left pending; returns how many there were.
 
     Each file ends either where it was (the copy in quarantine, provably
@@ -624,7 +624,7 @@ def _source_intact(intent: Intent) -> bool:
         return False
 
 
-def _resolve_move(store: Store, audit: Audit, intent: Intent) -> None:
+def _resolve_move(store: AnyStore, audit: Audit, intent: Intent) -> None:
     dest = intent.destination
     taken = _taken(intent)
     dest_ok = fileops.is_regular(dest) and fileops.sha256_of(dest) == intent.sha256
@@ -653,7 +653,7 @@ def _resolve_move(store: Store, audit: Audit, intent: Intent) -> None:
               reason="something that is not a copy of the file is at its quarantine destination; left it")
 
 
-def _complete(store: Store, audit: Audit, intent: Intent) -> None:
+def _complete(store: AnyStore, audit: Audit, intent: Intent) -> None:
     with store.atomic():
         audit_id = audit.append(
             action=intent.action,

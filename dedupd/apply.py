@@ -34,7 +34,7 @@ from dedupd.actions import Actor
 from dedupd.config import Config
 from dedupd.errors import ConfigError, display_path
 from dedupd.models import Action, Duplicate, Tier
-from dedupd.store import Store, read_daemon_status
+from dedupd.store import AnyStore, read_daemon_status
 
 log = structlog.get_logger()
 
@@ -73,7 +73,7 @@ class Applied:
 
 
 def plan(
-    store: Store,
+    store: AnyStore,
     config: Config,
     tiers: Collection[Tier] | None = None,
     group_ids: Collection[int] | None = None,
@@ -125,7 +125,7 @@ def plan(
     return out
 
 
-def roots_for(store: Store, config: Config) -> tuple[Path, ...]:
+def roots_for(store: AnyStore, config: Config) -> tuple[Path, ...]:
     """The directories actions may happen in: the config's roots and every
     directory ``dedupd scan`` was given that still exists, resolved."""
     found = [identity.real(r) for r in config.roots]
@@ -135,7 +135,7 @@ def roots_for(store: Store, config: Config) -> tuple[Path, ...]:
 
 def execute(
     items: Sequence[PlannedAction],
-    store: Store,
+    store: AnyStore,
     config: Config,
     *,
     roots: tuple[Path, ...] | None = None,
@@ -179,7 +179,7 @@ def execute(
     return results
 
 
-def _current(store: Store, item: PlannedAction, owed: set[int]) -> Duplicate | str:
+def _current(store: AnyStore, item: PlannedAction, owed: set[int]) -> Duplicate | str:
     """The duplicate as the store knows it now, or why it is no longer to be acted on."""
     if item.file_id not in owed:
         return "no longer owed an action (moved, restored or marked as not duplicates since the plan)"
@@ -196,7 +196,7 @@ def _current(store: Store, item: PlannedAction, owed: set[int]) -> Duplicate | s
     return Duplicate(dup, original, match, tie, f"applied on request: {display_path(item.original_path)} kept")
 
 
-def _daemon_breakers(store: Store) -> dict[Path, str]:
+def _daemon_breakers(store: AnyStore) -> dict[Path, str]:
     """Roots whose breaker the running daemon has tripped (actions there are paused)."""
     status = read_daemon_status(store)
     pid = store.writer_pid()

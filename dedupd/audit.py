@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from dedupd.models import DecisionKind, FileStat
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 log = structlog.get_logger()
 
@@ -101,7 +101,7 @@ def iso_time(at: float) -> str:
 class Audit:
     """Writes and reads audit rows and intents.  Call inside ``store.atomic()``."""
 
-    def __init__(self, store: Store, jsonl: Path | None = None) -> None:
+    def __init__(self, store: AnyStore, jsonl: Path | None = None) -> None:
         self.store = store
         self.jsonl = jsonl
         self.unmirrored: list[int] = []  # rows the JSONL file could not take yet

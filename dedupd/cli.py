@@ -38,7 +38,8 @@ from dedupd.errors import display_path
 from dedupd.hashing import fingerprint_file, verification_pixels
 from dedupd.matching import compare as compare_fingerprints
 from dedupd.models import Action, Tier
-from dedupd.store import Store, default_db_path
+from dedupd.models import PostgresUrl, StoreLocation
+from dedupd.store import AnyStore, default_db_path, location_of, open_store
 
 if TYPE_CHECKING:
     from dedupd.scan import Found
@@ -58,8 +59,10 @@ Exit codes:
 
 db_option = click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The SQLite store. Default: 'db' from the config, else "
+    type=str,
+    callback=lambda ctx, param, value: None if value is None else location_of(value),
+    help="The store: a SQLite file, or a PostgreSQL database as postgresql://user@host/dbname "
+    "(the password from ~/.pgpass, PGPASSFILE or PGPASSWORD). Default: 'db' from the config, else "
     "$STATE_DIRECTORY/dedupd.db or ~/.local/state/dedupd/dedupd.db.",
 )
 config_option = click.option(
@@ -71,12 +74,12 @@ config_option = click.option(
 
 
 class Context:
-    def __init__(self, config_path: Path | None, db: Path | None) -> None:
+    def __init__(self, config_path: Path | None, db: StoreLocation | None) -> None:
         self.config: Config = config_module.load(config_path)
-        self.db_path: Path = db or self.config.db or default_db_path()
+        self.db_path: StoreLocation = db or self.config.db or default_db_path()
 
-    def store(self, *, readonly: bool = False) -> Store:
-        return Store.open(self.db_path, readonly=readonly)
+    def store(self, *, readonly: bool = False) -> AnyStore:
+        return open_store(self.db_path, readonly=readonly)
 
 
 def _configure_logs(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -133,7 +136,7 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def scan(
     paths: tuple[Path, ...],
-    db: Path | None,
+    db: StoreLocation | None,
     config_path: Path | None,
     dry_run: bool,
     workers: int | None,
@@ -229,7 +232,7 @@ def _echo_summary(result: dict[str, Any]) -> None:
     "--tier", "tiers", multiple=True, type=click.Choice([t.value for t in Tier]),
     help="Only entries of this tier (repeatable). Default: every tier.",
 )  # fmt: skip
-def groups(db: Path | None, config_path: Path | None, fmt: str, tiers: tuple[str, ...]) -> None:
+def groups(db: StoreLocation | None, config_path: Path | None, fmt: str, tiers: tuple[str, ...]) -> None:
     """List duplicate groups: the original first, then each duplicate with its
     tier, distance, similarity and the reason it matched.
 
@@ -305,7 +308,7 @@ def groups(db: Path | None, config_path: Path | None, fmt: str, tiers: tuple[str
 @db_option
 @config_option
 @log_options
-def review(listen: str | None, token_file: Path | None, db: Path | None, config_path: Path | None) -> None:
+def review(listen: str | None, token_file: Path | None, db: StoreLocation | None, config_path: Path | None) -> None:
     """Serve a web page to review the groups and decide, while the daemon runs or not.
 
     Groups as thumbnails (original first) with size, resolution, format,
@@ -393,7 +396,7 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
 @db_option
 @config_option
 @log_options
-def run(watch: tuple[Path, ...], db: Path | None, config_path: Path | None) -> None:
+def run(watch: tuple[Path, ...], db: StoreLocation | None, config_path: Path | None) -> None:
     """Run the daemon: watch directories and handle images as they arrive.
 
     On start it catches up with what changed while it was stopped (without
@@ -426,7 +429,7 @@ def run(watch: tuple[Path, ...], db: Path | None, config_path: Path | None) -> N
 @config_option
 @log_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status(db: Path | None, config_path: Path | None, fmt: str) -> None:
+def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None:
     """Whether a daemon is running on this store, what it watches and how, and what it has done."""
     from dedupd.audit import Audit
     from dedupd.store import read_daemon_status
@@ -497,7 +500,7 @@ def check_config(file: Path) -> None:
 @db_option
 @config_option
 @log_options
-def reload(pid: int, db: Path | None, config_path: Path | None) -> None:
+def reload(pid: int, db: StoreLocation | None, config_path: Path | None) -> None:
     """Check the config, then ask the daemon at --pid to re-read it (SIGHUP).
 
     The units' ExecReload= runs this in the service's own sandbox, so a file
@@ -543,7 +546,7 @@ def parse_since(text: str) -> float:
 @log_options
 @click.option("--since", help="Only entries newer than this: 30m, 2h, 3d, 1w or an ISO date.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def audit(db: Path | None, config_path: Path | None, since: str | None, fmt: str) -> None:
+def audit(db: StoreLocation | None, config_path: Path | None, since: str | None, fmt: str) -> None:
     """Show the audit log: every action taken or skipped, on which file,
     because of which original, how similar they were, and why."""
     from dedupd.audit import Audit
@@ -592,7 +595,7 @@ def restore(
     everything: bool,
     from_quarantine: Path | None,
     dry_run: bool,
-    db: Path | None,
+    db: StoreLocation | None,
     config_path: Path | None,
 ) -> None:
     """Undo moves: put quarantined (or symlinked) files back where they were.
@@ -662,7 +665,7 @@ def _size(n: int) -> str:
 @config_option
 @log_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def errors_command(db: Path | None, config_path: Path | None, fmt: str) -> None:
+def errors_command(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None:
     """List the files that were skipped and why (corrupt, not an image, too
     large, unreadable...). Each is looked at again when it changes."""
     ctx = Context(config_path, db)
@@ -692,7 +695,7 @@ def errors_command(db: Path | None, config_path: Path | None, fmt: str) -> None:
     help="Only duplicates of this tier (repeatable). Default: every tier whose action is not log.",
 )  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def apply_command(db: Path | None, config_path: Path | None, dry_run: bool, tiers: tuple[str, ...], fmt: str) -> None:
+def apply_command(db: StoreLocation | None, config_path: Path | None, dry_run: bool, tiers: tuple[str, ...], fmt: str) -> None:
     """Act now on duplicates recorded earlier (by a scan or the daemon with
     actions on log) that have no completed action, with the actions the
     config gives their tiers.
@@ -781,7 +784,7 @@ def apply_command(db: Path | None, config_path: Path | None, dry_run: bool, tier
 @db_option
 @config_option
 @log_options
-def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
+def ignore(a: Path, b: Path, db: StoreLocation | None, config_path: Path | None) -> None:
     """Remember that A and B are not duplicates: dedupd will not pair them again.
 
     The decision is about these two files (their content at their paths): it
@@ -810,7 +813,7 @@ def ignore(a: Path, b: Path, db: Path | None, config_path: Path | None) -> None:
 @db_option
 @config_option
 @click.pass_context
-def ignores(click_ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
+def ignores(click_ctx: click.Context, db: StoreLocation | None, config_path: Path | None) -> None:
     """The decisions people made: pairs marked as not duplicates, and files
     restored (which dedupd leaves alone from then on). Without a subcommand: list."""
     click_ctx.obj = {"db": db, "config_path": config_path}  # the subcommands' defaults
@@ -827,14 +830,23 @@ def _group_option(name: str, value: Path | None) -> Path | None:
     return value
 
 
+def _group_db(value: StoreLocation | None) -> StoreLocation | None:
+    """``--db`` given to the subcommand, else to its group: a path or a PostgreSQL URL."""
+    ctx = click.get_current_context()
+    if value is None and isinstance(ctx.obj, dict):
+        given = ctx.obj.get("db")
+        return given if isinstance(given, (Path, PostgresUrl)) else None
+    return value
+
+
 @ignores.command("list")
 @db_option
 @config_option
 @log_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def ignores_list(db: Path | None = None, config_path: Path | None = None, fmt: str = "table") -> None:
+def ignores_list(db: StoreLocation | None = None, config_path: Path | None = None, fmt: str = "table") -> None:
     """List every decision, oldest first, with its ID."""
-    ctx = Context(_group_option("config_path", config_path), _group_option("db", db))
+    ctx = Context(_group_option("config_path", config_path), _group_db(db))
     store = ctx.store(readonly=True)
     try:
         found = store.decisions()
@@ -869,12 +881,12 @@ def ignores_list(db: Path | None = None, config_path: Path | None = None, fmt: s
 @db_option
 @config_option
 @log_options
-def ignores_remove(decision_id: int, db: Path | None, config_path: Path | None) -> None:
+def ignores_remove(decision_id: int, db: StoreLocation | None, config_path: Path | None) -> None:
     """Take back decision ID: the files may be grouped and acted on again (by
     'dedupd apply', or by the daemon when they next change)."""
     from dedupd import decisions
 
-    ctx = Context(_group_option("config_path", config_path), _group_option("db", db))
+    ctx = Context(_group_option("config_path", config_path), _group_db(db))
     store = ctx.store()
     store.lock_writer_or_share()
     try:

@@ -19,7 +19,15 @@ from typing import Any
 import yaml
 
 from dedupd.errors import ConfigError
-from dedupd.models import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, Action, Tier
+from dedupd.models import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    Action,
+    PostgresUrl,
+    StoreLocation,
+    Tier,
+)
 
 
 class KeepRule(enum.StrEnum):
@@ -111,7 +119,8 @@ class Config:
     """Everything dedupd can be told, with its embedded defaults."""
 
     source: Path | None = None  # the file this came from, None for the defaults
-    db: Path | None = None  # None: the default location (see dedupd.store.default_db_path)
+    #: a SQLite file, or a PostgreSQL URL; None: the default location (see dedupd.store.default_db_path)
+    db: StoreLocation | None = None
     roots: tuple[Path, ...] = ()  # directories the daemon watches
     reference_dirs: tuple[Path, ...] = ()  # never acted on; their files are originals
     quarantine_dir: Path | None = None
@@ -152,8 +161,8 @@ class Config:
         """The effective configuration as plain YAML-able values."""
 
         def plain(value: Any) -> Any:
-            if isinstance(value, Path):
-                return str(value)
+            if isinstance(value, (Path, PostgresUrl)):
+                return str(value)  # a URL without its password
             if isinstance(value, enum.Enum):
                 return value.value
             if isinstance(value, tuple):
@@ -199,7 +208,7 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     base = source.absolute().parent if source else Path.cwd()
     kwargs: dict[str, Any] = {"source": source}
     simple: dict[str, Callable[[str, Any], Any]] = {
-        "db": lambda k, v: p.path(k, v, base),
+        "db": lambda k, v: PostgresUrl(v) if isinstance(v, str) and PostgresUrl.matches(v) else p.path(k, v, base),
         "roots": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
         "reference_dirs": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
         "quarantine_dir": lambda k, v: p.path(k, v, base),

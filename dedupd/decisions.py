@@ -22,7 +22,7 @@ from dedupd.fileops import sha256_of
 from dedupd.grouping import Grouping
 from dedupd.identity import real_parent
 from dedupd.models import Decision, DecisionKind, Duplicate
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def stored_path(path: Path) -> Path:
     return real_parent(Path(os.path.abspath(path)))
 
 
-def ignore_pair(store: Store, config: Config, a: Path, b: Path, *, decided_by: str | None = None) -> Decided:
+def ignore_pair(store: AnyStore, config: Config, a: Path, b: Path, *, decided_by: str | None = None) -> Decided:
     """Record that files ``a`` and ``b`` are not duplicates, audit it, and undo their pairing.
 
     Their content is read now (SHA-256); raises OSError when a file cannot be read.
@@ -57,7 +57,7 @@ def ignore_pair(store: Store, config: Config, a: Path, b: Path, *, decided_by: s
     return Decided(new, tuple(regrouped))
 
 
-def remove(store: Store, config: Config, decision_id: int, *, decided_by: str | None = None) -> Decided:
+def remove(store: AnyStore, config: Config, decision_id: int, *, decided_by: str | None = None) -> Decided:
     """Take back a decision; the files it named may be grouped and acted on again.
 
     Raises InputPathError (exit 66) when there is no such decision.

@@ -152,7 +152,7 @@ def resolve(config: Config, *, strict: bool) -> Config:
         roots=roots,
         reference_dirs=references,
         quarantine_dir=quarantine,
-        db=None if config.db is None else real(config.db),
+        db=real(config.db) if isinstance(config.db, Path) else config.db,
         audit_jsonl=None if config.audit_jsonl is None else real(config.audit_jsonl),
     )
 

@@ -31,7 +31,7 @@ from dedupd.audit import Audit, Intent
 from dedupd.config import Config
 from dedupd.errors import display_path
 from dedupd.restore import Home, put_home
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 log = structlog.get_logger()
 
@@ -46,7 +46,7 @@ class Repair:
     failed: tuple[Path, ...]  # symlinks that could not be repaired (left as they were, in the log)
 
 
-def _links_to(store: Store, audit: Audit, original: Path) -> list[Intent]:
+def _links_to(store: AnyStore, audit: Audit, original: Path) -> list[Intent]:
     """Completed symlink moves whose original is ``original`` and whose link is still ours."""
     out = []
     for row in store.intent_rows(state="done", original=original):
@@ -56,7 +56,7 @@ def _links_to(store: Store, audit: Audit, original: Path) -> list[Intent]:
     return out
 
 
-def original_gone(store: Store, config: Config, original: Path, *, roots: tuple[Path, ...] = ()) -> Repair | None:
+def original_gone(store: AnyStore, config: Config, original: Path, *, roots: tuple[Path, ...] = ()) -> Repair | None:
     """``original`` is gone: put its first symlink's copy back there and re-point the others.
 
     None when no symlink of ours points at it (or something is at its path again).
@@ -96,7 +96,7 @@ def original_gone(store: Store, config: Config, original: Path, *, roots: tuple[
     return Repair(original, restored.path, tuple(relinked), tuple(failed))
 
 
-def original_renamed(store: Store, config: Config, old: Path, new: Path) -> Repair | None:
+def original_renamed(store: AnyStore, config: Config, old: Path, new: Path) -> Repair | None:
     """``old`` was renamed to ``new`` inside a root: re-point the symlinks to it."""
     audit = Audit(store, config.audit_jsonl)
     links = _links_to(store, audit, old)
@@ -115,7 +115,7 @@ def original_renamed(store: Store, config: Config, old: Path, new: Path) -> Repa
     return Repair(new, None, tuple(relinked), tuple(failed))
 
 
-def _repoint(store: Store, audit: Audit, config: Config, intent: Intent, target: Path, target_sha: str | None,
+def _repoint(store: AnyStore, audit: Audit, config: Config, intent: Intent, target: Path, target_sha: str | None,
              why: str) -> bool:
     """Swap the symlink of ``intent`` for one to ``target``, atomically, only while it is ours.
 

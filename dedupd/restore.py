@@ -34,7 +34,7 @@ from dedupd import faults, fileops, identity, sidecar
 from dedupd.audit import Audit, AuditRow, Intent
 from dedupd.errors import ActionError, display_path
 from dedupd.models import FileStat
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 log = structlog.get_logger()
 
@@ -78,7 +78,7 @@ class Home:
 
 
 def restore(
-    store: Store,
+    store: AnyStore,
     audit: Audit,
     row: AuditRow,
     *,
@@ -99,7 +99,7 @@ def restore(
 
 
 def restore_from_quarantine(
-    store: Store, audit: Audit, top: Path, *, roots: tuple[Path, ...] = (), dry_run: bool = False
+    store: AnyStore, audit: Audit, top: Path, *, roots: tuple[Path, ...] = (), dry_run: bool = False
 ) -> list[RestoreResult]:
     """Restore every file under ``top`` that has a quarantine record, without the store's help."""
     out = []
@@ -152,7 +152,7 @@ def _outside(home: Home, roots: tuple[Path, ...]) -> str | None:
 
 
 def put_home(
-    store: Store,
+    store: AnyStore,
     audit: Audit,
     home: Home,
     *,
@@ -254,7 +254,7 @@ def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
 
 
 def _finish(
-    store: Store, audit: Audit, restore_intent: int, home: Home, why: str | None = None, decided_by: str | None = None
+    store: AnyStore, audit: Audit, restore_intent: int, home: Home, why: str | None = None, decided_by: str | None = None
 ) -> None:
     detail = f"restored from {display_path(home.quarantined)}; kept: not acted on again"
     if why is not None:
@@ -279,7 +279,7 @@ def _finish(
             audit.finish(home.move_intent, "restored", None)
 
 
-def resolve_restore(store: Store, audit: Audit, intent: Intent) -> None:
+def resolve_restore(store: AnyStore, audit: Audit, intent: Intent) -> None:
     """Settle a restore a crash interrupted: finish it if the file is home, else undo it."""
     quarantined, target, tmp = intent.path, intent.destination, intent.work
     if tmp is not None and os.path.lexists(tmp):
@@ -316,7 +316,7 @@ def resolve_restore(store: Store, audit: Audit, intent: Intent) -> None:
     log.warning("restore_completed", path=target, note="completed after an interruption")
 
 
-def resolve_pending_restores(store: Store, audit: Audit) -> int:
+def resolve_pending_restores(store: AnyStore, audit: Audit) -> int:
     """Settle restores an earlier ``dedupd restore`` left half done (killed); returns how many.
 
     Only restores: moves belong to the daemon or scan that started them.
@@ -327,7 +327,7 @@ def resolve_pending_restores(store: Store, audit: Audit) -> int:
     return len(pending)
 
 
-def adopt_records(store: Store, audit: Audit, quarantine: Path | None) -> int:
+def adopt_records(store: AnyStore, audit: Audit, quarantine: Path | None) -> int:
     """Re-record moves the store lost (a deleted WAL, a store rebuilt) from the quarantine records.
 
     A move the store knows has two rows: its intent (with the destination and

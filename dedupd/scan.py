@@ -32,7 +32,7 @@ from dedupd.pipeline import (
     fingerprint_job,
     worker_init,
 )
-from dedupd.store import Store
+from dedupd.store import AnyStore
 from dedupd.walking import Filter, missing, unique_roots, walk
 
 log = structlog.get_logger()
@@ -99,7 +99,7 @@ def batches(items: Iterator[tuple[Path, int]]) -> Iterator[list[Path]]:
 
 def scan(
     paths: list[Path],
-    store: Store,
+    store: AnyStore,
     config: Config,
     *,
     on_duplicate: Callable[[Duplicate], object] | None = None,

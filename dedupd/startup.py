@@ -27,7 +27,7 @@ from pathlib import Path
 
 from dedupd.config import Config
 from dedupd.errors import ConfigError, display_path
-from dedupd.models import Action
+from dedupd.models import Action, StoreLocation
 
 READ = os.R_OK | os.X_OK  # list a directory and open what is in it
 WRITE = os.W_OK | os.X_OK  # create, rename and remove entries in a directory
@@ -45,7 +45,7 @@ class Problem:
         return f"{self.key} {display_path(self.path)}: {self.why}"
 
 
-def check(config: Config, db_path: Path) -> None:
+def check(config: Config, db_path: StoreLocation) -> None:
     """Raise a ConfigError naming every path the daemon cannot read or write as it must."""
     found = list(problems(config, db_path))
     if found:
@@ -56,7 +56,7 @@ def check(config: Config, db_path: Path) -> None:
         )
 
 
-def problems(config: Config, db_path: Path) -> Iterator[Problem]:
+def problems(config: Config, db_path: StoreLocation) -> Iterator[Problem]:
     """Every path the daemon cannot use: unreadable roots, unwritable store, quarantine or log."""
     moves = any(
         action is not Action.LOG
@@ -72,8 +72,8 @@ def problems(config: Config, db_path: Path) -> Iterator[Problem]:
         why = _creatable_directory(config.quarantine_dir)
         if why:
             yield Problem("quarantine_dir", config.quarantine_dir, why)
-    why = _writable_file(db_path)
-    if why:
+    why = _writable_file(db_path) if isinstance(db_path, Path) else None  # PostgreSQL: checked on connecting
+    if why and isinstance(db_path, Path):
         yield Problem("db", db_path, why)
     if config.audit_jsonl is not None:
         why = _writable_file(config.audit_jsonl)

@@ -27,7 +27,7 @@ class Filter:
         self.include = tuple(p.lower() for p in config.include)
         self.exclude = tuple(p.lower() for p in config.exclude)
         self.never = tuple(
-            p for p in (config.quarantine_dir, config.db, config.audit_jsonl, *extra_never) if p is not None
+            p for p in (config.quarantine_dir, config.db, config.audit_jsonl, *extra_never) if isinstance(p, Path)
         )
 
     def excluded_name(self, name: str) -> bool:

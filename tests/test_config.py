@@ -322,3 +322,15 @@ def test_dot_dot_in_paths_is_normalised(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     cfg = config.load(write(tmp_path / "conf", "reference_dirs: [../archive]\n"))
     assert str(cfg.reference_dirs[0]) == os.path.normpath(tmp_path / "archive")
+
+
+def test_db_takes_a_postgresql_url_and_never_shows_its_password(tmp_path: Path) -> None:
+    """``db: postgresql://...`` selects a PostgreSQL store (a path keeps SQLite); a password
+    in the URL appears neither in the effective config nor in a repr."""
+    from dedupd.models import PostgresUrl
+
+    cfg = load_text(tmp_path, "db: postgresql://dedupd:s3cret@db.example/photos?sslmode=require\n")
+    assert cfg.db == PostgresUrl("postgresql://dedupd:s3cret@db.example/photos?sslmode=require")
+    shown = yaml.safe_dump(cfg.to_dict()) + repr(cfg) + str(cfg.db)
+    assert "s3cret" not in shown and "postgresql://dedupd:***@db.example/photos" in shown
+    assert load_text(tmp_path, "db: state/dedupd.db\n").db == tmp_path / "state" / "dedupd.db"

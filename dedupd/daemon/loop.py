@@ -51,7 +51,8 @@ from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_j
 from dedupd.restore import adopt_records
 from dedupd.walking import Filter
 from dedupd.sdnotify import Notifier, watchdog_interval
-from dedupd.store import Store, read_daemon_status, write_daemon_status
+from dedupd.models import StoreLocation
+from dedupd.store import open_store, read_daemon_status, write_daemon_status
 from dedupd.watcher import Event, Kind, listen_for_overflow, start_watch, stop_watch
 
 log = structlog.get_logger()
@@ -71,7 +72,7 @@ class Counters:
 
 
 class Daemon:
-    def __init__(self, config: Config, db_path: Path, config_path: Path | None) -> None:
+    def __init__(self, config: Config, db_path: StoreLocation, config_path: Path | None) -> None:
         self.config = config
         self.config_path = config_path
         self.db_path = db_path
@@ -92,7 +93,7 @@ class Daemon:
     # --- lifecycle --------------------------------------------------------
 
     def run(self) -> int:
-        self.store = Store.open(self.db_path)
+        self.store = open_store(self.db_path)
         self.store.lock_writer()
         self._check_sound()
         self.crashes = CrashTracker(self.store)
@@ -203,7 +204,7 @@ class Daemon:
         self._queue_catch_up(state.root)
 
     def _filter(self) -> Filter:
-        return Filter(self.config, extra_never=(self.db_path,))
+        return Filter(self.config, extra_never=(self.db_path,) if isinstance(self.db_path, Path) else ())
 
     def _queue_catch_up(self, root: Path) -> None:
         self.reconcile.walk_root(root)
@@ -603,7 +604,7 @@ class Daemon:
         write_daemon_status(self.store, pid=os.getpid(), started_at=self.started_at, state=state, data=self.status_data())
 
 
-def run(config: Config, db_path: Path, config_path: Path | None) -> int:
+def run(config: Config, db_path: StoreLocation, config_path: Path | None) -> int:
     if not config.roots:
         raise ConfigError("nothing to watch: give --watch DIR or 'roots' in the config", source=config_path, key="roots")
     startup.check(config, db_path)

@@ -32,7 +32,8 @@ from dedupd.audit import Audit, iso_time
 from dedupd.config import Config
 from dedupd.errors import display_path
 from dedupd.models import Action, Match, Orientation, Record, Tier
-from dedupd.store import Store
+from dedupd.models import StoreLocation
+from dedupd.store import AnyStore, default_db_path, open_store
 from dedupd.web import security
 from dedupd.web.images import SIZES, ImageUnavailable, Images
 
@@ -106,7 +107,7 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: Path) -> Flask:
+def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, cache_dir: Path) -> Flask:
     """The review application for the store at ``db_path``.
 
     ``guard`` is kept in ``app.config["DEDUPD_GUARD"]``, where :func:`serve`
@@ -135,16 +136,16 @@ def create_app(config: Config, db_path: Path, guard: security.Guard, cache_dir: 
         return found
 
     @contextmanager
-    def reading() -> Iterator[Store]:
-        store = Store.open(db_path, readonly=True)
+    def reading() -> Iterator[AnyStore]:
+        store = open_store(db_path, readonly=True)
         try:
             yield store
         finally:
             store.close()
 
     @contextmanager
-    def writing() -> Iterator[Store]:
-        store = Store.open(db_path)
+    def writing() -> Iterator[AnyStore]:
+        store = open_store(db_path)
         try:
             # beside a running daemon each write waits its turn; as the only
             # writer, moves an earlier run left half done are settled first
@@ -424,7 +425,7 @@ def _link(endpoint: str, query: dict[str, Any], **more: Any) -> str:
     return url_for(endpoint) + "?" + urlencode({**query, **more}, doseq=True)
 
 
-def _pair_match(store: Store, new_id: int, old_id: int) -> Match | None:
+def _pair_match(store: AnyStore, new_id: int, old_id: int) -> Match | None:
     """The verdict recorded between two files (a group membership or a similar pair), if any."""
     known = store.match_of(new_id)
     if known is not None and known[0] == old_id:
@@ -449,7 +450,7 @@ def _when(seconds: float | int) -> str:
     return iso_time(float(seconds)) if seconds else "unknown"
 
 
-def serve(config: Config, db_path: Path, listen: str, *, token_file: Path | None, echo: Callable[[str], None]) -> None:
+def serve(config: Config, db_path: StoreLocation, listen: str, *, token_file: Path | None, echo: Callable[[str], None]) -> None:
     """Serve the review page until interrupted (SIGINT or SIGTERM)."""
     import signal
 
@@ -461,9 +462,10 @@ def serve(config: Config, db_path: Path, listen: str, *, token_file: Path | None
     token, made_up = security.choose_token(
         host, given=config.review.token, token_file=token_file or config.review.token_file
     )
-    Store.open(db_path, readonly=True).close()  # no store yet: say so now, not on the first page
+    open_store(db_path, readonly=True).close()  # no store yet: say so now, not on the first page
     guard = security.Guard(host, port, token, config.review.allowed_hosts)
-    app = create_app(config, db_path, guard, db_path.parent / "review-cache")
+    state = db_path.parent if isinstance(db_path, Path) else default_db_path().parent
+    app = create_app(config, db_path, guard, state / "review-cache")
     server = waitress.create_server(app, host=host, port=port, threads=4, ident="dedupd")
     port = int(server.effective_port)
     app.config["DEDUPD_GUARD"] = dataclasses.replace(guard, port=port)

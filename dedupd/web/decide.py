@@ -26,7 +26,7 @@ from dedupd.grouping import Grouping
 from dedupd.identity import resolve
 from dedupd.restore import resolve_pending_restores
 from dedupd.restore import restore as restore_one
-from dedupd.store import Store
+from dedupd.store import AnyStore
 
 log = structlog.get_logger()
 
@@ -48,7 +48,7 @@ def by_review(user_agent: str | None) -> str:
     return f"review: {agent}"
 
 
-def not_duplicates(store: Store, config: Config, duplicate_id: int, original_id: int, *, by: str) -> Decided:
+def not_duplicates(store: AnyStore, config: Config, duplicate_id: int, original_id: int, *, by: str) -> Decided:
     """Keep both: the two files are recorded as not duplicates, as ``dedupd ignore A B`` does."""
     dup, orig = store.record(duplicate_id), store.record(original_id)
     if dup is None or orig is None or dup.fingerprint is None or orig.fingerprint is None:
@@ -63,7 +63,7 @@ def not_duplicates(store: Store, config: Config, duplicate_id: int, original_id:
     return Decided(True, f"kept both: not duplicates (decision #{done.decision_id})")
 
 
-def keep_all(store: Store, config: Config, original_id: int, *, by: str) -> Decided:
+def keep_all(store: AnyStore, config: Config, original_id: int, *, by: str) -> Decided:
     """Every duplicate of a group is not a duplicate of its original."""
     members = store.duplicates_of(original_id)
     if not members:
@@ -73,7 +73,7 @@ def keep_all(store: Store, config: Config, original_id: int, *, by: str) -> Deci
     return Decided(kept > 0, f"kept all: {kept} pairs marked as not duplicates")
 
 
-def choose_original(store: Store, config: Config, original_id: int, chosen_id: int, *, by: str) -> Decided:
+def choose_original(store: AnyStore, config: Config, original_id: int, chosen_id: int, *, by: str) -> Decided:
     """Make ``chosen_id``, a duplicate in the group of ``original_id``, its original.
 
     The former original becomes a duplicate of it: nothing is moved now;
@@ -105,7 +105,7 @@ def choose_original(store: Store, config: Config, original_id: int, chosen_id: i
 
 
 def apply_files(
-    store: Store, config: Config, *, by: str, group_ids: Collection[int] | None = None, file_ids: Collection[int] | None = None
+    store: AnyStore, config: Config, *, by: str, group_ids: Collection[int] | None = None, file_ids: Collection[int] | None = None
 ) -> Decided:
     """Apply the configured action to the duplicates named (by group or by file) that are owed one,
     as ``dedupd apply`` does: planned, then each checked again and moved by the Actor."""
@@ -124,7 +124,7 @@ def apply_files(
     return Decided(outcomes.get("done", 0) > 0, detail)
 
 
-def restore_move(store: Store, config: Config, audit_id: int, *, by: str) -> Decided:
+def restore_move(store: AnyStore, config: Config, audit_id: int, *, by: str) -> Decided:
     """Undo one audited move, as ``dedupd restore ID`` does."""
     roots = resolve(config, strict=False).roots
     trail = Audit(store, config.audit_jsonl)
