@@ -207,6 +207,7 @@ def test_audit_intents_crashes_roots_and_status(open_store: Opener) -> None:
     rows = store.audit_rows(moves=True)
     assert len(rows) == 1 and rows[0][0] == audit_id and rows[0][2:4] == ("quarantine", "done") and rows[0][-1] == "cli"
     assert store.audit_rows(since=5.5) == [] and store.audit_rows(newest=1) == rows
+    assert store.audit_rows(sha256="nothing") == []
     assert store.intent_of_audit(audit_id) == intent
     for key in ({"state": "done"}, {"intent_id": intent}, {"destination": Path("/q/x.jpg")},
                 {"path": Path("/a/x.jpg")}, {"original": Path("/a/o.jpg")}):  # fmt: skip
@@ -218,6 +219,8 @@ def test_audit_intents_crashes_roots_and_status(open_store: Opener) -> None:
     assert [store.add_crash(Path("/a/poison.jpg"), st) for _ in range(2)] == [1, 2]
     assert store.add_crash(Path("/a/poison.jpg"), FileStat(1, 2, 301, 400)) == 1  # another version
     assert store.crash_count(Path("/a/poison.jpg"), FileStat(1, 2, 301, 400)) == 1
+    assert store.add_crash(Path("/a/poison.jpg"), FileStat(1, 2, 301, 400), "ValueError: boom") == 2
+    assert store.crash_of(Path("/a/poison.jpg"), FileStat(1, 2, 301, 400)) == (2, "ValueError: boom")
     store.add_scanned_roots([Path("/b"), Path("/a")])
     store.add_scanned_roots([Path("/a")])
     assert store.scanned_roots() == [Path("/a"), Path("/b")]

@@ -193,6 +193,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             " EXECUTE FUNCTION counters_audit_insert()",
         ],
     ),
+    # SQLite's m013: which exception a crash was (NULL: a worker's death)
+    ("p002_crash_causes", ["ALTER TABLE crashes ADD COLUMN cause TEXT"]),
 ]
 
 
@@ -780,26 +782,31 @@ class PostgresStore:
 
     # --- crash counts --------------------------------------------------------
 
-    def add_crash(self, path: Path, st: FileStat) -> int:
-        """One more worker death on this version of ``path``; returns its count."""
+    def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
+        """One more crash on this version of ``path``; returns its count.  ``cause``:
+        what went wrong this time (an exception's text), None for a worker's death."""
         key = _path_key(path)
         with self.atomic():
             row = self._x("SELECT size, mtime_ns, count FROM crashes WHERE path = %s", [key]).fetchone()
             count = row[2] + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
             self._x(
-                "INSERT INTO crashes (path, size, mtime_ns, count, at) VALUES (%s, %s, %s, %s, %s)"
+                "INSERT INTO crashes (path, size, mtime_ns, count, at, cause) VALUES (%s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                " count = excluded.count, at = excluded.at",
-                [key, st.size, st.mtime_ns, count, time.time()],
+                " count = excluded.count, at = excluded.at, cause = excluded.cause",
+                [key, st.size, st.mtime_ns, count, time.time(), cause],
             )
         return int(count)
 
     def crash_count(self, path: Path, st: FileStat) -> int:
+        return self.crash_of(path, st)[0]
+
+    def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
+        """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
         row = self._x(
-            "SELECT count FROM crashes WHERE path = %s AND size = %s AND mtime_ns = %s",
+            "SELECT count, cause FROM crashes WHERE path = %s AND size = %s AND mtime_ns = %s",
             [_path_key(path), st.size, st.mtime_ns],
         ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), row[1]) if row else (0, None)
 
     # --- the scan's removal pass, status ------------------------------------------
 
@@ -892,10 +899,14 @@ class PostgresStore:
         moves: bool = False,
         not_log: bool = False,
         newest: int | None = None,
+        sha256: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
         where: list[str] = ["TRUE"]
         params: list[Any] = []
+        if sha256 is not None:  # indexed
+            where.append("sha256 = %s")
+            params.append(sha256)
         if audit_id is not None:
             where.append("id = %s")
             params.append(audit_id)
@@ -910,6 +921,10 @@ class PostgresStore:
         if newest is not None:
             query += f" DESC LIMIT {int(newest)}"
         return [tuple(r) for r in self._x(query, params).fetchall()]
+
+    def audit_link_intent(self, audit_id: int, intent_id: int) -> None:
+        """Repair only: point an audit row at the intent re-created for its move."""
+        self._x("UPDATE audit SET intent_id = %s WHERE id = %s", [intent_id, audit_id])
 
     def intent_insert(self, values: dict[str, Any]) -> int:
         return self._insert("intents", values)
