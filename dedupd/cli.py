@@ -477,6 +477,40 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
         click.echo(f"  #{r['id']} {r['time']} {r['action']} {r['outcome']} {display_path(r['path'])}")
 
 
+@cli.command()
+@click.option("--to", "to", required=True, help="The PostgreSQL store to fill: postgresql://user@host/dbname "
+              "(an empty database; the password from ~/.pgpass, PGPASSFILE or PGPASSWORD).")
+@db_option
+@config_option
+@log_options
+def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None:
+    """Copy a SQLite store (--db, else the config's or the default one) into an empty
+    PostgreSQL store, ids and all, in one transaction. Stop the daemon first: both
+    stores are held as their writer while it runs. Then set 'db:' in the config to the URL."""
+    from dedupd.store.postgres import PostgresStore
+    from dedupd.store.sqlite import Store
+    from dedupd.store.transfer import copy_sqlite_to_postgres
+
+    ctx = Context(config_path, db)
+    if not isinstance(ctx.db_path, Path):
+        raise errors.InputPathError(f"--db {ctx.db_path}: the store to copy from must be a SQLite file")
+    target = location_of(to)
+    if not isinstance(target, PostgresUrl):
+        raise errors.InputPathError(f"--to {to}: must be a postgresql:// URL")
+    source = Store.open(ctx.db_path, readonly=True)
+    dest = PostgresStore.open(target)
+    try:
+        source.lock_writer()
+        dest.lock_writer()
+        copied = copy_sqlite_to_postgres(source, dest)
+    finally:
+        dest.close()
+        source.close()
+    log.info("store_migrated", source=ctx.db_path, dest=target, **copied)
+    click.echo(", ".join(f"{table}: {n}" for table, n in copied.items()))
+    click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
+
+
 @cli.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @log_options

@@ -271,7 +271,7 @@ CLI_TIMEOUT = 120.0
 #: the type of the ``run_cli`` fixture
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 #: subcommands that take --db
-DB_COMMANDS = frozenset({"scan", "groups", "status", "audit", "restore", "ignore", "ignores", "apply", "errors", "run"})
+DB_COMMANDS = frozenset({"scan", "groups", "status", "audit", "restore", "ignore", "ignores", "apply", "errors", "run", "migrate"})
 
 
 def cli_environment(home: Path) -> dict[str, str]:

@@ -61,3 +61,33 @@ def test_an_unreachable_postgresql_store_is_exit_74_with_the_url_and_no_password
     proc = run_cli("status", db=url)
     assert proc.returncode == 74, proc.stdout + proc.stderr
     assert "postgresql://dedupd:***@/nowhere" in proc.stderr and "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
+    """dedupd migrate copies files, groups, audit and intents: groups, status and audit
+    read the same from both stores, a rescan against PostgreSQL reads nothing, a restore
+    from it brings the quarantined copy back; a second migrate into it is refused (74)."""
+    root, quarantine = tmp_path / "photos", tmp_path / "q"
+    _tree(root)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions: {{exact: quarantine}}\n")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    assert not (root / "a_copy.jpg").exists()
+    moved = run_cli("migrate", "--to", pg_url, "--config", config)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "files: 4, matches: 1" in moved.stdout and "audit: 2, intents: 1" in moved.stdout, moved.stdout
+    for command in (("groups", "--format", "json"), ("audit", "--format", "json")):
+        lite, pg = run_cli(*command, "--config", config), run_cli(*command, "--config", config, db=pg_url)
+        assert lite.returncode == pg.returncode == 0, pg.stderr
+        assert json.loads(pg.stdout) == json.loads(lite.stdout)
+    status = [json.loads(run_cli("status", "--format", "json", db=db).stdout) for db in (None, pg_url)]
+    assert [{k: s[k] for k in ("files", "groups", "duplicates", "actions")} for s in status] == [
+        {k: status[0][k] for k in ("files", "groups", "duplicates", "actions")}
+    ] * 2
+    again = run_cli("scan", root, "--config", config, db=pg_url)
+    assert again.returncode == 0 and "0 fingerprinted" in again.stdout, again.stdout + again.stderr
+    restored = run_cli("restore", "--all", "--config", config, db=pg_url)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert (root / "a_copy.jpg").read_bytes() == (root / "a.jpg").read_bytes()
+    refused = run_cli("migrate", "--to", pg_url, "--config", config)
+    assert refused.returncode == 74 and "not empty" in refused.stderr, refused.stderr

@@ -320,7 +320,14 @@ class PostgresStore:
         if self._pool is None:
             return
         pool, self._pool = self._pool, None  # type: ignore[assignment]
-        pool.putconn(self._conn)  # reset: the writer's session lock ends here
+        if self._writer and not self._conn.closed:
+            # now, not when the pool resets the connection (on a thread of its own)
+            try:
+                self._x("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, WRITER_LOCK])
+            except psycopg.Error:
+                pass  # a lost connection holds no lock; the pool throws it away
+            self._writer = False
+        pool.putconn(self._conn)  # reset (DISCARD ALL): temporary tables, settings, any other lock
         _pools.release(self.url)
 
     # --- locking -----------------------------------------------------------
@@ -838,6 +845,23 @@ class PostgresStore:
             for file_id, path in rows:
                 yield file_id, Path(os.fsdecode(path))
             where, low = "path > %s", rows[-1][1]
+
+    def recount(self) -> None:
+        """Set every counter from the rows (after a bulk copy; the triggers keep them after that)."""
+        with self.atomic():
+            self._x("UPDATE counters SET n = 0")
+            self._x("UPDATE counters SET n = (SELECT COUNT(*) FROM files WHERE error IS NULL) WHERE name = 'files'")
+            self._x("UPDATE counters SET n = (SELECT COUNT(*) FROM files WHERE error IS NOT NULL) WHERE name = 'errors'")
+            self._x("UPDATE counters SET n = (SELECT COUNT(DISTINCT original_id) FROM matches) WHERE name = 'groups'")
+            self._x("UPDATE counters SET n = (SELECT COUNT(*) FROM matches) WHERE name = 'duplicates'")
+            self._x(
+                "UPDATE counters SET n = (SELECT COUNT(*) FROM matches WHERE 'duplicates_' || tier = counters.name)"
+                " WHERE name LIKE 'duplicates\\_%'"
+            )
+            self._x(
+                "INSERT INTO counters (name, n) SELECT 'audit:' || action || '_' || outcome, COUNT(*) FROM audit"
+                " GROUP BY 1 ON CONFLICT (name) DO UPDATE SET n = excluded.n"
+            )
 
     def counts(self) -> dict[str, int]:
         """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""

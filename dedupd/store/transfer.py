@@ -1,0 +1,77 @@
+"""``dedupd migrate``: copy a SQLite store into an empty PostgreSQL store.
+
+Row for row, ids kept (so matches, similar pairs, audit rows and intents still
+point at the same files), in one PostgreSQL transaction: a copy that fails
+leaves the destination as empty as it was.  The counters are recomputed from
+the copied rows; the daemon's status row is not copied (it described the
+daemon that used the SQLite store).  Both stores are held as their writer
+for the whole copy, so no daemon writes to either meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dedupd.errors import StoreError
+from dedupd.store.postgres import PostgresStore
+from dedupd.store.sqlite import Store
+
+#: in an order that keeps foreign keys satisfied; `counters` and `daemon` are not copied
+TABLES = (
+    "files",
+    "matches",
+    "similar_pairs",
+    "audit",
+    "intents",
+    "decisions",
+    "crashes",
+    "scanned_roots",
+    "chosen_originals",
+)
+BATCH = 10_000
+
+
+class StoreNotEmptyError(StoreError):
+    """The destination store is not empty (dedupd migrate copies into an empty store only)."""
+
+
+def copy_sqlite_to_postgres(
+    source: Store, dest: PostgresStore, progress: Callable[[str, int], None] | None = None
+) -> dict[str, int]:
+    """Copy every row of ``source`` into ``dest``; returns the rows copied per table."""
+    copied: dict[str, int] = {}
+    with dest.atomic():
+        busy = [t for t in TABLES if dest._one(f"SELECT EXISTS (SELECT 1 FROM {t})")[0]]
+        if busy:
+            raise StoreNotEmptyError(f"{dest.url} already has rows in {', '.join(busy)}")
+        for table in TABLES:
+            columns = [
+                r[0]
+                for r in dest._x(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                    " AND table_name = %s ORDER BY ordinal_position",
+                    [table],
+                )
+            ]
+            have = set(source.db.table(table).columns_dict) if table in source.db.table_names() else set()
+            if not have:
+                copied[table] = 0
+                continue
+            chosen = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
+            rows = source.db.execute(f"SELECT {chosen} FROM {table} ORDER BY rowid")
+            n = 0
+            with dest._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                while batch := rows.fetchmany(BATCH):
+                    for row in batch:
+                        copy.write_row(row)
+                    n += len(batch)
+                    if progress is not None:
+                        progress(table, n)
+            copied[table] = n
+            if "id" in columns:  # the next id the identity column gives follows the copied ones
+                dest._x(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+                    f" FROM {table}"
+                )
+        dest.recount()
+    return copied
