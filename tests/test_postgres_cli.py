@@ -69,7 +69,7 @@ def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: 
     assert not (root / "a_copy.jpg").exists()
     moved = run_cli("migrate", "--to", pg_url, "--config", config)
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert "files: 4, matches: 1" in moved.stdout and "audit: 2, intents: 1" in moved.stdout, moved.stdout
+    assert "files: 4, audit: 2, intents: 1" in moved.stdout and "matches: 1" in moved.stdout, moved.stdout
     lite, pg = open_store(tmp_path / "state" / "dedupd.db", readonly=True), open_store(PostgresUrl(pg_url), readonly=True)
     try:
         ids = [i for i, _ in lite.ids_under(root)]
@@ -77,6 +77,7 @@ def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: 
         assert list(pg.groups()) == list(lite.groups())
         assert (pg.counts(), pg.action_counts()) == (lite.counts(), lite.action_counts())
         assert pg.audit_rows() == lite.audit_rows() and pg.intent_rows() == lite.intent_rows()
+        assert pg.unacted_matches() == lite.unacted_matches() and pg.unacted_matches(logged=True) == [ids[-1]]
         assert pg.scanned_roots() == lite.scanned_roots() == [root]
     finally:
         lite.close()

@@ -119,6 +119,16 @@ def _counter_triggers() -> list[str]:
     return out
 
 
+#: Is the action on the match of file {file} to original {original} owed, as far
+#: as the audit says (SQLite's ``_OWED_BY_AUDIT``, with PostgreSQL's booleans)
+_OWED_BY_AUDIT = (
+    "COALESCE((SELECT (a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
+    "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%')))::int"
+    "  FROM files d JOIN files o ON o.id = {original}"
+    "  JOIN audit a ON a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
+    "  WHERE d.id = {file} ORDER BY a.id DESC LIMIT 1), 1)"
+)
+
 #: The schema, in order; each entry is applied once, in one transaction, and
 #: recorded in ``dedupd_migrations``.  The first is the SQLite store's schema as
 #: its migrations m001-m012 leave it; a change to one backend's schema is made
@@ -195,6 +205,39 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     # SQLite's m013: which exception a crash was (NULL: a worker's death)
     ("p002_crash_causes", ["ALTER TABLE crashes ADD COLUMN cause TEXT"]),
+    # SQLite's m014: which matches still owe their action, kept as they change
+    # (see there); here a BEFORE trigger sets a match's own flag as it is written
+    (
+        "p003_matches_owed",
+        [
+            "ALTER TABLE matches ADD COLUMN owed INTEGER NOT NULL DEFAULT 1",
+            "UPDATE matches SET owed = " + _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id"),
+            "CREATE INDEX matches_owed ON matches (file_id) WHERE owed = 1",
+            "CREATE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " NEW.owed := " + _OWED_BY_AUDIT.format(file="NEW.file_id", original="NEW.original_id") + ";"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER matches_owed_own BEFORE INSERT OR UPDATE OF file_id, original_id ON matches"
+            " FOR EACH ROW EXECUTE FUNCTION matches_owed_own()",
+            # the newest audit row of a pair decides (a skipped row without a
+            # detail: owed, as the pass over every match says; SQLite's trigger
+            # would write NULL there and fail)
+            "CREATE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+            " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
+            " WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)"
+            " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
+            " RETURN NULL; END $$",
+            "CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit FOR EACH ROW"
+            " WHEN (NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL)"
+            " EXECUTE FUNCTION matches_owed_audit()",
+            "CREATE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE matches SET owed = "
+            + _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id")
+            + " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
+            "CREATE TRIGGER matches_owed_files AFTER UPDATE OF path, sha256 ON files FOR EACH ROW"
+            " EXECUTE FUNCTION matches_owed_files()",
+        ],
+    ),
 ]
 
 
@@ -634,14 +677,7 @@ class PostgresStore:
             if wanted is not None:
                 only += f" AND {column} = ANY(%s)"
                 params.append(sorted(set(wanted)))
-        owed = (
-            "TRUE"
-            if logged
-            else "COALESCE((SELECT a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
-            "    a.detail LIKE 'circuit breaker%%' OR a.detail LIKE 'actions on this root are paused%%'))"
-            "  FROM audit a WHERE a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
-            "  ORDER BY a.id DESC LIMIT 1), TRUE)"
-        )
+        owed = "TRUE" if logged else "m.owed = 1"  # kept by triggers (p003), read through its partial index
         return [
             row[0]
             for row in self._x(

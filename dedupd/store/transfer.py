@@ -16,14 +16,16 @@ from dedupd.errors import StoreError
 from dedupd.store.postgres import PostgresStore
 from dedupd.store.sqlite import Store
 
-#: in an order that keeps foreign keys satisfied; `counters` and `daemon` are not copied
+#: files before what refers to them, the audit before the matches (whose ``owed``
+#: flag a trigger computes from the audit as each is written: once per match,
+#: rather than once per audit row); `counters` and `daemon` are not copied
 TABLES = (
     "files",
-    "matches",
-    "similar_pairs",
     "audit",
     "intents",
     "decisions",
+    "matches",
+    "similar_pairs",
     "crashes",
     "scanned_roots",
     "chosen_originals",
