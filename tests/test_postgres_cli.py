@@ -127,3 +127,21 @@ def test_the_daemon_against_postgresql(tmp_path: Path, pg_url: str) -> None:
         for daemon in env.daemons:
             daemon.cleanup()
         shutil.rmtree(env.tmpdir, ignore_errors=True)
+
+
+def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
+    """After a log-only scan into PostgreSQL, ignore takes the near pair out of the groups
+    and apply quarantines the exact copy, the one action still owed."""
+    root, quarantine = tmp_path / "photos", tmp_path / "q"
+    _tree(root)
+    quarantine.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions: {{exact: quarantine, near: quarantine}}\n")
+    assert run_cli("scan", root, db=pg_url).returncode == 0  # no config: log only
+    ignored = run_cli("ignore", root / "b.png", root / "sub" / "b_small.jpg", db=pg_url)
+    assert ignored.returncode == 0, ignored.stderr
+    assert _groups(run_cli, pg_url, root) == [("a.jpg", [("a_copy.jpg", "exact")])]
+    applied = run_cli("apply", "--format", "json", "--config", config, db=pg_url)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert [(Path(a["path"]).name, a["outcome"]) for a in json.loads(applied.stdout)["actions"]] == [("a_copy.jpg", "done")]
+    assert not (root / "a_copy.jpg").exists() and (root / "sub" / "b_small.jpg").exists()
