@@ -344,3 +344,28 @@ def test_both_backends_have_one_schema(tmp_path: Path, pg_url: str) -> None:
     finally:
         lite.close()
         pg.close()
+
+
+def test_a_lost_postgresql_connection_is_a_store_error(pg_url: str) -> None:
+    """A connection the server ends (as a restart does) makes the next statement, inside a
+    transaction or not, a StoreError (exit 74) naming the store, not a bug (70)."""
+    from dedupd.errors import StoreError
+    from dedupd.store import open_store
+
+    store, other = open_store(PostgresUrl(pg_url)), open_store(PostgresUrl(pg_url))
+    try:
+        for step in ("read", "transaction"):
+            pid = store._one("SELECT pg_backend_pid()")[0]
+            other._x("SELECT pg_terminate_backend(%s)", [pid])
+            with pytest.raises(StoreError, match=r"postgresql://"):
+                if step == "read":
+                    store.counts()
+                else:
+                    with store.atomic():
+                        store.upsert_file(Path("/l/a.jpg"), FileStat(1, 1, 1, 1), _fp(1))
+            store.close()
+            store = open_store(PostgresUrl(pg_url))  # a new connection from the pool works
+            assert store.counts()["files"] == 0
+    finally:
+        store.close()
+        other.close()

@@ -345,9 +345,14 @@ class PostgresStore:
                     "INSERT INTO dedupd_migrations (name, applied_at) VALUES (%s, %s)", [name, time.time()]
                 )
 
-    def _x(self, query: str, params: Any = None) -> psycopg.Cursor[Any]:
-        """Run one statement on this store's connection."""
-        return self._conn.execute(query, params)  # queries built from constant parts
+    def _x(self, query: str | sql.Composable, params: Any = None) -> psycopg.Cursor[Any]:
+        """Run one statement on this store's connection.  A lost connection (the
+        server restarted or went away) is a StoreError (exit 74), not a bug; a
+        mistake in the SQL stays one."""
+        try:
+            return self._conn.execute(query, params)  # type: ignore[arg-type]  # built from constant parts
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.url}: {str(exc).strip()}") from exc
 
     def _one(self, query: str, params: Any = None) -> tuple[Any, ...]:
         """The one row a statement that always returns one returns."""
@@ -534,7 +539,7 @@ class PostgresStore:
             sql.SQL(", ").join(map(sql.Identifier, values)),
             sql.SQL(", ").join(sql.Placeholder() * len(values)),
         )
-        return int(self._conn.execute(query, list(values.values())).fetchone()[0])  # type: ignore[index]
+        return int(self._x(query, list(values.values())).fetchone()[0])  # type: ignore[index]
 
     def _update(self, table: str, key: str, key_value: Any, values: dict[str, Any]) -> None:
         query = sql.SQL("UPDATE {} SET {} WHERE {} = %s").format(
@@ -542,7 +547,7 @@ class PostgresStore:
             sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values),
             sql.Identifier(key),
         )
-        self._conn.execute(query, [*values.values(), key_value])
+        self._x(query, [*values.values(), key_value])
 
     def move_file(self, file_id: int, new_path: Path) -> None:
         """A rename; the decisions a person made about the file follow it."""
