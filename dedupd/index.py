@@ -29,8 +29,8 @@ later sit in a tail that is scanned linearly; removed or replaced entries
 are marked dead. The table is compacted and resealed when the tail outgrows
 an eighth of the sealed part or a quarter of the entries are dead, so a
 lookup stays sub-linear as files arrive and leave. One table entry costs 8
-bytes of hash, 4 of file id, 1 of liveness and 8 per chunk of order and
-sketch (45 bytes in four chunks, 37 in three). File ids map to their
+bytes of hash, 4 of file id, 1 of liveness and, per chunk, 4 of order and
+8 of hash copy (four chunks: 61 bytes) or 4 of sketch (three: 37 bytes). File ids map to their
 entries through arrays indexed by id (SQLite rowids are dense), not through
 a dict of ten million Python ints. ``bench/index_bench.py`` and
 ``bench/store_scale.py`` measure it.
@@ -163,13 +163,14 @@ class _Table:
         # The buckets of all chunks in one layout: bucket (c, v) is
         # order[offsets[b]:offsets[b + 1]] with b = bases[c] + v, and holds the
         # positions of the entries whose chunk c is v.  Beside each, in the
-        # same order, its sketch: the 32 bits after chunk c, so that most
-        # candidates are ruled out without a random read of the table.
+        # same order, the whole hash (four chunks) or its sketch, the 32 bits
+        # after chunk c (three chunks): candidates are tested, or most of
+        # them ruled out, without a random read of the table.
         self.layout: Layout = _NARROW
         self.bases: I64 = np.zeros(len(self.layout), dtype=np.int64)
         self.offsets: npt.NDArray[np.integer[Any]] = np.zeros(1, dtype=np.int64)
         self.order: U32 = np.zeros(0, dtype=np.uint32)
-        self.sketch: U32 = np.zeros(0, dtype=np.uint32)
+        self.sketch: npt.NDArray[np.unsignedinteger[Any]] = np.zeros(0, dtype=np.uint32)
         # owner id -> its first entry (-1: none) and how many it has
         self.first: I64 = np.full(0, -1, dtype=np.int64)
         self.count = np.zeros(0, dtype=np.uint16)
@@ -304,7 +305,11 @@ class _Table:
         self.offsets = np.zeros(0, dtype=np.int64)
         offsets: npt.NDArray[np.integer[Any]] = np.zeros(sum(widths) + 1, dtype=np.int64 if big else np.uint32)
         order = np.empty(chunks * n, dtype=np.uint32)
-        sketch = np.empty(chunks * n, dtype=np.uint32)
+        # four chunks: a copy of each hash in bucket order (one exact test, no
+        # random read of the table for a candidate that fails); three, at ten
+        # million entries and more: its 32-bit sketch, half the memory
+        full = layout is _NARROW
+        sketch: npt.NDArray[np.unsignedinteger[Any]] = np.empty(chunks * n, dtype=np.uint64 if full else np.uint32)
         live = self.hashes[:n]
         keys = np.empty(n, dtype=np.uint64)
         for c, (shift, width) in enumerate(layout):
@@ -322,7 +327,8 @@ class _Table:
                 block = keys[lo : lo + _SEAL_BLOCK]
                 here[lo : lo + len(block)] = block.astype(np.uint32)  # the low 32 bits: the position
                 counts += np.bincount((block >> np.uint64(32)).astype(np.int64), minlength=1 << width)
-                sketch[c * n + lo : c * n + lo + len(block)] = _sketch(live[here[lo : lo + len(block)]], shift, width)
+                ahead = live[here[lo : lo + len(block)]]
+                sketch[c * n + lo : c * n + lo + len(block)] = ahead if full else _sketch(ahead, shift, width)
             base = int(self.bases[c])
             offsets[base + 1 : base + 1 + (1 << width)] = np.cumsum(counts) + c * n
             del counts
@@ -347,11 +353,11 @@ class _Table:
         through the chunk buckets; None where a linear scan is the cheaper way.
 
         All probes and chunks at once: the buckets within each chunk's radius
-        (:func:`_radii`) of each probe's chunk value; of their entries, those
-        whose sketch (32 more bits, read in bucket order, so in runs) is
-        within ``limit`` bits of the probe's; of those, the ones whose full
-        hash is. Each entry is only checked against the probe whose bucket
-        held it.
+        (:func:`_radii`) of each probe's chunk value; of their entries (read
+        in bucket order, so in runs), those whose hash copy is within
+        ``limit`` bits of the probe; or, in three chunks, those whose sketch
+        (32 more bits) is, and of those the ones whose full hash is. Each
+        entry is only checked against the probe whose bucket held it.
         """
         found = self._buckets(probes, limit)
         if found is None:
@@ -359,6 +365,12 @@ class _Table:
         starts, lengths, which = found
         count = len(probes)
         at = _gather(starts, lengths)  # places in the bucket layout, in runs
+        if self.sketch.dtype == np.uint64:  # whole hashes in bucket order: the exact test at once
+            keys = np.tile(probes, len(self.layout))  # (chunk, probe)
+            exact = np.flatnonzero(np.bitwise_count(self.sketch[at] ^ np.repeat(keys[which], lengths)) <= limit)
+            entries = self.order[at[exact]].astype(np.intp)
+            exact_hits: I64 = entries[self.alive[entries]]
+            return exact_hits
         sketches = np.concatenate([_sketch(probes, shift, width) for shift, width in self.layout])  # (chunk, probe)
         # a lower bound of the distance from 32 other bits: a cheap,
         # sequential read that rules out nearly every candidate
