@@ -30,7 +30,8 @@ are marked dead. The table is compacted and resealed when the tail outgrows
 an eighth of the sealed part or a quarter of the entries are dead, so a
 lookup stays sub-linear as files arrive and leave. One table entry costs 8
 bytes of hash, 4 of file id, 1 of liveness and, per chunk, 4 of order and
-8 of hash copy (four chunks: 61 bytes) or 4 of sketch (three: 37 bytes). File ids map to their
+4 of sketch (45 bytes in four chunks, 37 in three), or 8 of hash copy in
+the pHash table, which a lookup probes 17 times (61 bytes). File ids map to their
 entries through arrays indexed by id (SQLite rowids are dense), not through
 a dict of ten million Python ints. ``bench/index_bench.py`` and
 ``bench/store_scale.py`` measure it.
@@ -153,7 +154,9 @@ class _Table:
     """(hash, owner id) entries, searchable by Hamming distance; an owner has
     one or more entries, appended together and removed together."""
 
-    def __init__(self, capacity: int, seal_min: int, linear_below: int, max_share: float, wide_from: int) -> None:
+    def __init__(
+        self, capacity: int, seal_min: int, linear_below: int, max_share: float, wide_from: int, *, copies: bool
+    ) -> None:
         self.hashes: U64 = np.zeros(capacity, dtype=np.uint64)
         self.owners: U32 = np.zeros(capacity, dtype=np.uint32)  # file ids
         self.alive = np.zeros(capacity, dtype=np.bool_)
@@ -163,9 +166,9 @@ class _Table:
         # The buckets of all chunks in one layout: bucket (c, v) is
         # order[offsets[b]:offsets[b + 1]] with b = bases[c] + v, and holds the
         # positions of the entries whose chunk c is v.  Beside each, in the
-        # same order, the whole hash (four chunks) or its sketch, the 32 bits
-        # after chunk c (three chunks): candidates are tested, or most of
-        # them ruled out, without a random read of the table.
+        # same order, the whole hash or its sketch, the 32 bits after chunk c:
+        # candidates are tested, or most of them ruled out, without a random
+        # read of the table.
         self.layout: Layout = _NARROW
         self.bases: I64 = np.zeros(len(self.layout), dtype=np.int64)
         self.offsets: npt.NDArray[np.integer[Any]] = np.zeros(1, dtype=np.int64)
@@ -178,6 +181,7 @@ class _Table:
         self.linear_below = linear_below
         self.max_share = max_share
         self.wide_from = wide_from
+        self.copies = copies
 
     @property
     def nbytes(self) -> int:
@@ -305,10 +309,11 @@ class _Table:
         self.offsets = np.zeros(0, dtype=np.int64)
         offsets: npt.NDArray[np.integer[Any]] = np.zeros(sum(widths) + 1, dtype=np.int64 if big else np.uint32)
         order = np.empty(chunks * n, dtype=np.uint32)
-        # four chunks: a copy of each hash in bucket order (one exact test, no
-        # random read of the table for a candidate that fails); three, at ten
-        # million entries and more: its 32-bit sketch, half the memory
-        full = layout is _NARROW
+        # a table probed many times a lookup, in four chunks: a copy of each
+        # hash in bucket order (one exact test, no random read of the table
+        # for a candidate that fails); otherwise its 32-bit sketch, half the
+        # memory, and a random read for the 2.5% of candidates it lets through
+        full = self.copies and layout is _NARROW
         sketch: npt.NDArray[np.unsignedinteger[Any]] = np.empty(chunks * n, dtype=np.uint64 if full else np.uint32)
         live = self.hashes[:n]
         keys = np.empty(n, dtype=np.uint64)
@@ -448,8 +453,9 @@ class HashIndex:
         wide_from: int = _WIDE_FROM,
     ) -> None:
         self._tuning = (seal_min, linear_below, max_share, wide_from)
-        self._main = _Table(capacity, *self._tuning)
-        self._crops = _Table(0, *self._tuning)
+        # the pHashes take the 17 probes of a lookup, the crop keys one
+        self._main = _Table(capacity, *self._tuning, copies=True)
+        self._crops = _Table(0, *self._tuning, copies=False)
 
     def __len__(self) -> int:
         return self._main.live
