@@ -19,7 +19,7 @@ sequences):
 A new file joins the group whose original it is closest to (strongest tier,
 then most similar, then senior).  When no candidate original is near it,
 it may still join a group through one member that is near both it and the
-original, with every part of both compared (see
+original, with what both show compared with that member (see
 :meth:`Grouping._through_member`): without that, a copy near its source but
 not near a larger copy that became the original (by ``highest_resolution``)
 would found a group of its own, and one picture would end in several groups.
@@ -455,16 +455,17 @@ class Grouping:
         :data:`MAX_MEMBERS_VERIFIED`: ``rec`` joins the group of the first
         member ``M`` for which, verified now on pixels,
 
-        * ``rec`` is near ``M`` (or closer: exact, pixel), and ``rec``'s
-          content lies inside ``M``'s frame;
-        * ``M`` is near its original ``R``, and ``R``'s content lies inside
+        * ``rec`` is near ``M`` (or closer: exact, pixel);
+        * ``M`` is near its original ``R``;
+        * ``rec``'s content or ``R``'s (uniform borders trimmed) lies inside
           ``M``'s frame.
 
-        Every part of ``rec`` and of ``R`` was then compared with ``M`` and
-        found the same: they are one picture.  Without the second half of
-        each condition a crop would bridge what it cut away (``M`` the top
-        of a screenshot, ``R`` the screenshot, ``rec`` the same screenshot
-        with its last line changed).  The chain is one member long and both
+        Whatever ``rec`` and ``R`` both show then lies inside ``M``, so it was
+        compared with ``M`` in both steps and found the same: they are one
+        picture (one may be a crop of the other).  Without the third
+        condition a crop would bridge what it cut away (``M`` the top of a
+        screenshot, ``R`` the screenshot, ``rec`` the same screenshot with
+        its last line changed: neither lies inside ``M``).  The chain is one member long and both
         steps are verified when it is made, never taken from stored
         matches; ``similar`` verdicts never bridge; a pair a person marked
         as not duplicates is never used.  The match still points at ``R``
@@ -498,10 +499,10 @@ class Grouping:
                 break
             verified += 1
             first = verdict_for(rec, member, settings)
-            if _grouping(first.match) is None or not first.new_inside:
+            if _grouping(first.match) is None:
                 continue
             second = verdict_for(member, root, settings)
-            if _grouping(second.match) is None or not second.old_inside:
+            if _grouping(second.match) is None or not (first.new_inside or second.old_inside):
                 continue
             assert first.match is not None and second.match is not None
             log.info("joined_through_member", path=rec.path, member=member.path, original=root.path)

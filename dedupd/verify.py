@@ -635,7 +635,7 @@ def _contents_inside(a: _Aligned, gn: np.ndarray, go: np.ndarray) -> tuple[bool,
     """Does the new picture's content lie inside the old one's frame, and the
     old one's inside the new one's, for this alignment?  Uniform borders (a
     pad, a frame) are not content.  Grouping relies on it to chain two
-    verdicts only through a picture that holds the content of both ends."""
+    verdicts only through a picture that holds what both ends show."""
     m = np.array(a.matrix, dtype=np.float64).reshape(2, 3)
     if abs(math.degrees(math.atan2(m[1, 0], m[0, 0]))) >= 0.5:
         return a.covered_new >= TURNED_INSIDE, a.covered_old >= TURNED_INSIDE
