@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 import helpers as H
 from dedupd import config as config_module
+from dedupd.audit import Audit
 from dedupd import grouping as grouping_module
 from dedupd.grouping import Grouping
 from dedupd.models import FileStat, Fingerprint, Hashes, Tier
@@ -242,3 +243,26 @@ def test_a_crop_does_not_bridge_what_it_cut_away(tmp_path: Path) -> None:
     assert acted == {"top_crop.png": "photo.png"}, acted
     assert not [e for e in logs if e["event"] == "joined_through_member"]
     store.close()
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_a_member_marked_not_a_duplicate_of_the_new_file_is_no_bridge(tmp_path: Path) -> None:
+    """A padded copy does not join the bordered copy's group through the source when a person
+    marked the padded copy and the source as not duplicates."""
+    files = _copies_of_a_real_photo(tmp_path)
+    pipeline = _pipeline(tmp_path)
+    for name in ("source.png", "border.png"):
+        pipeline.ingest(fingerprint_job(files[name], 10**8, 10**9))
+    pad = fingerprint_job(files["pad.png"], 10**8, 10**9)
+    source = pipeline.store.record_for_path(files["source.png"])
+    assert source is not None and source.fingerprint is not None and source.original_id is not None
+    with pipeline.store.atomic():
+        Audit(pipeline.store).ignore(
+            pad.fingerprint.sha256, files["pad.png"], source.fingerprint.sha256, files["source.png"], "test"  # type: ignore[union-attr]
+        )
+    with capture_logs() as logs:
+        pipeline.ingest(pad)
+    placed = pipeline.store.record_for_path(files["pad.png"])
+    assert placed is not None and placed.original_id is None and not pipeline.store.duplicates_of(placed.id)
+    assert not [e for e in logs if e["event"] == "joined_through_member"]
+    pipeline.store.close()
