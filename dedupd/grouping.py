@@ -49,6 +49,7 @@ import structlog
 from PIL import Image
 
 from dedupd.config import Config, MatchSettings
+from dedupd.errors import display_path
 from dedupd.hashing import VARIANT_TRANSPOSES
 from dedupd.index import HashIndex
 from dedupd.matching import INVERSE, Decision, choose_original, closeness, compare, verdict_for
@@ -609,7 +610,8 @@ def _through(
     """The match of ``rec`` with ``root`` made through ``member`` (``first``:
     rec seen from member, ``second``: member seen from root), seen from the
     root and from ``rec``: the weaker tier, the lower similarity, the two
-    turns composed, and a reason that names the member."""
+    turns composed, and a reason that names the member (paths as safe text:
+    a reason is stored as UTF-8 and shown on terminals)."""
     tier = max(first.tier, second.tier, key=_TIER_RANK.__getitem__)
     similarity = min(first.similarity, second.similarity)
     assert rec.fingerprint is not None and root.fingerprint is not None
@@ -618,11 +620,13 @@ def _through(
     orientation = _compose(first.orientation, second.orientation)
     there = Match(
         tier, distances, similarity, orientation,
-        f"near {member.path} ({first.reason}), which is a near copy of {root.path} ({second.reason})",
+        f"near {display_path(member.path)} ({first.reason}), which is a near copy of {display_path(root.path)}"
+        f" ({second.reason})",
     )  # fmt: skip
     back = replace(
         inverse(there),
-        reason=f"near {member.path} ({second.reason}), which is a near copy of {rec.path} ({first.reason})",
+        reason=f"near {display_path(member.path)} ({second.reason}), which is a near copy of"
+        f" {display_path(rec.path)} ({first.reason})",
     )
     return there, back
 

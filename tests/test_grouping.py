@@ -266,3 +266,18 @@ def test_a_member_marked_not_a_duplicate_of_the_new_file_is_no_bridge(tmp_path: 
     assert placed is not None and placed.original_id is None and not pipeline.store.duplicates_of(placed.id)
     assert not [e for e in logs if e["event"] == "joined_through_member"]
     pipeline.store.close()
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_a_reason_through_a_member_names_it_as_safe_text(tmp_path: Path) -> None:
+    """A member whose name holds a newline and a byte that is not UTF-8 is named in the
+    stored reason as escapes, so the reason can be stored and shown on a terminal."""
+    files = _copies_of_a_real_photo(tmp_path)
+    odd = tmp_path / os.fsdecode(b"src\xff\nx.png")
+    files["source.png"].rename(odd)
+    pipeline = _pipeline(tmp_path)
+    for path in (odd, files["border.png"], files["pad.png"]):
+        pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
+    reasons = [m.reason for _, members in pipeline.store.groups() for _, m, _ in members if m.tier.actionable]
+    assert any("src\\xff\\u000ax.png (" in r for r in reasons), reasons
+    pipeline.store.close()
