@@ -202,8 +202,9 @@ def _copies_of_a_real_photo(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
 def test_copies_that_are_not_near_a_larger_original_join_through_their_source(tmp_path: Path) -> None:
     """Source, border, pad, upscale, re-encode and a flip of a real photo end in one group, in the
-    order that split them (the bordered copy becomes the original; the pad and the flip are
-    not near it): they join through the source, and the reason names it."""
+    order that split them (the bordered copy, then the larger padded one, becomes the original;
+    the pad is not near the border, nor the flip near the pad): they join through the source,
+    and the reason names it."""
     files = _copies_of_a_real_photo(tmp_path)
     pipeline = _pipeline(tmp_path)
     for name in ("source.png", "border.png", "pad.png", "flipped.png"):
