@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CLI in a subprocess with a private store, and a thread-leak check."""
+"""Shared fixtures: the real CLI in a subprocess with a private store, a daemon's directories
+(``env``), a PostgreSQL cluster for the store tests, and a thread-leak check."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import helpers as H  # noqa: E402  (needs the package on sys.path)
+from daemon_helpers import Env, daemon_env  # noqa: E402
 
 THREAD_GRACE = 5.0
 
@@ -102,3 +104,11 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     yield open_
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A root, a quarantine, a config and a store under tmp_path for ``dedupd run``;
+    every daemon the test started is killed at the end."""
+    with daemon_env(tmp_path) as e:
+        yield e

@@ -445,3 +445,76 @@ def daemon_env(tmp_path: Path) -> Iterator[Env]:
         for daemon in env.daemons:
             daemon.cleanup()
         shutil.rmtree(env.tmpdir, ignore_errors=True)
+
+
+# --- the CLI with a fault switched on, and what a settled store looks like ------
+
+
+def start_cli(env: Env, *args: str, fault: str | None = None) -> subprocess.Popen[str]:
+    """``python -m dedupd ARGS --db DB``, with ``DEDUPD_FAULT`` set when ``fault`` is given."""
+    extra = {"DEDUPD_FAULT": fault} if fault else {}
+    db = [] if args[0] in ("check-config", "compare") else ["--db", str(env.db)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dedupd", *args, *db, "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="surrogateescape",
+        env={**env.env, **extra},
+        cwd=env.base,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait for a CLI process; kill what is left of its process group (workers)."""
+    out, err = proc.communicate(timeout=120)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out, err
+
+
+def cli(env: Env, *args: str, fault: str | None = None) -> tuple[int, str, str]:
+    return finish(start_cli(env, *args, fault=fault))
+
+
+def scan(env: Env, fault: str | None = None) -> tuple[int, str, str]:
+    return cli(env, "scan", str(env.root), "--config", str(env.config_path), "--no-progress", fault=fault)
+
+
+def pending_intents(env: Env) -> list[Any]:
+    return env.query("SELECT id, action, path FROM intents WHERE state = 'pending'")
+
+
+def check_settled(env: Env, files: dict[Path, bytes], *, symlinks: bool = False) -> None:
+    """Every file once: at its path, or in quarantine with a done move and its record
+    (and, for the symlink action, a symlink to its original at its path); nothing stray."""
+    moves = {str(r["path"]): r for r in env.moves()}
+    quarantined = files_under(env.quarantine)
+    records = {p for p in files_under(env.quarantine, records=True) if p.name.endswith(".dedupd.json")}
+    for path, data in files.items():
+        row = moves.get(str(path))
+        if row is None:
+            assert path.is_file() and not path.is_symlink(), f"{path} is neither in place nor moved"
+            assert sha256(path) == sha256(data), f"{path} changed"
+            continue
+        dest = Path(str(row["destination"]))
+        assert quarantined.get(dest) == sha256(data), f"{path}: quarantine copy missing or differs"
+        assert dest.with_name(dest.name + ".dedupd.json") in records, f"{dest} has no record beside it"
+        if symlinks:
+            assert path.is_symlink() and sha256(path) == sha256(data), f"{path} is not a link to its original"
+        else:
+            assert not os.path.lexists(path), f"{path} is both in place and in quarantine"
+    assert set(quarantined) == {Path(str(r["destination"])) for r in moves.values()}
+    assert len(records) == len(moves), "a record without its file, or a file without its record"
+    assert stray_temps(env.root, env.quarantine) == [], "private or temporary names left behind"
+    assert pending_intents(env) == []
+
+
+def restore_everything(env: Env, files: dict[Path, bytes]) -> None:
+    code, out, err = cli(env, "restore", "--all")
+    assert code == 0, out + err
+    for path, data in files.items():
+        assert path.is_file() and not path.is_symlink() and sha256(path) == sha256(data), f"{path} not restored"
+    assert files_under(env.quarantine, records=True) == {}, "quarantine not emptied (records included)"
+    assert stray_temps(env.root, env.quarantine) == []

@@ -317,3 +317,39 @@ def run_dedupd(
         timeout=CLI_TIMEOUT,
         check=False,
     )
+
+
+# --- every pair of real photos, judged by two processes ----------------------------
+
+#: name -> (fingerprint, verification pixels) in a worker of :func:`actionable_pairs`
+_HELD: dict[str, tuple[object, np.ndarray]] = {}
+
+
+def hold_photos(photos: dict[str, tuple[object, np.ndarray]]) -> None:
+    """Initializer of a worker process: the fingerprints and pixels it judges pairs of."""
+    _HELD.update(photos)
+
+
+def actionable_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Run in a worker: the pairs (a, b) that :func:`dedupd.matching.compare`, pixels
+    included, puts in an actionable tier (b as the new file), with the reason."""
+    from dedupd.config import MatchSettings  # noqa: PLC0415 - only the workers need them
+    from dedupd.matching import compare  # noqa: PLC0415
+
+    out = []
+    for a, b in pairs:
+        (fa, pa), (fb, pb) = _HELD[a], _HELD[b]
+        m = compare(fb, fa, MatchSettings(), (pb, pa)).match  # type: ignore[arg-type]
+        if m is not None and m.tier.actionable:
+            out.append((a, b, m.reason))
+    return out
+
+
+def groups(db: Path) -> dict[str, list[str]]:
+    """A store's groups by file name: original -> its duplicates, sorted; read with plain sqlite3."""
+    out: dict[str, list[str]] = {}
+    for orig, dup in db_rows(
+        db, "SELECT o.path, d.path FROM matches m JOIN files o ON o.id = m.original_id JOIN files d ON d.id = m.file_id"
+    ):
+        out.setdefault(Path(os.fsdecode(orig)).name, []).append(Path(os.fsdecode(dup)).name)  # type: ignore[arg-type]
+    return {k: sorted(v) for k, v in out.items()}

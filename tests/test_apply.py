@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import helpers as H
-import pytest
-from daemon_helpers import Env, daemon_env, files_under, sha256, wait_until
+from daemon_helpers import Env, files_under, sha256, wait_until
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -132,12 +131,6 @@ def test_apply_honours_the_rate_breaker_and_goes_on_when_run_again(tmp_path: Pat
     assert "rate breaker (max_actions_per_minute) held back 1" in first.stdout
     rc, second = _apply(run_cli, "--config", config)
     assert rc == 0 and [a["outcome"] for a in second["actions"]] == ["done"]
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 def test_apply_while_the_daemon_runs(env: Env) -> None:

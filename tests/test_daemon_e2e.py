@@ -26,7 +26,6 @@ from daemon_helpers import (
     Env,
     bind_mount,
     count_files,
-    daemon_env,
     files_under,
     picture,
     sha256,
@@ -35,12 +34,6 @@ from daemon_helpers import (
     wait_until,
     write,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 @pytest.fixture
@@ -256,6 +249,7 @@ def test_writer_pausing_mid_file_does_not_get_a_partial_file_quarantined(
 def test_burst_of_a_thousand_files(env: Env) -> None:
     """500 distinct pictures and 500 exact copies written at once: every copy ends in
     quarantine, every original stays, and restore --all brings all 500 back."""
+    daemon = env.start(workers=2, ready=False)  # it starts while the pictures are drawn
     originals = {
         env.root / "originals" / f"o{i:03}.png": picture(1000 + i, "PNG", (128, 96))
         for i in range(500)
@@ -263,7 +257,7 @@ def test_burst_of_a_thousand_files(env: Env) -> None:
     copies = {
         env.root / "copies" / f"c{i:03}.png": data for i, data in enumerate(originals.values())
     }
-    daemon = env.start(workers=2)
+    daemon.wait_ready()
     for path, data in [*originals.items(), *copies.items()]:
         write(path, data)
 

@@ -16,7 +16,6 @@ import shutil
 import struct
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,12 +34,6 @@ from daemon_helpers import (
 from helpers import png_bomb, png_chunk
 
 ALL_QUARANTINE = {"exact": "quarantine", "pixel": "quarantine", "near": "quarantine"}
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 # --- kill -9 -------------------------------------------------------------------------

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import helpers as H
-import pytest
-from daemon_helpers import Env, daemon_env, files_under, sha256, wait_until
+from daemon_helpers import Env, files_under, sha256, wait_until
 
 from dedupd.actions import KEPT
 
@@ -64,12 +63,6 @@ def test_not_duplicates_is_about_two_files_and_survives_renames_and_reuploads(tm
     assert _groups(run_cli) == {str(a): sorted([str(b2), str(c)])}
     assert json.loads(run_cli("ignores", "list", "--format", "json").stdout) == []
     assert run_cli("ignores", "remove", "999").returncode == 66
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 def test_restore_while_the_daemon_runs_is_final(env: Env) -> None:

@@ -53,15 +53,6 @@ def _name(p: str) -> str:
     return Path(p).name
 
 
-def _groups(db: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for orig, dup in H.db_rows(
-        db, "SELECT o.path, d.path FROM matches m JOIN files o ON o.id = m.original_id JOIN files d ON d.id = m.file_id"
-    ):
-        out.setdefault(Path(os.fsdecode(orig)).name, []).append(Path(os.fsdecode(dup)).name)  # type: ignore[arg-type]
-    return {k: sorted(v) for k, v in out.items()}
-
-
 @pytest.fixture
 def served(tmp_path: Path, run_cli: H.RunCli, db_path: Path, cli_env: dict[str, str]) -> Iterator[Served]:
     """A real scan (log only) of the copied pictures, then `dedupd review` with a quarantine config, as a subprocess."""
@@ -148,7 +139,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
 
     driver = browser
     driver.get(served.url + "groups")  # type: ignore[attr-defined]
-    before = _groups(served.db)
+    before = H.groups(served.db)
     assert before[_name(SWAY.format("1920x1080"))] == sorted(_name(SWAY.format(s)) for s in ("1024x768", "1136x640"))
     assert before[_name(SWAY.format("2048x1536"))] == [_name(SWAY.format("768x1024_Portrait"))]
     assert before[_name(SWAY.format("2048x1536_Portrait"))] == [_name(SWAY.format("1136x640_Portrait"))]
@@ -171,7 +162,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     group = _group_of(driver, _name(SWAY.format("2048x1536_Portrait")))
     message = _click_and_wait(driver, group.find_element(By.CSS_SELECTOR, "button.keep-all"))  # type: ignore[attr-defined]
     assert "not duplicates" in message
-    after = _groups(served.db)  # the freed file may join another group; never this pair again
+    after = H.groups(served.db)  # the freed file may join another group; never this pair again
     pair = {_name(SWAY.format("2048x1536_Portrait")), _name(SWAY.format("1136x640_Portrait"))}
     assert not any({o, d} == pair for o, ds in after.items() for d in ds)
     ignored = H.db_rows(served.db, "SELECT path, decided_by FROM audit WHERE action = 'ignore'")
@@ -186,7 +177,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     )
     message = _click_and_wait(driver, figure.find_element(By.CSS_SELECTOR, "button.make-original"))
     assert "is now the original" in message
-    after = _groups(served.db)
+    after = H.groups(served.db)
     assert _name(SWAY.format("2048x1536")) in after[_name(SWAY.format("768x1024_Portrait"))]
     assert _name(SWAY.format("2048x1536")) not in after
     chosen = H.db_rows(served.db, "SELECT path, original, decided_by FROM audit WHERE action = 'choose_original'")
@@ -202,7 +193,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
         target,
     )
     assert status == 403
-    assert len(_groups(served.db)[_name(SWAY.format("1920x1080"))]) == 2
+    assert len(H.groups(served.db)[_name(SWAY.format("1920x1080"))]) == 2
 
     # 3. apply: the group's two duplicates go to the quarantine, byte for byte, audited
     sway = _group_of(driver, _name(SWAY.format("1920x1080")))
@@ -212,7 +203,7 @@ def test_review_in_a_real_browser(served: Served, browser: object) -> None:
     for rel, data in moved.items():
         assert not (served.root / rel).exists()
         assert [p.read_bytes() for p in served.quarantine.rglob(_name(rel))] == [data]
-    assert _name(SWAY.format("1920x1080")) not in _groups(served.db)
+    assert _name(SWAY.format("1920x1080")) not in H.groups(served.db)
     applied = H.db_rows(served.db, "SELECT outcome, decided_by FROM audit WHERE action = 'quarantine'")
     assert len(applied) == 2 and all(o == "done" and "HeadlessChrome" in str(by) for o, by in applied)
     assert (served.root / SWAY.format("1920x1080")).exists()

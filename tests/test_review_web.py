@@ -111,16 +111,6 @@ def review(tmp_path: Path) -> Iterator[Review]:
     yield Review(root, db, config, app, guard, client)
 
 
-def _groups(db: Path) -> dict[str, list[str]]:
-    """original name -> duplicate names, read with plain sqlite3."""
-    out: dict[str, list[str]] = {}
-    for orig, dup in H.db_rows(
-        db, "SELECT o.path, d.path FROM matches m JOIN files o ON o.id = m.original_id JOIN files d ON d.id = m.file_id"
-    ):
-        out.setdefault(Path(os.fsdecode(orig)).name, []).append(Path(os.fsdecode(dup)).name)  # type: ignore[arg-type]
-    return {k: sorted(v) for k, v in out.items()}
-
-
 def _id(db: Path, name: str) -> int:
     rows = H.db_rows(db, "SELECT id, path FROM files")
     return next(int(i) for i, p in rows if Path(os.fsdecode(p)).name == name)  # type: ignore[arg-type, call-overload]
@@ -141,7 +131,7 @@ def test_foreign_host_header_is_refused(review: Review) -> None:
         headers={"Host": f"rebound.example:{PORT}"},
     )
     assert posted.status_code == 403
-    assert _groups(review.db)["a.jpg"] == ["a_small.jpg"]
+    assert H.groups(review.db)["a.jpg"] == ["a_small.jpg"]
     for host in (f"127.0.0.1:{PORT}", f"localhost:{PORT}", f"[::1]:{PORT}", f"LOCALHOST:{PORT}"):
         assert review.client.get("/groups", headers={"Host": host}).status_code == 200, host
 
@@ -153,11 +143,11 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused(review: Review) -> N
     assert review.post(url, csrf=False).status_code == 403  # type: ignore[attr-defined]
     assert review.post(url, {security.CSRF_FIELD: "forged"}, csrf=False).status_code == 403  # type: ignore[attr-defined]
     assert review.post(url, Origin="http://evil.example").status_code == 403  # type: ignore[attr-defined]
-    assert _groups(review.db)["a.jpg"] == ["a_small.jpg"]
+    assert H.groups(review.db)["a.jpg"] == ["a_small.jpg"]
     assert H.db_rows(review.db, "SELECT COUNT(*) FROM decisions") == [(0,)]
     done = review.post(url, Origin=f"http://127.0.0.1:{PORT}")
     assert done.status_code == 303  # type: ignore[attr-defined]
-    assert "a.jpg" not in _groups(review.db)
+    assert "a.jpg" not in H.groups(review.db)
 
 
 def test_token_is_required_off_loopback_and_kept_in_a_strict_cookie(tmp_path: Path, review: Review) -> None:
@@ -276,7 +266,7 @@ def test_keep_all_records_not_duplicates_with_the_user_agent(review: Review) -> 
     """Keep all: the group is gone, the pair is an ignore, and the audit row names the browser."""
     original = _id(review.db, "a.jpg")
     assert review.post(f"/groups/{original}/keep-all").status_code == 303  # type: ignore[attr-defined]
-    assert "a.jpg" not in _groups(review.db)
+    assert "a.jpg" not in H.groups(review.db)
     rows = H.db_rows(review.db, "SELECT action, outcome, decided_by FROM audit WHERE action = 'ignore'")
     assert rows == [("ignore", "done", f"review: {AGENT}")]
     assert H.db_rows(review.db, "SELECT decided_by FROM decisions") == [(f"review: {AGENT}",)]
@@ -290,7 +280,7 @@ def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
     original, small = _id(review.db, "b.jpg"), _id(review.db, "b_small.jpg")
     got = review.post(f"/groups/{original}/original", {"file_id": str(small)})
     assert got.status_code == 303  # type: ignore[attr-defined]
-    assert _groups(review.db)["b_small.jpg"] == ["b.jpg"]
+    assert H.groups(review.db)["b_small.jpg"] == ["b.jpg"]
     rows = H.db_rows(review.db, "SELECT decided_by FROM audit WHERE action = 'choose_original'")
     assert rows == [(f"review: {AGENT}",)]
     store = review.store()
@@ -300,14 +290,14 @@ def test_chosen_original_sticks_across_a_rescan(review: Review) -> None:
         scan([review.root], store, Config(), workers=1, progress=False)
     finally:
         store.close()
-    assert _groups(review.db)["b_small.jpg"] == ["b.jpg"]
+    assert H.groups(review.db)["b_small.jpg"] == ["b.jpg"]
     os.rename(review.root / "b_small.jpg", review.root / "b_renamed.jpg")  # followed by inode
     store = review.store()
     try:
         scan([review.root], store, Config(), workers=1, progress=False)
     finally:
         store.close()
-    assert _groups(review.db)["b_renamed.jpg"] == ["b.jpg"]
+    assert H.groups(review.db)["b_renamed.jpg"] == ["b.jpg"]
     stale = review.post(f"/groups/{original}/original", {"file_id": str(small)})
     assert stale.status_code == 303  # type: ignore[attr-defined]
     assert "the group changed" in review.get("/groups").get_data(as_text=True)  # type: ignore[attr-defined]
@@ -371,7 +361,7 @@ def test_bulk_keep_all_covers_exactly_the_filter(review: Review) -> None:
     page = review.get("/groups?tier=exact").get_data(as_text=True)  # type: ignore[attr-defined]
     assert "1 duplicates match this filter" in page
     assert review.post("/bulk", {"decision": "keep-all", "tier": "exact"}).status_code == 303  # type: ignore[attr-defined]
-    groups = _groups(review.db)
+    groups = H.groups(review.db)
     assert "c.jpg" not in groups and HOSTILE not in groups
     assert groups["a.jpg"] == ["a_small.jpg"] and groups["b.jpg"] == ["b_small.jpg"]
 
@@ -385,7 +375,7 @@ def test_decisions_while_the_daemon_runs(tmp_path: Path) -> None:
         H.save(im.resize((360, 270)), env.outside / "copy.jpg")
         H.save(im, env.root / "big.jpg")
         os.rename(env.outside / "copy.jpg", env.root / "copy.jpg")
-        D.wait_until(lambda: _groups(env.db).get("big.jpg") == ["copy.jpg"], "the daemon to group the copy")
+        D.wait_until(lambda: H.groups(env.db).get("big.jpg") == ["copy.jpg"], "the daemon to group the copy")
         config = config_module.load(env.config_path)
         _, client = _app(config, env.db, tmp_path, security.Guard("127.0.0.1", PORT, None))
         host = {"Host": f"127.0.0.1:{PORT}", "User-Agent": AGENT}
@@ -394,7 +384,7 @@ def test_decisions_while_the_daemon_runs(tmp_path: Path) -> None:
         original = _id(env.db, "big.jpg")
         done = client.post(f"/groups/{original}/keep-all", data={security.CSRF_FIELD: client.application.config["DEDUPD_GUARD"].csrf}, headers=host)
         assert done.status_code == 303
-        assert "big.jpg" not in _groups(env.db)
+        assert "big.jpg" not in H.groups(env.db)
         assert env.query("SELECT COUNT(*) FROM audit WHERE action = 'ignore'") == [(1,)]
         assert daemon.alive()
         assert daemon.stop() == 0

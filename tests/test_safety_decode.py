@@ -12,22 +12,20 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-from daemon_helpers import Env, daemon_env, sha256, wait_until, write
+from daemon_helpers import (
+    Env,
+    cli,
+    scan,
+    sha256,
+    wait_until,
+    write,
+)
 from PIL import Image
-from test_safety_crash import cli, scan
 
 from helpers import photo
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 def pages(fmt: str, *frames: Image.Image, **params: object) -> bytes:

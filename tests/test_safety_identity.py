@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,25 +22,25 @@ from daemon_helpers import (
     BASE_CONFIG,
     Env,
     bind_mount,
-    daemon_env,
+    check_settled,
+    cli,
     files_under,
     picture,
+    restore_everything,
+    scan,
     sha256,
     stray_temps,
     wait_until,
     write,
 )
 from helpers import png_chunk
-from test_safety_crash import check_settled, cli, restore_everything, scan
+
+from dedupd.audit import Audit
+from dedupd.restore import adopt_records
+from dedupd.store import Store
 
 EX_CONFIG = 78
 EX_IOERR = 74
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 def check_config(env: Env, **cfg: object) -> tuple[int, dict[str, object] | str]:
@@ -243,7 +241,7 @@ def test_moves_whose_records_the_store_lost_are_adopted_back_on_start(env: Env) 
 
 def test_moves_whose_rows_a_torn_checkpoint_kept_in_part_are_repaired_once_each(env: Env) -> None:
     """A store that lost its WAL in the middle of a checkpoint keeps some rows of a move
-    and not others: whichever survived (audit row, intent, both, neither), the start
+    and not others: whichever survived (audit row, intent, both, neither), adoption
     leaves exactly one done audit row with its intent per move, and all are restorable."""
     data = picture(7575)
     files = {write(env.root / "a.jpg", data): data}
@@ -251,21 +249,22 @@ def test_moves_whose_rows_a_torn_checkpoint_kept_in_part_are_repaired_once_each(
         files[write(env.root / f"copy{i}.jpg", data)] = data
     env.write_config()
     assert scan(env)[0] == 0
-    moves = {Path(r["path"]).name: r for r in env.moves()}
+    done = "SELECT a.id, a.path FROM audit a WHERE a.action = 'quarantine' AND a.outcome = 'done'"
+    moves = {Path(os.fsdecode(path)).name: audit_id for audit_id, path in env.query(done)}
     assert sorted(moves) == [f"copy{i}.jpg" for i in range(4)]
-    conn = sqlite3.connect(env.db)
-    with conn:  # what the main file holds when only some pages were checkpointed
-        conn.execute("DELETE FROM audit WHERE id = ?", [moves["copy0.jpg"]["id"]])  # the intent survived
-        conn.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy1.jpg"]["id"]])  # the audit row did
-        conn.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy2.jpg"]["id"]])  # neither did
-        conn.execute("DELETE FROM audit WHERE id = ?", [moves["copy2.jpg"]["id"]])
-    conn.close()
-    daemon = env.start()
-    assert daemon.stop() == 0
-    adopted = sorted(Path(e["path"]).name for e in daemon.events("quarantine_record_adopted"))
-    assert adopted == ["copy0.jpg", "copy1.jpg", "copy2.jpg"], daemon.tail()
-    after = env.moves()
-    assert sorted(Path(r["path"]).name for r in after) == [f"copy{i}.jpg" for i in range(4)], after
+    store = Store.open(env.db)
+    try:
+        with store.atomic():  # what the main file holds when only some pages were checkpointed
+            store.db.execute("DELETE FROM audit WHERE id = ?", [moves["copy0.jpg"]])  # the intent survived
+            store.db.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy1.jpg"]])  # the audit row did
+            store.db.execute("DELETE FROM intents WHERE audit_id = ?", [moves["copy2.jpg"]])  # neither did
+            store.db.execute("DELETE FROM audit WHERE id = ?", [moves["copy2.jpg"]])
+        assert adopt_records(store, Audit(store), env.quarantine) == 3
+        assert adopt_records(store, Audit(store), env.quarantine) == 0  # repaired once
+    finally:
+        store.close()
+    after = sorted(Path(os.fsdecode(path)).name for _, path in env.query(done))
+    assert after == [f"copy{i}.jpg" for i in range(4)], after
     linked = env.query(
         "SELECT COUNT(*) FROM audit a JOIN intents i ON i.id = a.intent_id AND i.audit_id = a.id"
         " WHERE a.outcome = 'done' AND i.state = 'done'"

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import Env, daemon_env, files_under, picture, sha256, stray_temps, wait_until, write
-from test_safety_crash import finish, pending_intents, start_cli
+from daemon_helpers import (
+    Env,
+    files_under,
+    finish,
+    pending_intents,
+    picture,
+    sha256,
+    start_cli,
+    stray_temps,
+    wait_until,
+    write,
+)
 
 PAUSE = "sleep=3"
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 def scan_paused_at(env: Env, step: str) -> object:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import helpers as H
 import pytest
 import yaml
-from daemon_helpers import DEADLINE, REPO, Daemon, Env, daemon_env, picture, wait_until, write
+from daemon_helpers import DEADLINE, REPO, Daemon, Env, picture, wait_until, write
 
 T = TypeVar("T")
 
@@ -40,12 +40,6 @@ WATCHDOG_USEC = 1_000_000
 WATCHDOG_EVERY = WATCHDOG_USEC / 2 / 1_000_000
 #: exit code of an invalid configuration (sysexits' EX_CONFIG)
 EX_CONFIG = 78
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
 
 
 # --- the service manager's end of NOTIFY_SOCKET ---------------------------------

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from daemon_helpers import Env, daemon_env, files_under, picture, sha256, wait_until, write
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    with daemon_env(tmp_path) as e:
-        yield e
+from daemon_helpers import Env, files_under, picture, sha256, wait_until, write
 
 
 def _dangling(top: Path) -> list[Path]:
