@@ -319,32 +319,6 @@ def run_dedupd(
     )
 
 
-# --- every pair of real photos, judged by two processes ----------------------------
-
-#: name -> (fingerprint, verification pixels) in a worker of :func:`actionable_pairs`
-_HELD: dict[str, tuple[object, np.ndarray]] = {}
-
-
-def hold_photos(photos: dict[str, tuple[object, np.ndarray]]) -> None:
-    """Initializer of a worker process: the fingerprints and pixels it judges pairs of."""
-    _HELD.update(photos)
-
-
-def actionable_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    """Run in a worker: the pairs (a, b) that :func:`dedupd.matching.compare`, pixels
-    included, puts in an actionable tier (b as the new file), with the reason."""
-    from dedupd.config import MatchSettings  # noqa: PLC0415 - only the workers need them
-    from dedupd.matching import compare  # noqa: PLC0415
-
-    out = []
-    for a, b in pairs:
-        (fa, pa), (fb, pb) = _HELD[a], _HELD[b]
-        m = compare(fb, fa, MatchSettings(), (pb, pa)).match  # type: ignore[arg-type]
-        if m is not None and m.tier.actionable:
-            out.append((a, b, m.reason))
-    return out
-
-
 def groups(db: Path) -> dict[str, list[str]]:
     """A store's groups by file name: original -> its duplicates, sorted; read with plain sqlite3."""
     out: dict[str, list[str]] = {}
