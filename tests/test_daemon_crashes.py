@@ -14,6 +14,7 @@ from daemon_helpers import DEADLINE, Daemon, Env, picture, wait_until, write
 
 from dedupd import faults
 from dedupd.crashes import CRASH_LIMIT
+from dedupd.store import Store, read_daemon_status
 
 
 def start_poisoned(env: Env, log_name: str, fault: str = "worker.fingerprint:kill:poison*", *,
@@ -97,7 +98,7 @@ def test_a_bug_in_a_worker_is_logged_counted_and_the_file_skipped_while_the_daem
 def test_a_bug_on_the_daemons_own_thread_exits_70_and_the_file_is_skipped_after_restarts(env: Env) -> None:
     """A bug met while grouping one file (on the daemon's thread) exits 70 with the traceback,
     but the file is counted first: after CRASH_LIMIT such exits a restart skips it and runs on,
-    instead of crashing on it forever under systemd's Restart=."""
+    instead of crashing on it forever under systemd's Restart=; an exit by a bug is no clean stop."""
     poison = write(env.root / "poison.jpg", picture(328))
     good = write(env.root / "good.jpg", picture(329))
     for attempt in range(1, CRASH_LIMIT + 1):
@@ -107,6 +108,11 @@ def test_a_bug_on_the_daemons_own_thread_exits_70_and_the_file_is_skipped_after_
         bug = daemon.wait_event("internal_error")
         assert "injected bug at pipeline.ingest" in bug["exception"]
         assert [e["crashes"] for e in daemon.events("worker_crash_counted", path=poison)] == [attempt]
+        store = Store.open(env.db, readonly=True)  # not a clean stop: the next start checks the store first
+        try:
+            assert (read_daemon_status(store) or {}).get("state") != "stopped"
+        finally:
+            store.close()
     daemon = start_poisoned(env, "last.log", "pipeline.ingest:bug:poison*")
     skipped = daemon.wait_event("file_skipped", path=poison)
     assert skipped["reason"] == "internal_error"

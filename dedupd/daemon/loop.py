@@ -106,6 +106,7 @@ class Daemon:
         workers = self.config.effective_workers()
         self.pool = self._new_pool()
         self.max_in_flight = workers * 2
+        clean = False  # the loop returned: nothing raised through it
         try:
             settled = resolve_intents(self.store, Audit(self.store, self.config.audit_jsonl))
             if settled:
@@ -122,6 +123,7 @@ class Daemon:
             self.notifier.ready(self._status_line())
             log.info("daemon_ready", roots=[str(r) for r in self.roots], db=self.db_path, workers=workers)
             self._loop()
+            clean = True
         finally:
             self.notifier.stopping()
             for state in self.roots.values():
@@ -132,7 +134,9 @@ class Daemon:
                 self.acting.finish_current(self.actor, self.pipeline.acted)
             self.acting.close()
             self.pool.shutdown(wait=True, cancel_futures=True)
-            if hasattr(self, "actor") and self.store_damage is None:  # damaged: the next start checks first
+            # only a clean stop is "stopped": after damage or a bug raised through
+            # the loop, the next start checks the store before anything else
+            if clean and self.store_damage is None:
                 self._write_status("stopped")
             self.store.close()
             logging.getLogger("watchdog").removeHandler(overflow_log)
