@@ -170,3 +170,27 @@ def test_owed_actions_are_found_through_an_index_and_equal_a_pass_over_every_mat
     plan = " ".join(str(r[-1]) for r in store.db.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert "USING INDEX matches_owed" in plan and "SCAN m" not in plan.replace("SCAN m USING", ""), plan
     store.close()
+
+
+def test_a_skipped_audit_row_without_a_detail_is_recorded_and_leaves_the_action_owed(
+    tmp_path: Path, open_store: Callable[..., Any]
+) -> None:
+    """A skipped audit row with no detail inserts (the trigger's flag is never NULL) and the
+    owed flag it leaves equals a pass over every match, after a done row and again after one."""
+    import os
+
+    from dedupd.models import Distances, Match, Orientation, Tier
+
+    store = open_store()
+    match = Match(Tier.EXACT, Distances(0, 0, 0.0), 100.0, Orientation.IDENTITY, "same bytes")
+    original = store.upsert_file(tmp_path / "o.jpg", FileStat(1, 1, 10, 1), _fp(1))
+    dup = store.upsert_file(tmp_path / "d.jpg", FileStat(1, 2, 10, 1), _fp(1))
+    store.set_match(dup, original, match, tie=False)
+    sha = _fp(1).sha256
+    for n, (outcome, owed) in enumerate([("done", []), ("skipped", [dup]), ("done", []), ("skipped", [dup])]):
+        with store.atomic():
+            store.audit_insert({"at": float(n), "action": "quarantine", "outcome": outcome,
+                                "path": os.fsencode(tmp_path / "d.jpg"), "sha256": sha, "original_sha256": sha,
+                                "detail": "moved" if outcome == "done" else None, "dedup_key": f"k{n}"})  # fmt: skip
+        assert store.unacted_matches() == owed == [r[0] for r in _rows(store, _OWED_BY_A_PASS)], (n, outcome)
+    store.close()

@@ -1550,3 +1550,24 @@ END;
 """
     for trigger in triggers.split("\nEND;")[:-1]:  # each trigger ends on its own line
         db.execute(trigger + "\nEND;")
+
+
+@migrations()
+def m015_matches_owed_audit_never_null(db: sqlite_utils.Database) -> None:
+    # m014's audit trigger computed the flag from the new row alone, without the
+    # COALESCE of _OWED_BY_AUDIT: a skipped row with no detail gave NULL, and the
+    # insert failed on owed NOT NULL.  The same rule as the pass over every match
+    # (and as PostgreSQL's p003): an outcome that says nothing leaves the action owed.
+    last_failed = (
+        "COALESCE(NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+        "NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')), 1)"
+    )
+    db.execute("DROP TRIGGER matches_owed_audit")
+    db.execute(
+        f"""CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit
+WHEN NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL BEGIN
+    UPDATE matches SET owed = {last_failed}
+    WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)
+    AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);
+END;"""
+    )
