@@ -194,12 +194,15 @@ class Pipeline:
         return Outcome(record, tuple(found))
 
     def record_failure(self, failed: Failed) -> Outcome:
-        log.warning("file_skipped", path=failed.path, reason=failed.reason, detail=failed.detail)
+        """Record a file that could not be read (when its stat is known) and say so:
+        the log line comes once the record is committed, so a reader that sees
+        ``file_skipped`` finds the record."""
         found: list[Duplicate] = []
         if failed.stat is not None:
             with self.store.atomic():
                 file_id = self.store.upsert_error(failed.path, failed.stat, failed.reason, failed.detail)
                 found = self.grouping.unreadable(file_id)
+        log.warning("file_skipped", path=failed.path, reason=failed.reason, detail=failed.detail)
         return Outcome(None, tuple(found), error=failed)
 
     def forget(self, path: Path) -> Outcome | None:

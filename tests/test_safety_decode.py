@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import structlog
 from daemon_helpers import (
     Env,
     cli,
@@ -24,6 +27,11 @@ from daemon_helpers import (
     write,
 )
 from PIL import Image
+from structlog.testing import capture_logs
+
+from dedupd import config as config_module
+from dedupd.pipeline import Failed, Pipeline, fingerprint_job
+from dedupd.store import Store
 
 from helpers import photo
 
@@ -102,6 +110,31 @@ def test_a_file_that_exhausts_a_workers_memory_is_recorded_and_the_daemon_lives(
     env.wait_idle(second, after=time.time())
     assert second.events("file_skipped", path=heavy) == [], "the file was read again after a restart"
     assert second.stop() == 0
+
+
+def test_a_skipped_file_is_logged_only_once_its_record_is_committed(tmp_path: Path) -> None:
+    """When ``file_skipped`` is logged, another connection already reads the file's error
+    record: the log line follows the commit (the daemon test above reads it then)."""
+    broken = write(tmp_path / "broken.jpg", b"\xff\xd8\xff\xe0 not a picture" * 40)
+    pipeline = Pipeline(Store.open(tmp_path / "s.db"), config_module.from_mapping({}))
+    reader = Store.open(tmp_path / "s.db", readonly=True)
+    seen: list[str | None] = []
+
+    def read_at_log_time(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event["event"] == "file_skipped":
+            record = reader.record_for_path(broken)
+            seen.append(record.error if record is not None else None)
+        return event
+
+    result = fingerprint_job(broken, 10**8, 10**9)
+    assert isinstance(result, Failed), result
+    with capture_logs() as logs:
+        structlog.configure(processors=[read_at_log_time, *structlog.get_config()["processors"]])
+        pipeline.ingest(result)
+    assert [e["event"] for e in logs if e["event"] == "file_skipped"] == ["file_skipped"], logs
+    assert seen == [result.reason], seen
+    reader.close()
+    pipeline.store.close()
 
 
 def _jpeg() -> bytes:
