@@ -5,6 +5,11 @@ reach it and the Debian package's own cluster does not matter).
 
 initdb refuses to run as root; CI runs as root, so there the cluster is made and
 run by the ``postgres`` system user, in a directory that user owns.
+
+Each cluster's directory names the test process it belongs to (``owner``: its pid
+and start time).  A session that was killed hard never stops its cluster, so
+starting a cluster first stops and removes those whose owner is gone; a cluster
+whose owner lives, or that names none, is never touched.
 """
 
 from __future__ import annotations
@@ -33,6 +38,72 @@ def binaries() -> Path | None:
     return max(found)[1] if found else None
 
 
+#: the name every cluster directory starts with, in the temporary directory
+PREFIX = "dedupd-pg-"
+
+#: the file in a cluster's directory that names its owner: "<pid> <start time>"
+OWNER = "owner"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, from /proc), or None
+    when there is no such process.  A pid alone may name a later process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in () may hold spaces
+
+
+def _write_owner(directory: Path) -> None:
+    """Name this test process as the owner of the cluster in ``directory``."""
+    pid = os.getpid()
+    part = directory / f".{OWNER}.tmp"
+    part.write_text(f"{pid} {_started(pid)}\n")
+    part.replace(directory / OWNER)  # whole or absent: a sweep never reads half of it
+
+
+def _owner_gone(directory: Path) -> bool:
+    """True only when ``directory`` names an owner and that process no longer runs."""
+    try:
+        pid, started = (directory / OWNER).read_text().split()
+        return _started(int(pid)) != started
+    except (OSError, ValueError):
+        return False  # no owner named (yet, or by an older run): not ours to judge
+
+
+def stop_orphans(bin: Path) -> list[Path]:
+    """Stop (``pg_ctl stop -m immediate``) and remove the test clusters whose owning
+    test process is gone; returns their directories.  A cluster whose owner runs is
+    left alone, whoever started it."""
+    stopped = []
+    for directory in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}*")):
+        if not _owner_gone(directory):
+            continue
+        try:
+            uid = directory.stat().st_uid
+        except OSError:
+            continue  # removed meanwhile
+        user = None
+        if uid != os.geteuid():
+            if os.geteuid() != 0:
+                continue  # another user's: not ours to stop
+            user = pwd.getpwuid(uid).pw_name
+        pg_ctl = [str(bin / "pg_ctl"), "-D", str(directory / "data")]
+        if user is not None:
+            pg_ctl = ["runuser", "-u", user, "--", *pg_ctl]
+        if (directory / "data" / "postmaster.pid").exists():
+            try:
+                subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=False, timeout=120)
+                if subprocess.run([*pg_ctl, "status"], capture_output=True, check=False, timeout=60).returncode == 0:
+                    continue  # still running: left for the next sweep rather than lost
+            except subprocess.TimeoutExpired:
+                continue
+        shutil.rmtree(directory, ignore_errors=True)
+        stopped.append(directory)
+    return stopped
+
+
 @dataclass
 class Cluster:
     """A running cluster; :meth:`new_database` gives each test a database of its own."""
@@ -53,7 +124,9 @@ class Cluster:
     def start(cls, bin: Path) -> Cluster:
         """initdb and start a cluster in a new temporary directory; wait until it answers."""
         user = "postgres" if os.geteuid() == 0 else None
-        directory = Path(tempfile.mkdtemp(prefix="dedupd-pg-"))
+        stop_orphans(bin)
+        directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+        _write_owner(directory)
         if user is not None:
             entry = pwd.getpwnam(user)
             os.chown(directory, entry.pw_uid, entry.pw_gid)
