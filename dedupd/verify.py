@@ -68,6 +68,11 @@ MAX_OVERLAY_SHARE = 0.04
 CONTAINED = 0.97
 #: mean residual of the chroma channels (of 255) that a mild colour edit leaves at most
 MAX_CHROMA_RESIDUAL = 6.0
+#: the contrast change (the grey-level gain of the fit, either way) a mild
+#: brightness or contrast edit makes at most: edits of 10% and a gamma of
+#: 0.9 or 1.1 measure 0.78-1.11 on the shared photos; a light and a dark
+#: render of one design measure 0.46-0.54 (a colourway, not an edit)
+MAX_CONTRAST_CHANGE = 1.5
 #: share of the frame that may differ for a pair that lines up to be ``similar``
 MAX_SIMILAR_DIFFERS = 0.6
 #: the smallest picture (shorter side, pixels) that can be verified at all:
@@ -209,7 +214,8 @@ def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
     geometry = ", ".join(w for w in (turned, a.geometry) if w) or "same framing"
     residual = f"residual {a.residual:.1f}/255"
     still = a.moved <= MAX_MOVED_SHARE
-    if a.edit_like and a.changed_cells == 0 and still and a.overlay <= MAX_OVERLAY_SHARE and a.chroma <= MAX_CHROMA_RESIDUAL and a.gain > 0:
+    mild = a.chroma <= MAX_CHROMA_RESIDUAL and 1 / MAX_CONTRAST_CHANGE <= a.gain <= MAX_CONTRAST_CHANGE
+    if a.edit_like and a.changed_cells == 0 and still and a.overlay <= MAX_OVERLAY_SHARE and mild:
         extra = f", {a.overlay:.1%} under a light overlay (watermark)" if a.overlay >= 0.001 else ""
         reason = f"the same picture: {geometry}; {residual}, no region differs{extra}"
         return Check(Tier.NEAR, orientation, reason, a.differs, a.residual)
@@ -222,6 +228,8 @@ def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
         what = f"{a.overlay:.0%} of the frame is covered by an overlay (banner or large watermark)"
     elif a.chroma > MAX_CHROMA_RESIDUAL or a.gain <= 0:
         what = f"strongly recoloured (colour residual {a.chroma:.1f}/255)"
+    elif not mild:
+        what = f"strongly recoloured (contrast x{a.gain:.2f}, a mild edit stays within x{MAX_CONTRAST_CHANGE:g})"
     else:
         what = "the frames overlap only in part (a different framing, not a crop)"
     if lines_up or looks_alike:
@@ -239,8 +247,8 @@ def _kind(a: _Aligned) -> str:
         return "a different capture"
     if a.overlay > MAX_OVERLAY_SHARE:
         return "a copy with a large overlay"
-    if a.chroma > MAX_CHROMA_RESIDUAL or a.gain <= 0:
-        return "a recoloured copy or another colourway"
+    if a.chroma > MAX_CHROMA_RESIDUAL or not 1 / MAX_CONTRAST_CHANGE <= a.gain <= MAX_CONTRAST_CHANGE:
+        return "a recoloured copy or another colourway or render"
     return "a different framing"
 
 

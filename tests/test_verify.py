@@ -3,6 +3,8 @@ pictures that differ in one region are never `near`; edits that keep the picture
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -189,3 +191,34 @@ def test_grayscale_copy_is_similar_not_near() -> None:
     verdict = judge(old.convert("L").convert("RGB"), old)
     assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
     assert "recoloured" in verdict.reason
+
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos"
+
+
+def _contrast(im: Image.Image, gain: float) -> Image.Image:
+    """``im`` with its contrast scaled by ``gain`` about mid-grey, no pixel clipped."""
+    arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+    return Image.fromarray(np.clip((arr - 128.0) * gain + 128.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.mark.parametrize(("gain", "tier"), [(0.85, Tier.NEAR), (1.15, Tier.NEAR), (0.5, Tier.SIMILAR), (0.6, Tier.SIMILAR)])
+def test_contrast_changed_strongly_is_similar_and_mildly_is_near(gain: float, tier: Tier) -> None:
+    """Contrast changed by 15% is a mild edit (near); halved, it is another render (similar), like a colourway."""
+    old = Image.open(PHOTOS / "Blinds.jpg").convert("RGB")
+    old.thumbnail((640, 640))
+    old = _contrast(old, 0.7)  # room for 1.15 without clipping
+    verdict = judge(_contrast(old, gain), old, "JPEG", quality=92)
+    assert verdict.match is not None and verdict.match.tier is tier, verdict.reason
+    if tier is Tier.SIMILAR:
+        assert "contrast" in verdict.reason
+
+
+def test_light_and_dark_renders_stay_apart_when_one_is_framed() -> None:
+    """MATE-Stripes Light with a 3% white frame against Dark: another render of the design, never near."""
+    dark = Image.open(PHOTOS / "variants" / "MATE-Stripes-Dark.png")
+    light = Image.open(PHOTOS / "variants" / "MATE-Stripes-Light.png").convert("RGBA")
+    framed = ImageOps.expand(light, border=(light.width * 3 // 100, light.height * 3 // 100), fill=(255, 255, 255, 255))
+    for a, b in ((framed, dark), (dark, framed)):
+        verdict = judge(a, b)
+        assert verdict.match is None or verdict.match.tier is Tier.SIMILAR, verdict.reason
