@@ -7,8 +7,11 @@ Exit codes (also in ``dedupd --help``):
   2   bad command-line usage
   3   ``scan`` finished, but some files were skipped with errors; ``apply``:
       some planned actions were skipped or failed
+  4   ``compare``: similar pictures, not the same picture
   66  a path given on the command line does not exist
-  70  internal error (a bug: please report it)
+  69  ``reload``: no daemon to signal
+  70  internal error (a bug: please report it); ``scan``: it finished, but
+      some files were skipped because working on them raised one
   74  the store cannot be read or written
   75  the store is busy (another writer); try again
   78  invalid configuration
@@ -52,8 +55,12 @@ Exit codes:
   1   compare: different pictures
   2   bad usage
   3   scan finished, some files skipped with errors; apply: some not done
+  4   compare: similar pictures, not the same
   66  a path given does not exist
+  69  reload: no daemon to signal
+  70  internal error (a bug); scan: finished, some files skipped because of one
   74  the store cannot be read or written
+  75  the store is busy (another writer)
   78  invalid configuration
 """
 
@@ -148,6 +155,12 @@ def scan(
     read again; renamed files are followed without re-reading them; files
     that are gone are forgotten. Each duplicate found gets the action the
     config gives its tier (by default: log only).
+
+    Exits 0 when every file was read; 3 when some were skipped with errors
+    (unreadable, not an image...: 'dedupd errors' lists them); 70 when working
+    on some file raised an internal error (a bug in dedupd: the log has its
+    traceback as worker_error, and the file is skipped as internal_error). In
+    both cases every other file was indexed and matched.
     """
     from dedupd.actions import Actor, resolve_intents
     from dedupd.audit import Audit
@@ -192,6 +205,10 @@ def scan(
     if bar:
         _echo_found(summary.found, sum(summary.duplicates.values()))
     _echo_summary(result)
+    if summary.internal_errors:  # a bug met on some files: that, not "some files were unreadable", is the news
+        click.echo(f"{summary.internal_errors} {'file' if summary.internal_errors == 1 else 'files'} skipped "
+                   "because of an internal error (a bug in dedupd; please report it: see worker_error in the log)")
+        sys.exit(errors.EX_SOFTWARE)
     if summary.errors:
         sys.exit(errors.EX_PARTIAL)
 

@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,13 @@ from dedupd import errors
 from dedupd.config import Config
 from dedupd.models import Duplicate
 from dedupd.pipeline import (
+    INTERNAL_ERROR,
     Failed,
     Fingerprinted,
     Outcome,
     Pipeline,
     Step,
+    bug_on_file,
     fingerprint_batch,
     fingerprint_job,
     worker_init,
@@ -80,7 +83,13 @@ class Summary:
             "errors": sum(self.errors.values()),
             "errors_by_reason": dict(sorted(self.errors.items())),
             "duplicates": dict(sorted(self.duplicates.items())),
+            "internal_errors": self.internal_errors,
         }
+
+    @property
+    def internal_errors(self) -> int:
+        """Files skipped because working on them raised an unexpected exception: a bug."""
+        return self.errors[INTERNAL_ERROR]
 
 
 def batches(items: Iterator[tuple[Path, int]]) -> Iterator[list[Path]]:
@@ -182,11 +191,16 @@ def scan(
                 else:
                     yield path, plan.stat.size
 
+    def fingerprint_here(path: Path) -> Fingerprinted | Failed:
+        try:
+            return fingerprint_job(path, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)
+        except Exception as exc:  # noqa: BLE001 - a bug on one file: logged, the file skipped, the scan goes on
+            return bug_on_file(path, exc)
+
     try:
         if n_workers <= 1:
             for path, _ in jobs():
-                consume(pipeline.ingest(
-                    fingerprint_job(path, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)))
+                consume(pipeline.ingest(fingerprint_here(path)))
         else:
             # forkserver: the progress bar runs a thread, and forking a threaded process is unsafe
             ctx = multiprocessing.get_context("forkserver")
@@ -194,19 +208,43 @@ def scan(
                 max_workers=n_workers, mp_context=ctx,
                 initializer=worker_init, initargs=(config.worker_memory_bytes,),
             ) as pool:
-                window: collections.deque[cf.Future[list[Fingerprinted | Failed]]] = collections.deque()
+                window: collections.deque[tuple[list[Path], cf.Future[list[Fingerprinted | Failed]]]] = (
+                    collections.deque())
+
+                def fingerprint_alone(path: Path) -> Fingerprinted | Failed:
+                    try:
+                        return pool.submit(
+                            fingerprint_job, path, config.max_pixels, config.max_file_bytes, config.max_decode_bytes,
+                        ).result()  # fmt: skip
+                    except BrokenProcessPool:
+                        raise  # a worker died: not one file's exception
+                    except Exception as exc:  # noqa: BLE001 - a bug on this file: logged, skipped, the scan goes on
+                        return bug_on_file(path, exc)
+
+                def results(batch: list[Path], future: cf.Future[list[Fingerprinted | Failed]]) -> list[Fingerprinted | Failed]:
+                    """The batch's results; when one of its files raised (a bug), the
+                    batch's results are lost with it, so each file is tried again alone,
+                    in order, to find which one raised and keep the others."""
+                    try:
+                        return future.result()
+                    except BrokenProcessPool:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - see fingerprint_alone
+                        if len(batch) == 1:
+                            return [bug_on_file(batch[0], exc)]
+                        return [fingerprint_alone(path) for path in batch]
 
                 def submit(batch: list[Path]) -> None:
-                    window.append(pool.submit(
-                        fingerprint_batch, batch, config.max_pixels, config.max_file_bytes, config.max_decode_bytes))
+                    window.append((batch, pool.submit(
+                        fingerprint_batch, batch, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)))
                     while len(window) >= n_workers * IN_FLIGHT_PER_WORKER:
-                        for result in window.popleft().result():
+                        for result in results(*window.popleft()):
                             consume(pipeline.ingest(result))
 
                 for batch in batches(jobs()):
                     submit(batch)
                 while window:
-                    for result in window.popleft().result():
+                    for result in results(*window.popleft()):
                         consume(pipeline.ingest(result))
         # files under a scanned directory that are no longer there
         for root in roots:

@@ -16,6 +16,8 @@ from PIL import Image
 import helpers as H
 from helpers import RunCli
 
+from dedupd import faults
+
 # --- a tree with one duplicate of each tier ---------------------------------------
 
 
@@ -485,6 +487,35 @@ def test_scan_of_a_missing_path_exits_66(run_cli: RunCli, tmp_path: Path) -> Non
     assert proc.returncode == 66
     (event,) = [e for e in H.log_events(proc.stderr) if e["level"] == "error"]
     assert event["exit_code"] == 66 and str(missing) in str(event["error"])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_bug_on_one_file_is_logged_and_skipped_and_the_scan_finishes_with_exit_70(
+    tree: dict[str, Path], run_cli: RunCli, tmp_path: Path, db_path: Path, cli_env: dict[str, str], workers: int
+) -> None:
+    """An unexpected exception on one file (in a worker, or in-process with --workers 1) is
+    logged with its traceback and recorded as internal_error; the other files are grouped; exit 70."""
+    root = tmp_path / "photos"
+    poison = H.save(H.photo(54), root / "poison.jpg")  # sorted among the good files: in one batch with them
+    env = {**cli_env, faults.ENV: "worker.fingerprint:bug:poison*"}
+    proc = H.run_dedupd("scan", "--workers", str(workers), root, db=db_path, env=env, cwd=tmp_path)
+    assert proc.returncode == 70, proc.stderr
+    numbers = summary_numbers(proc.stdout)
+    assert numbers == {"seen": 8, "fingerprinted": 7, "unchanged": 0, "renamed": 0, "removed": 0, "errors": 1}
+    assert "(internal_error: 1)" in proc.stdout.splitlines()[0]
+    assert "1 file skipped because of an internal error" in proc.stdout
+    events = H.log_events(proc.stderr)
+    bugs = [e for e in events if e["event"] == "worker_error"]
+    assert [Path(str(e["path"])).name for e in bugs] == ["poison.jpg"]
+    assert "Traceback" in str(bugs[0]["exception"]) and "TypeError: injected bug" in str(bugs[0]["exception"])
+    assert "please report it" in str(bugs[0]["note"])
+    assert [e for e in events if e["event"] == "internal_error"] == []  # not the last-resort handler
+    recorded = H.db_rows(db_path, "SELECT path, error, error_detail FROM files WHERE error IS NOT NULL")
+    assert [(Path(os.fsdecode(p)).name, r) for p, r, _ in recorded] == [("poison.jpg", "internal_error")]  # type: ignore[arg-type]
+    assert "TypeError: injected bug at worker.fingerprint" in str(recorded[0][2])
+    assert shape(groups_json(run_cli), root) == EXPECTED_GROUPS
+    assert_store_consistent(db_path)
+    assert poison.exists()
 
 
 @pytest.mark.parametrize(
