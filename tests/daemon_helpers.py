@@ -425,20 +425,25 @@ class Env:
 
 
 @contextlib.contextmanager
-def daemon_env(tmp_path: Path) -> Iterator[Env]:
-    """Directories for one daemon test; every daemon started is killed at the end."""
+def daemon_env(tmp_path: Path, db: Path | None = None) -> Iterator[Env]:
+    """Directories for one daemon test; every daemon started is killed at the end.
+
+    ``db``: the store, a file under ``tmp_path`` unless given (a PostgreSQL
+    URL goes through as it is: ``--db`` takes either)."""
     env = Env(
         base=tmp_path,
         root=tmp_path / "root",
         quarantine=tmp_path / "quarantine",
         outside=tmp_path / "outside",
         config_path=tmp_path / "dedupd.yaml",
-        db=tmp_path / "state" / "dedupd.db",
+        db=tmp_path / "state" / "dedupd.db" if db is None else db,
         log_path=tmp_path / "daemon.log",
         tmpdir=Path(tempfile.mkdtemp(prefix="dedupd-test-")),
     )
-    for d in (env.root, env.outside, env.db.parent, env.quarantine):
+    for d in (env.root, env.outside, env.quarantine):
         d.mkdir(parents=True)
+    if db is None:
+        env.db.parent.mkdir(parents=True)
     try:
         yield env
     finally:

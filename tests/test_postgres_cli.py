@@ -92,23 +92,9 @@ def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: 
 def test_the_daemon_against_postgresql(tmp_path: Path, pg_url: str) -> None:
     """dedupd run --db postgresql://... quarantines a copy dropped into its root (one done
     audit row), status shows it running; restored beside it, the copy stays; it stops with 0."""
-    import tempfile
+    from daemon_helpers import daemon_env, picture, sha256, wait_until, write
 
-    from daemon_helpers import Env, picture, sha256, wait_until, write
-
-    env = Env(
-        base=tmp_path,
-        root=tmp_path / "root",
-        quarantine=tmp_path / "quarantine",
-        outside=tmp_path / "outside",
-        config_path=tmp_path / "dedupd.yaml",
-        db=pg_url,  # type: ignore[arg-type]  # --db takes the URL as it takes a path
-        log_path=tmp_path / "daemon.log",
-        tmpdir=Path(tempfile.mkdtemp(prefix="dedupd-test-")),
-    )
-    for d in (env.root, env.quarantine):
-        d.mkdir(parents=True)
-    try:
+    with daemon_env(tmp_path, db=pg_url) as env:  # type: ignore[arg-type]  # --db takes the URL as it takes a path
         original = write(env.root / "a.jpg", picture(1))
         daemon = env.start()
         daemon.wait_event("catch_up_finished")
@@ -123,10 +109,6 @@ def test_the_daemon_against_postgresql(tmp_path: Path, pg_url: str) -> None:
         daemon.wait_event("pair_ignored", path=copy)
         assert sha256(copy) == sha256(picture(1)) and len(env.moves()) == 1
         assert daemon.stop() == 0
-    finally:
-        for daemon in env.daemons:
-            daemon.cleanup()
-        shutil.rmtree(env.tmpdir, ignore_errors=True)
 
 
 def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
