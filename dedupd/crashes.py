@@ -27,6 +27,7 @@ from pathlib import Path
 
 import structlog
 
+from dedupd.errors import INTERNAL_ERROR, bug_cause, bug_detail
 from dedupd.models import FileStat
 from dedupd.backend import StoreBackend
 
@@ -66,7 +67,7 @@ class CrashTracker:
     def raised(self, path: Path, st: FileStat, exc: BaseException) -> bool:
         """Working on this file raised ``exc``, a bug: count it; is the file now poison?"""
         self.suspects.discard(path)
-        cause = f"{type(exc).__name__}: {exc}"[:500]
+        cause = bug_cause(exc)
         with self.store.atomic():
             count = self.store.add_crash(path, st, cause)
         log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit, cause=cause)
@@ -81,7 +82,7 @@ class CrashTracker:
         count, cause = self.store.crash_of(path, st)
         if cause is None:
             return "crashed_decoder", f"the file killed a worker process {count} times"
-        return "internal_error", f"working on the file raised an unexpected error {count} times (a bug in dedupd; please report it): {cause}"
+        return INTERNAL_ERROR, bug_detail(cause, count)
 
     def survived(self, path: Path) -> None:
         """The file was fingerprinted (or failed cleanly): it is no suspect."""

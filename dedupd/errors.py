@@ -175,3 +175,19 @@ class DaemonUnreachable(DedupdError):
 
 class NotTheCheckedFile(ActionError):
     """Not acted on: the file is no longer the one that was checked."""
+
+
+#: the reason a file is skipped with when working on it raised an exception
+#: dedupd does not expect: a bug in dedupd, not a damaged picture
+INTERNAL_ERROR = "internal_error"
+
+
+def bug_cause(exc: BaseException) -> str:
+    """An unexpected exception in one line, as the log and the file's skip record give it."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def bug_detail(cause: str, times: int | None = None) -> str:
+    """The detail a file skipped as :data:`INTERNAL_ERROR` is recorded with."""
+    count = "" if times is None else f" {times} times"
+    return f"working on the file raised an unexpected error{count} (a bug in dedupd; please report it): {cause}"

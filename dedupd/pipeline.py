@@ -27,8 +27,8 @@ from dedupd.backend import StoreBackend
 from dedupd.walking import Filter, missing, unique_roots, walk
 
 __all__ = [
-    "INTERNAL_ERROR", "Duplicate", "Failed", "Filter", "Fingerprinted", "Outcome", "Pipeline", "Plan", "Step",
-    "bug_on_file", "fingerprint_batch", "fingerprint_job", "missing", "unique_roots", "walk",
+    "Duplicate", "Failed", "Filter", "Fingerprinted", "Outcome", "Pipeline", "Plan", "Step",
+    "bug_on_file", "fingerprint_batch", "fingerprint_job", "log_worker_bug", "missing", "unique_roots", "walk",
 ]  # fmt: skip
 
 log = structlog.get_logger()
@@ -104,23 +104,21 @@ def _failed_now(path: Path, reason: str, detail: str) -> Failed:
     return Failed(path, st_now, reason, detail)
 
 
-#: the reason a file is skipped with when working on it raised an exception
-#: dedupd does not expect: a bug in dedupd, not a damaged picture
-INTERNAL_ERROR = "internal_error"
-
-
 def bug_on_file(path: Path, exc: Exception) -> Failed:
     """Fingerprinting ``path`` raised ``exc``, which no damaged picture raises (those
     come back as :class:`Failed` values): a bug.  Log it as one, with its traceback
     (a worker's own traceback travels with the exception), and return the failure
     that records the file as skipped (``internal_error``).  For the one-shot scan;
     the daemon counts and retries such a file first (``daemon.loop``)."""
-    cause = f"{type(exc).__name__}: {exc}"[:500]
+    return _failed_now(path, errors.INTERNAL_ERROR, errors.bug_detail(log_worker_bug(path, exc)))
+
+
+def log_worker_bug(path: Path, exc: BaseException) -> str:
+    """Log ``exc``, met while fingerprinting ``path``, as a bug (``worker_error``,
+    with its traceback); returns its one-line cause."""
+    cause = errors.bug_cause(exc)
     log.error("worker_error", path=path, error=cause, exc_info=exc, note="a bug in dedupd; please report it")
-    return _failed_now(
-        path, INTERNAL_ERROR,
-        f"working on the file raised an unexpected error (a bug in dedupd; please report it): {cause}",
-    )  # fmt: skip
+    return cause
 
 
 def fingerprint_batch(

@@ -24,7 +24,6 @@ from dedupd import errors
 from dedupd.config import Config
 from dedupd.models import Duplicate
 from dedupd.pipeline import (
-    INTERNAL_ERROR,
     Failed,
     Fingerprinted,
     Outcome,
@@ -89,7 +88,7 @@ class Summary:
     @property
     def internal_errors(self) -> int:
         """Files skipped because working on them raised an unexpected exception: a bug."""
-        return self.errors[INTERNAL_ERROR]
+        return self.errors[errors.INTERNAL_ERROR]
 
 
 def batches(items: Iterator[tuple[Path, int]]) -> Iterator[list[Path]]:

@@ -47,7 +47,7 @@ from dedupd.daemon.settling import Pending
 from dedupd.errors import ConfigError, DedupdError, StoreError
 from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
-from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, worker_init
+from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, log_worker_bug, worker_init
 from dedupd.restore import adopt_records
 from dedupd.walking import Filter
 from dedupd.sdnotify import Notifier, watchdog_interval
@@ -397,8 +397,7 @@ class Daemon:
         worker dies.  Exiting would stop every other file for the sake of one,
         and systemd would restart the daemon into the same file.
         """
-        log.error("worker_error", path=path, error=f"{type(exc).__name__}: {exc}", exc_info=exc,
-                  note="a bug in dedupd; please report it")
+        log_worker_bug(path, exc)
         self.counters.errors += 1
         if st is None:  # not submitted by _handle (cannot happen): nothing to count against
             return
