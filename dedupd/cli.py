@@ -12,7 +12,8 @@ Exit codes (also in ``dedupd --help``):
   69  ``reload``: no daemon to signal
   70  internal error (a bug: please report it); ``scan``: it finished, but
       some files were skipped because working on them raised one
-  74  the store cannot be read or written
+  74  the store cannot be read or written (``run``: before it is ready;
+      once running, a PostgreSQL server that goes away pauses it instead)
   75  the store is busy (another writer); try again
   78  invalid configuration
 """
@@ -59,7 +60,8 @@ Exit codes:
   66  a path given does not exist
   69  reload: no daemon to signal
   70  internal error (a bug); scan: finished, some files skipped because of one
-  74  the store cannot be read or written
+  74  the store cannot be read or written (run: a PostgreSQL server lost
+      after the start pauses it instead, until the server answers)
   75  the store is busy (another writer)
   78  invalid configuration
 """

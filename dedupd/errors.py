@@ -85,6 +85,12 @@ class StoreError(DedupdError):
     exit_code = EX_IOERR
 
 
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached: the connection was refused or
+    lost (PostgreSQL restarted or went away).  A command exits 74 as for any
+    store error; a running daemon pauses and resumes when the server answers."""
+
+
 class StoreLockedError(StoreError):
     """Another dedupd process is writing to this store."""
 

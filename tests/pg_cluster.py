@@ -133,12 +133,22 @@ class Cluster:
         cluster = cls(bin, directory, user)
         data = directory / "data"
         cluster._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        cluster.resume()
+        return cluster
+
+    def resume(self) -> None:
+        """Start the server on this cluster's data; wait until it answers."""
         options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{directory}' -p {cluster.port}"
+            f"-c listen_addresses='' -c unix_socket_directories='{self.directory}' -p {self.port}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        cluster._run("pg_ctl", "-D", str(data), "-l", str(directory / "log"), "-o", options, "-w", "-t", "60", "start")
-        return cluster
+        data, log = str(self.directory / "data"), str(self.directory / "log")
+        self._run("pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
+
+    def halt(self) -> None:
+        """Stop the server as an administrator would restart it (fast: every
+        session is cut), keeping its data; :meth:`resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "-t", "60", "stop")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@/{dbname}?host={self.directory}&port={self.port}"

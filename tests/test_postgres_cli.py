@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -109,6 +111,55 @@ def test_the_daemon_against_postgresql(tmp_path: Path, pg_url: str) -> None:
         daemon.wait_event("pair_ignored", path=copy)
         assert sha256(copy) == sha256(picture(1)) and len(env.moves()) == 1
         assert daemon.stop() == 0
+
+
+def test_the_daemon_pauses_while_postgresql_is_down_and_loses_nothing(tmp_path: Path, pg_cluster: Any) -> None:
+    """PostgreSQL stopped under a running daemon: it logs store_unavailable, stays up
+    (same pid) and touches nothing; files that arrive meanwhile are handled once the
+    server is back (store_available), each copy quarantined with one done row."""
+    from daemon_helpers import daemon_env, picture, sha256, wait_until, write
+
+    with daemon_env(tmp_path, db=pg_cluster.new_database()) as env:
+        original = write(env.root / "a.jpg", picture(1))
+        daemon = env.start()
+        daemon.wait_event("catch_up_finished")
+        copy_a = env.root / "copy of a.jpg"
+        shutil.copy(original, copy_a)
+        wait_until(lambda: (env.quarantine / copy_a.name).exists(), "the first copy quarantined")
+        pg_cluster.halt()
+        try:
+            daemon.wait_event("store_unavailable")
+            second = write(env.root / "b.png", picture(2, "PNG"))
+            copy_b = env.root / "copy of b.png"
+            shutil.copy(second, copy_b)
+            later = time.monotonic() + 2.0  # settle_seconds is 0.5 in daemon_env: time to act, were it not paused
+            wait_until(lambda: time.monotonic() >= later, "a few settle windows")
+            assert daemon.alive() and copy_b.exists() and not (env.quarantine / copy_b.name).exists()
+        finally:
+            pg_cluster.resume()
+        daemon.wait_event("store_available")
+        wait_until(lambda: not copy_b.exists() and (env.quarantine / copy_b.name).exists(), "the second copy quarantined")
+        moves = sorted((row["path"], row["original"]) for row in env.moves())
+        assert moves == [(str(copy_a), str(original)), (str(copy_b), str(second))], moves
+        assert sha256(env.quarantine / copy_b.name) == sha256(second) and second.exists() and original.exists()
+        assert env.status()["daemon"]["pid"] == daemon.proc.pid
+        assert daemon.stop() == 0
+
+
+def test_a_daemon_paused_for_postgresql_stops_on_sigterm(tmp_path: Path, pg_cluster: Any) -> None:
+    """SIGTERM while the daemon waits for PostgreSQL ends it at once with exit 0
+    (systemctl stop during an outage), and it said that it stopped while paused."""
+    from daemon_helpers import daemon_env
+
+    with daemon_env(tmp_path, db=pg_cluster.new_database()) as env:
+        daemon = env.start()
+        pg_cluster.halt()
+        try:
+            daemon.wait_event("store_unavailable")
+            assert daemon.stop(timeout=10) == 0
+            assert daemon.events("daemon_stopped", while_paused=True)
+        finally:
+            pg_cluster.resume()
 
 
 def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:

@@ -141,6 +141,26 @@ def test_only_documented_checks_stay_open(unit: Path) -> None:
     assert open_checks <= OPEN_CHECKS, result.stdout
 
 
+def test_the_postgresql_drop_in_verifies_and_opens_only_the_network(tmp_path: Path) -> None:
+    """systemd/postgresql.conf, as a drop-in of the unit, verifies without a warning;
+    the review then finds the network opened (and nothing else newly open)."""
+    analyze = _tool("systemd-analyze")
+    unit = _with_local_binary(SYSTEMD_DIR / "dedupd.service", tmp_path)
+    drop_ins = tmp_path / "dedupd.service.d"
+    drop_ins.mkdir()
+    shutil.copy(SYSTEMD_DIR / "postgresql.conf", drop_ins / "20-postgresql.conf")
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
+    result = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)],
+                            capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", ""), result.stderr
+    review = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", "--json=short", str(unit)],
+                            capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env)
+    assert review.returncode == 0, review.stderr
+    newly_open = {item["name"] for item in json.loads(review.stdout) if item["set"] is False} - OPEN_CHECKS
+    # IPAddressDeny= counts as open once one address is allowed
+    assert newly_open == {"PrivateNetwork=", "RestrictAddressFamilies=~AF_(INET|INET6)", "IPAddressDeny="}, newly_open
+
+
 def test_open_checks_are_documented() -> None:
     """docs/service.md names every open check and the recorded exposure level."""
     doc = (SYSTEMD_DIR.parent / "docs" / "service.md").read_text(encoding="utf-8")

@@ -44,7 +44,7 @@ from dedupd.daemon.acting import ActionLane
 from dedupd.daemon.breakers import RootState
 from dedupd.daemon.reconcile import Reconciliation
 from dedupd.daemon.settling import Pending
-from dedupd.errors import ConfigError, DedupdError, StoreError
+from dedupd.errors import ConfigError, DedupdError, StoreError, StoreUnavailable
 from dedupd.identity import resolve
 from dedupd.models import Action, Duplicate, FileStat, Tier
 from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job, log_worker_bug, worker_init
@@ -89,6 +89,7 @@ class Daemon:
         self.roots: dict[Path, RootState] = {}
         self.counters = Counters()
         self.started_at = time.time()
+        self.was_ready = False  # READY=1 was sent: a lost store from now on is a pause, not an exit
 
     # --- lifecycle --------------------------------------------------------
 
@@ -107,6 +108,7 @@ class Daemon:
         self.pool = self._new_pool()
         self.max_in_flight = workers * 2
         clean = False  # the loop returned: nothing raised through it
+        lost = False  # the store's server went away: pause, hand nothing more to it
         try:
             settled = resolve_intents(self.store, Audit(self.store, self.config.audit_jsonl))
             if settled:
@@ -122,14 +124,21 @@ class Daemon:
             self._start_roots()
             self.notifier.ready(self._status_line())
             log.info("daemon_ready", roots=[str(r) for r in self.roots], db=self.db_path, workers=workers)
+            self.was_ready = True
             self._loop()
             clean = True
+        except StoreUnavailable:
+            lost = True
+            raise
         finally:
-            self.notifier.stopping()
+            if not (lost and self.was_ready):  # a pause is no stop: systemd keeps the service active
+                self.notifier.stopping()
             for state in self.roots.values():
                 if state.watch is not None:
                     stop_watch(state.watch)
-            if hasattr(self, "pipeline"):  # a start that failed early has nothing in hand
+            if lost:
+                self._abandon()
+            elif hasattr(self, "pipeline"):  # a start that failed early has nothing in hand
                 self._drain()
                 self.acting.finish_current(self.actor, self.pipeline.acted)
             self.acting.close()
@@ -138,10 +147,32 @@ class Daemon:
             # the loop, the next start checks the store before anything else
             if clean and self.store_damage is None:
                 self._write_status("stopped")
-            self.store.close()
+            self._close_store(lost)
             logging.getLogger("watchdog").removeHandler(overflow_log)
-            log.info("daemon_stopped")
+            if not lost:
+                log.info("daemon_stopped")
         return 0
+
+    def _abandon(self) -> None:
+        """The store's server went away: let the work in hand end without
+        recording it.  Files being fingerprinted are found again by the
+        catch-up walk when the store is back; a move in flight finishes on
+        disk and its intent, written before it started, settles it then."""
+        for future in self.in_flight.values():
+            future.cancel()
+        self.in_flight.clear()
+        if hasattr(self, "acting") and self.acting.current is not None:
+            move, moving = self.acting.current
+            self.acting.current = None
+            cf.wait([moving])
+            log.warning("action_left_to_its_intent", path=move.dup.duplicate.path)
+
+    def _close_store(self, lost: bool) -> None:
+        try:
+            self.store.close()
+        except StoreError:
+            if not lost:
+                raise
 
     def _check_sound(self) -> None:
         """``PRAGMA quick_check`` reads the whole store: seconds at a million
@@ -611,4 +642,67 @@ def run(config: Config, db_path: StoreLocation, config_path: Path | None) -> int
     if not config.roots:
         raise ConfigError("nothing to watch: give --watch DIR or 'roots' in the config", source=config_path, key="roots")
     startup.check(config, db_path)
-    return Daemon(config, db_path, config_path).run()
+    ready, reload = False, False
+    while True:
+        daemon = Daemon(config, db_path, config_path)
+        if reload:
+            daemon.reload_requested.set()
+        try:
+            return daemon.run()
+        except StoreUnavailable as exc:
+            # before the first READY a store that cannot be reached is exit 74,
+            # as for any command; once running, the daemon waits for it
+            ready = ready or daemon.was_ready
+            if not ready:
+                raise
+            config = daemon.config  # a reload while running is kept
+            # its signal handlers stay: SIGTERM ends the pause, SIGHUP reloads after it
+            if not wait_for_store(db_path, exc, daemon.notifier, daemon.watchdog_every, daemon.stop):
+                log.info("daemon_stopped", while_paused=True)
+                return 0
+            reload = daemon.reload_requested.is_set()
+
+
+#: seconds between attempts to reach a store that went away, at most
+RETRY_MAX = 5.0
+
+
+def wait_for_store(
+    location: StoreLocation, cause: StoreError, notifier: Notifier, watchdog_every: float | None, stop: threading.Event
+) -> bool:
+    """Pause until the store answers again: True when it does, False on SIGTERM or SIGINT.
+
+    Nothing is read or moved meanwhile; the systemd watchdog is still
+    pinged, since the daemon is alive and waiting, and its status line says
+    why.  On the way back the daemon starts again as after a restart:
+    intents are settled, the index is read back, and a catch-up walk finds
+    what arrived or changed during the pause."""
+    started = time.monotonic()
+    log.warning("store_unavailable", db=str(location), error=str(cause), action="paused until it answers")
+    notifier.status(f"paused: the store cannot be reached ({cause})")
+    delay, attempts, last_ping = 0.5, 0, 0.0
+    next_try = started + delay
+    while not stop.is_set():
+        now = time.monotonic()
+        if watchdog_every and now - last_ping >= watchdog_every:
+            notifier.watchdog()
+            last_ping = now
+        if now >= next_try:
+            attempts += 1
+            try:
+                open_store(location, readonly=True).close()
+            except StoreUnavailable as exc:
+                if attempts % 12 == 0:
+                    log.warning("store_still_unavailable", db=str(location), error=str(exc),
+                                seconds=round(now - started, 1))
+                delay = min(delay * 2, RETRY_MAX)
+                next_try = time.monotonic() + delay
+            else:
+                log.info("store_available", db=str(location), paused_seconds=round(now - started, 1), attempts=attempts)
+                return True
+        wait = next_try - time.monotonic()
+        if watchdog_every:
+            wait = min(wait, watchdog_every)
+        if stop.wait(max(wait, 0.05)):
+            return False
+    return False

@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from dedupd.errors import StoreError, StoreLockedError
+from dedupd.errors import StoreError, StoreLockedError, StoreUnavailable
 from dedupd.models import Decision, DecisionKind, FileStat, Fingerprint, Match, PostgresUrl, Record, Tier
 from dedupd.store.sqlite import (
     _PAIR_DECIDED,
@@ -258,13 +258,15 @@ class _Pools:
                 try:
                     psycopg.connect(url.url, connect_timeout=10).close()
                 except psycopg.Error as exc:
-                    raise StoreError(f"{url}: {str(exc).strip()}") from exc
+                    raise _failure(url, exc, None) from exc
                 pool = ConnectionPool(
                     url.url,
                     min_size=1,
                     max_size=8,
                     kwargs={"autocommit": True, "application_name": f"dedupd:{os.getpid()}"},
                     reset=_reset,
+                    # a connection the server dropped (a restart) is not handed out again
+                    check=ConnectionPool.check_connection,
                     name="dedupd",
                     open=True,
                 )
@@ -289,6 +291,26 @@ def _reset(conn: psycopg.Connection[Any]) -> None:
 
 _pools = _Pools()
 
+#: SQLSTATEs of a server that went away or is not taking connections: class 08
+#: (connection exception) and 57P01-57P03 (shut down by an administrator, a
+#: crash, or not yet accepting connections)
+_GONE_STATES = ("57P01", "57P02", "57P03")
+
+
+def _failure(url: PostgresUrl, exc: psycopg.Error, conn: psycopg.Connection[Any] | None) -> StoreError:
+    """A psycopg error as dedupd's: :class:`StoreUnavailable` when the server
+    cannot be reached or the connection was lost (a running daemon waits for
+    it), :class:`StoreError` for anything else (a deadlock, a full disk, a
+    constraint)."""
+    state = exc.sqlstate or ""
+    gone = (
+        (conn is not None and (conn.closed or conn.broken))
+        or state.startswith("08")
+        or state in _GONE_STATES
+        or (conn is None and isinstance(exc, psycopg.OperationalError))  # could not connect at all
+    )
+    return (StoreUnavailable if gone else StoreError)(f"{url}: {str(exc).strip()}")
+
 
 class PostgresStore:
     """A connection to a PostgreSQL store; open with :meth:`open`."""
@@ -308,7 +330,7 @@ class PostgresStore:
             conn = pool.getconn(timeout=30)
         except Exception as exc:  # psycopg_pool.PoolTimeout, or a connection error inside it
             _pools.release(url)
-            raise StoreError(f"{url}: {exc}") from exc
+            raise StoreUnavailable(f"{url}: {exc}") from exc
         store = cls(url, pool, conn)
         try:
             if readonly:
@@ -319,7 +341,7 @@ class PostgresStore:
                 store._migrate()
         except psycopg.Error as exc:
             store.close()
-            raise StoreError(f"{url}: {str(exc).strip()}") from exc
+            raise _failure(url, exc, conn) from exc
         except StoreError:
             store.close()
             raise
@@ -352,7 +374,7 @@ class PostgresStore:
         try:
             return self._conn.execute(query, params)  # type: ignore[arg-type]  # built from constant parts
         except psycopg.OperationalError as exc:
-            raise StoreError(f"{self.url}: {str(exc).strip()}") from exc
+            raise _failure(self.url, exc, self._conn) from exc
 
     def _one(self, query: str, params: Any = None) -> tuple[Any, ...]:
         """The one row a statement that always returns one returns."""
@@ -430,7 +452,7 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_CLASS, WRITE_LOCK])
                 yield
         except psycopg.Error as exc:
-            raise StoreError(f"{self.url}: {str(exc).strip()}") from exc
+            raise _failure(self.url, exc, conn) from exc
 
     def snapshot(self, dest: Path) -> PostgresStore:
         """Dry runs copy a SQLite store; there is no private copy of a PostgreSQL one."""
