@@ -6,7 +6,9 @@ Builds a SQLite store of N synthetic files through the store API (as
 ``bench/store_scale.py`` does: every 20th a grouped copy with an audit row),
 starts a throwaway PostgreSQL cluster (``tests/pg_cluster.py``: Unix socket,
 fsync off) and times ``copy_sqlite_to_postgres``, then checks that the
-counters and the owed actions read the same from both stores.
+counters and the owed actions read the same from both stores.  Then the way
+back: ``PostgresStore.snapshot``, the private SQLite copy that ``scan
+--dry-run`` works on, timed and checked the same way.
 """
 
 from __future__ import annotations
@@ -52,12 +54,19 @@ def main() -> None:
             copied = copy_sqlite_to_postgres(source, dest)
             seconds = time.perf_counter() - t0
             same = dest.counts() == source.counts() and dest.unacted_matches() == source.unacted_matches()
+            t0 = time.perf_counter()
+            back = dest.snapshot(Path(tmp) / "dry-run.db")
+            back_seconds = time.perf_counter() - t0
+            same_back = back.counts() == source.counts() and back.unacted_matches() == source.unacted_matches()
+            back.close()
             source.close()
             dest.close()
         finally:
             cluster.stop()
     print(", ".join(f"{table}: {n:,}" for table, n in copied.items() if n))
     print(f"{seconds:.1f} s, {args.files / seconds:,.0f} files/s; counters and owed actions the same: {same}")
+    print(f"back (scan --dry-run's private copy): {back_seconds:.1f} s, {args.files / back_seconds:,.0f} files/s;"
+          f" counters and owed actions the same: {same_back}")
 
 
 if __name__ == "__main__":

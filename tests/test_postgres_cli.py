@@ -162,6 +162,34 @@ def test_a_daemon_paused_for_postgresql_stops_on_sigterm(tmp_path: Path, pg_clus
             pg_cluster.resume()
 
 
+def test_scan_dry_run_against_postgresql_changes_no_file_and_no_row(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
+    """scan --dry-run on a PostgreSQL store works on a private SQLite copy of it: it
+    reports the duplicates and the moves it would make, and neither the files nor
+    the database change (the matches found before are still there, no new one)."""
+    root = tmp_path / "photos"
+    _tree(root)
+    assert run_cli("scan", root / "sub", db=pg_url).returncode == 0  # the database holds something already
+    quarantine = tmp_path / "quarantine"
+    config = tmp_path / "dedupd.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions:\n  exact: quarantine\n  near: quarantine\n")
+    before = H.file_state(root)
+    rows_before = _rows(pg_url)
+    dry = run_cli("scan", root, "--config", config, "--dry-run", db=pg_url)
+    assert dry.returncode == 0, dry.stderr
+    # the copy holds what the database held: the file scanned before is not read again
+    assert "4 fingerprinted, 1 unchanged" in dry.stdout, dry.stdout
+    assert "duplicates found: exact: 1, near: 1; actions: quarantine_dry_run: 2" in dry.stdout, dry.stdout
+    assert H.file_state(root) == before and not quarantine.exists()
+    assert _rows(pg_url) == rows_before
+
+
+def _rows(url: str) -> dict[str, int]:
+    import psycopg  # noqa: PLC0415 - only the PostgreSQL tests need it
+
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("files", "matches", "audit", "intents")}  # type: ignore[index]
+
+
 def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
     """After a log-only scan into PostgreSQL, ignore takes the near pair out of the groups
     and apply quarantines the exact copy, the one action still owed."""

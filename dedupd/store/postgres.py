@@ -49,6 +49,7 @@ from dedupd.store.sqlite import (
     _PAIR_DECIDED,
     AUDIT_COLUMNS,
     INTENT_COLUMNS,
+    Store,
     _file_row,
     _match_from_row,
     _member_filter,
@@ -454,9 +455,22 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise _failure(self.url, exc, conn) from exc
 
-    def snapshot(self, dest: Path) -> PostgresStore:
-        """Dry runs copy a SQLite store; there is no private copy of a PostgreSQL one."""
-        raise StoreError(f"{self.url}: --dry-run needs a SQLite store (a private copy); not done for PostgreSQL")
+    def snapshot(self, dest: Path) -> Store:
+        """A private copy of this store at ``dest``, a SQLite file (for dry runs),
+        opened for writing: every row is read once, so it costs what a
+        ``dedupd migrate`` costs (docs/benchmarks.md)."""
+        from dedupd.store.transfer import copy_postgres_to_sqlite  # noqa: PLC0415 - transfer imports this module
+
+        copy = Store.open(dest)
+        try:
+            copy_postgres_to_sqlite(self, copy)
+        except psycopg.Error as exc:
+            copy.close()
+            raise _failure(self.url, exc, self._conn) from exc
+        except BaseException:
+            copy.close()
+            raise
+        return copy
 
     # --- files -------------------------------------------------------------
 

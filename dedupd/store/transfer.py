@@ -1,4 +1,5 @@
-"""``dedupd migrate``: copy a SQLite store into an empty PostgreSQL store.
+"""``dedupd migrate``: copy a SQLite store into an empty PostgreSQL store;
+and back, into a private SQLite file, for ``scan --dry-run`` on a PostgreSQL store.
 
 Row for row, ids kept (so matches, similar pairs, audit rows and intents still
 point at the same files), in one PostgreSQL transaction: a copy that fails
@@ -76,4 +77,35 @@ def copy_sqlite_to_postgres(
                     f" FROM {table}"
                 )
         dest.recount()
+    return copied
+
+
+def copy_postgres_to_sqlite(source: PostgresStore, dest: Store) -> dict[str, int]:
+    """Copy every row of ``source`` into ``dest``, a new, empty SQLite store, ids
+    kept, in one transaction on each side: the private copy a dry run works on
+    (the SQLite triggers keep its counters and ``owed`` flags as rows arrive).
+    Read through a server-side cursor, :data:`BATCH` rows at a time, so a
+    large store is never held in memory whole."""
+    copied: dict[str, int] = {}
+    with dest.atomic(), source._conn.transaction():
+        for table in TABLES:
+            have = set(dest.db.table(table).columns_dict)
+            columns = [
+                r[0]
+                for r in source._x(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                    " AND table_name = %s ORDER BY ordinal_position",
+                    [table],
+                )
+                if r[0] in have
+            ]
+            names = ", ".join(columns)
+            insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)})"
+            n = 0
+            with source._conn.cursor(name=f"dedupd_copy_{table}") as rows:
+                rows.execute(f"SELECT {names} FROM {table}")
+                while batch := rows.fetchmany(BATCH):
+                    dest.db.conn.executemany(insert, batch)
+                    n += len(batch)
+            copied[table] = n
     return copied
