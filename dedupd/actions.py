@@ -320,7 +320,7 @@ class Actor:
         replaced = False
         sidecar.write(dest, self._sidecar(intent.id, None, dest, path, intent.root, step, fp.sha256, dup.original.path,
                                           intent.original_sha256, link_target))
-        faults.point(f"{step}.after_record")
+        faults.point(f"{step}.after_record", path)
         # 1. the copy, from the path: a hard link (checked to be the fingerprinted
         #    inode) or a copy verified against the fingerprint's SHA-256
         try:
@@ -330,18 +330,18 @@ class Actor:
         why = self._check_copy(dest, hard, dup)
         if why is not None:
             raise NotTheCheckedFile(f"{why}: not moved")
-        faults.point(f"{step}.after_copy")
+        faults.point(f"{step}.after_copy", path)
         # 2. take the file from its path (never a file that arrived since the copy)
         exchanged = False
         if link_target is not None:
             os.symlink(link_target, work)
-            faults.point("symlink.after_temp_link")
+            faults.point("symlink.after_temp_link", path)
             exchanged = fileops.exchange(work, path)
             if not exchanged:  # no RENAME_EXCHANGE here: take it, then link (the path is briefly empty)
                 os.unlink(work)
         if not exchanged:
             fileops.rename_no_replace(path, work)
-        faults.point(f"{step}.after_take")
+        faults.point(f"{step}.after_take", path)
         taken = FileStat.from_path(work)
         if taken != dup.duplicate.stat and (taken.dev, taken.ino) == (dup.duplicate.stat.dev, dup.duplicate.stat.ino):
             raise NotTheCheckedFile("the file was written to while it was being moved: put back, not moved")
@@ -358,7 +358,7 @@ class Actor:
                     linked = False  # a newer file was saved at the path meanwhile: it stays
             os.unlink(work)
         fileops.fsync_dir(path.parent)
-        faults.point(f"{step}.after_unlink")
+        faults.point(f"{step}.after_unlink", path)
         return Moved(linked=linked, replaced=replaced)
 
     def _done(self, move: Move, moved: Moved) -> str:

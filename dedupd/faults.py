@@ -17,9 +17,11 @@ do::
 
 A third part is a glob on the name of the file the step works on: the fault
 fires only for files whose name matches (a worker that dies on one file
-only, as it would in a crashing decoder).  Several faults are separated by
-commas.  The variable is read on every call
-(a handful per action), so this module holds no state of its own.
+only, as it would in a crashing decoder).  The file a step works on is the
+one a worker decodes or the pipeline ingests, the duplicate a quarantine or
+a symlink moves, and the path a restore puts a file back at.  Several faults
+are separated by commas.  The variable is read on every call (a handful per
+action), so this module holds no state of its own.
 :data:`STEPS` lists every step, so that a test can walk through all of them.
 """
 

@@ -202,18 +202,18 @@ def put_home(
             audit.keep(home.sha256, target, note, decided_by=decided_by)
         if by_person and home.original_sha256 and home.original is not None:
             audit.ignore(home.sha256, target, home.original_sha256, home.original, note, decided_by=decided_by)
-    faults.point("restore.after_intent")
+    faults.point("restore.after_intent", target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         why = _outside(home, roots)  # again, now that the directory exists
         if why is not None:
             raise ActionError(why)
         fileops.link_or_copy(quarantined, tmp, home.sha256)
-        faults.point("restore.after_copy")
+        faults.point("restore.after_copy", target)
         if not _rename_home(tmp, target, home.link_target if replace_link else None):
             raise FileExistsError(f"a file appeared at {display_path(target)}: not overwritten")
         fileops.fsync_dir(target.parent)
-        faults.point("restore.after_rename")
+        faults.point("restore.after_rename", target)
     except (OSError, ActionError) as exc:
         if os.path.lexists(tmp) and not fileops.is_our_symlink(tmp, home.link_target):
             fileops.remove_copy(tmp, quarantined, home.sha256)
@@ -227,7 +227,7 @@ def put_home(
         raise ActionError(f"restored {display_path(target)} does not verify")
     fileops.remove_copy(quarantined, target, home.sha256)
     sidecar.remove(quarantined)
-    faults.point("restore.after_unlink")
+    faults.point("restore.after_unlink", target)
     _finish(store, audit, restore_intent, home, reason, decided_by)
     log.info("file_restored", path=target, from_=quarantined, audit_id=home.audit_id)
     return RestoreResult(home.audit_id, target, True, "restored")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
+from daemon_helpers import Env, cli, picture, restore_everything, scan, write
 
 from dedupd import faults
 
@@ -32,3 +35,57 @@ def test_every_step_is_listed_once() -> None:
     steps = [s for group in faults.STEPS.values() for s in group]
     assert len(steps) == len(set(steps))
     assert "worker.fingerprint" in steps
+
+
+# --- the glob at the steps of a move and a restore, in a real `dedupd scan` and `dedupd restore` ---
+
+
+def _name(step: str) -> str:
+    """The file a test aims the fault at ``step`` on: ``after_copy.jpg`` for ``quarantine.after_copy``."""
+    return step.split(".")[1] + ".jpg"
+
+
+@pytest.mark.parametrize("action", ["quarantine", "symlink"])
+def test_a_name_glob_fires_at_each_step_of_a_move_for_that_file_only(env: Env, action: str) -> None:
+    """Each step of a move, given an I/O error for one file name, fails that file's move
+    at that step only; the other files (one aimed at by another step, one by none) move."""
+    steps = faults.STEPS[action]
+    for i, step in enumerate(steps):
+        data = picture(9400 + i)
+        write(env.root / f"o{i}.jpg", data)
+        write(env.root / "sub" / _name(step), data)
+    write(env.root / "c.jpg", picture(9499))
+    write(env.root / "sub" / "control.jpg", picture(9499))
+    env.write_config(actions={"exact": action})
+    code, _, err = scan(env, fault=",".join(f"{step}:error:{_name(step)}" for step in steps))
+    assert code == 0, err
+    moves = {Path(str(r["path"])).name: r for r in env.audit() if r["action"] == action}
+    for step in steps:
+        row = moves[_name(step)]
+        assert (row["outcome"], row["detail"]) == ("failed", f"while moving: injected fault at {step}"), row
+    assert moves["control.jpg"]["outcome"] == "done", moves["control.jpg"]
+
+
+def test_a_name_glob_fires_at_each_step_of_a_restore_for_that_file_only(env: Env) -> None:
+    """`dedupd restore A B` with a kill at a restore step for B's name restores A, then dies
+    at that step for B (its restore intent left pending); `restore --all` then finishes."""
+    steps = faults.STEPS["restore"]
+    files: dict[Path, bytes] = {}
+    for i, step in enumerate(steps):
+        for name, seed in ((f"control{i}.jpg", 9500 + i), (_name(step), 9600 + i)):
+            data = picture(seed)
+            files[write(env.root / f"o{name}", data)] = data
+            files[write(env.root / "sub" / name, data)] = data
+    env.write_config(actions={"exact": "quarantine"})
+    assert scan(env)[0] == 0
+    moved = {Path(str(r["path"])): int(r["id"]) for r in env.moves()}
+    assert len(moved) == 2 * len(steps), moved
+    for i, step in enumerate(steps):
+        control, target = env.root / "sub" / f"control{i}.jpg", env.root / "sub" / _name(step)
+        fault = f"{step}:kill:{_name(step)}"
+        code, _, err = cli(env, "restore", str(moved[control]), str(moved[target]), fault=fault)
+        assert code == -signal.SIGKILL, f"the fault at {step} never fired for {target.name}: {code}\n{err}"
+        assert control.is_file(), f"{control} not restored before the kill"
+        pending = env.query("SELECT destination FROM intents WHERE state = 'pending' AND action = 'restore'")
+        assert [os.fsdecode(p) for (p,) in pending] == [str(target)], pending
+    restore_everything(env, files)
