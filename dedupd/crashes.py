@@ -12,7 +12,9 @@ code, say: a bug, not a damaged picture) is raised by one file, so it counts
 against that file at once, like a death alone.  Deaths and exceptions share
 one count: a file that crashed :data:`CRASH_LIMIT` times, either way, is
 skipped, with the last cause as its reason (``crashed_decoder`` or
-``internal_error``).
+``internal_error``).  Each count is logged: ``worker_crash_counted`` for a
+worker that died or raised, ``ingest_bug_counted`` for a bug met while the
+file was stored and grouped on the process's own thread.
 
 Counts live in the store, so that a file that killed workers is skipped
 after a restart too, instead of killing them again every time the daemon
@@ -65,13 +67,24 @@ class CrashTracker:
         return [path] if count >= self.limit else []
 
     def raised(self, path: Path, st: FileStat, exc: BaseException) -> bool:
-        """Working on this file raised ``exc``, a bug: count it; is the file now poison?"""
+        """Fingerprinting this file raised ``exc``, a bug: count it; is the file now poison?"""
+        count, cause = self._count_bug(path, st, exc)
+        log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit, cause=cause)
+        return count >= self.limit
+
+    def raised_while_ingesting(self, path: Path, st: FileStat, exc: BaseException) -> bool:
+        """Storing or grouping this file (on the process's own thread, not in a
+        worker) raised ``exc``, a bug: count it; is the file now poison?"""
+        count, cause = self._count_bug(path, st, exc)
+        log.error("ingest_bug_counted", path=path, crashes=count, limit=self.limit, cause=cause)
+        return count >= self.limit
+
+    def _count_bug(self, path: Path, st: FileStat, exc: BaseException) -> tuple[int, str]:
         self.suspects.discard(path)
         cause = bug_cause(exc)
         with self.store.atomic():
             count = self.store.add_crash(path, st, cause)
-        log.error("worker_crash_counted", path=path, crashes=count, limit=self.limit, cause=cause)
-        return count >= self.limit
+        return count, cause
 
     def poisoned(self, path: Path, st: FileStat) -> bool:
         """Has this version of this file crashed often enough to be skipped?"""

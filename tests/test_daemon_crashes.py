@@ -107,7 +107,8 @@ def test_a_bug_on_the_daemons_own_thread_exits_70_and_the_file_is_skipped_after_
         daemon.cleanup()
         bug = daemon.wait_event("internal_error")
         assert "injected bug at pipeline.ingest" in bug["exception"]
-        assert [e["crashes"] for e in daemon.events("worker_crash_counted", path=poison)] == [attempt]
+        assert [e["crashes"] for e in daemon.events("ingest_bug_counted", path=poison)] == [attempt]
+        assert daemon.events("worker_crash_counted") == []  # no worker was involved
         store = Store.open(env.db, readonly=True)  # not a clean stop: the next start checks the store first
         try:
             assert (read_daemon_status(store) or {}).get("state") != "stopped"

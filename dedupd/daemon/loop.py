@@ -491,7 +491,7 @@ class Daemon:
             # after CRASH_LIMIT such exits it is skipped instead of crashing
             # every restart that meets it.
             if isinstance(result, Fingerprinted):
-                self.crashes.raised(result.path, result.stat, exc)
+                self.crashes.raised_while_ingesting(result.path, result.stat, exc)
             raise
         if outcome.error is not None:
             self.counters.errors += 1
