@@ -19,6 +19,7 @@ import structlog
 
 from dedupd import errors, faults
 from dedupd.config import Config
+from dedupd.crashes import CrashTracker
 from dedupd.grouping import Grouping
 from dedupd.hashing import fingerprint_file
 from dedupd.index import HashIndex
@@ -50,6 +51,10 @@ class Failed:
     stat: FileStat | None
     reason: str
     detail: str
+    #: a bug counted against the file below its crash limit (``dedupd.crashes``):
+    #: skipped now but not recorded as skipped, so that the next scan or daemon
+    #: start tries the file again, as the daemon itself would
+    retry: bool = False
 
 
 def worker_init(memory_bytes: int) -> None:
@@ -104,13 +109,24 @@ def _failed_now(path: Path, reason: str, detail: str) -> Failed:
     return Failed(path, st_now, reason, detail)
 
 
-def bug_on_file(path: Path, exc: Exception) -> Failed:
+def bug_on_file(path: Path, exc: Exception, crashes: CrashTracker) -> Failed:
     """Fingerprinting ``path`` raised ``exc``, which no damaged picture raises (those
-    come back as :class:`Failed` values): a bug.  Log it as one, with its traceback
-    (a worker's own traceback travels with the exception), and return the failure
-    that records the file as skipped (``internal_error``).  For the one-shot scan;
-    the daemon counts and retries such a file first (``daemon.loop``)."""
-    return _failed_now(path, errors.INTERNAL_ERROR, errors.bug_detail(log_worker_bug(path, exc)))
+    come back as :class:`Failed` values): a bug.  For the one-shot scan.
+
+    It is logged as one, with its traceback (a worker's own traceback travels
+    with the exception), and counted against the file in the store, as the
+    daemon counts it (``daemon.loop``): once the file has raised
+    :data:`~dedupd.crashes.CRASH_LIMIT` times, by a scan or the daemon, the
+    failure records it as skipped (``internal_error``); below that the file is
+    skipped in this scan only (:attr:`Failed.retry`), and the next scan or
+    daemon start tries it again."""
+    failed = _failed_now(path, errors.INTERNAL_ERROR, errors.bug_detail(log_worker_bug(path, exc)))
+    if failed.stat is None:  # gone meanwhile: nothing to count against
+        return failed
+    if crashes.raised(path, failed.stat, exc):
+        return Failed(path, failed.stat, *crashes.why(path, failed.stat))
+    detail = f"{failed.detail}; not recorded as skipped: the next scan or daemon start tries it again"
+    return dataclasses.replace(failed, detail=detail, retry=True)
 
 
 def log_worker_bug(path: Path, exc: BaseException) -> str:
@@ -215,11 +231,11 @@ class Pipeline:
         return Outcome(record, tuple(found))
 
     def record_failure(self, failed: Failed) -> Outcome:
-        """Record a file that could not be read (when its stat is known) and say so:
-        the log line comes once the record is committed, so a reader that sees
-        ``file_skipped`` finds the record."""
+        """Record a file that could not be read (when its stat is known, and unless
+        it is to be tried again) and say so: the log line comes once the record is
+        committed, so a reader that sees ``file_skipped`` finds the record."""
         found: list[Duplicate] = []
-        if failed.stat is not None:
+        if failed.stat is not None and not failed.retry:
             with self.store.atomic():
                 file_id = self.store.upsert_error(failed.path, failed.stat, failed.reason, failed.detail)
                 found = self.grouping.unreadable(file_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import multiprocessing
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from dedupd import errors
 from dedupd.config import Config
+from dedupd.crashes import CrashTracker
 from dedupd.models import Duplicate
 from dedupd.pipeline import (
     Failed,
@@ -124,6 +126,7 @@ def scan(
             raise errors.InputPathError(f"{errors.display_path(p)}: no such file or directory")
     roots = unique_roots([*paths, *config.reference_dirs])
     pipeline = Pipeline(store, config)
+    crashes = CrashTracker(store)  # counts shared with the daemon: see bug_on_file and ingest below
     filt = Filter(config)
     summary = Summary()
     store.start_seen()  # what this scan saw, kept in the store: flat memory at any size
@@ -187,19 +190,37 @@ def scan(
                     assert moved.record is not None
                     store.mark_seen(moved.record.id)
                     hand_on(moved.duplicates)
+                elif crashes.poisoned(path, plan.stat):
+                    # it raised (or killed a worker) CRASH_LIMIT times, in a scan or the
+                    # daemon: skipped without another try, as the daemon skips it
+                    consume(pipeline.record_failure(Failed(path, plan.stat, *crashes.why(path, plan.stat))))
                 else:
                     yield path, plan.stat.size
+
+    def ingest(result: Fingerprinted | Failed) -> None:
+        """Store and group one result.  A bug met doing so (on this thread) is
+        counted against the file, as the daemon counts it, before it ends the scan
+        (exit 70): after CRASH_LIMIT of them the file is skipped, not met again."""
+        try:
+            outcome = pipeline.ingest(result)
+        except (errors.DedupdError, sqlite3.Error):
+            raise  # the store's failures, with their own exit codes: not the file's
+        except Exception as exc:
+            if isinstance(result, Fingerprinted):
+                crashes.raised_while_ingesting(result.path, result.stat, exc)
+            raise
+        consume(outcome)
 
     def fingerprint_here(path: Path) -> Fingerprinted | Failed:
         try:
             return fingerprint_job(path, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)
         except Exception as exc:  # noqa: BLE001 - a bug on one file: logged, the file skipped, the scan goes on
-            return bug_on_file(path, exc)
+            return bug_on_file(path, exc, crashes)
 
     try:
         if n_workers <= 1:
             for path, _ in jobs():
-                consume(pipeline.ingest(fingerprint_here(path)))
+                ingest(fingerprint_here(path))
         else:
             # forkserver: the progress bar runs a thread, and forking a threaded process is unsafe
             ctx = multiprocessing.get_context("forkserver")
@@ -218,7 +239,7 @@ def scan(
                     except BrokenProcessPool:
                         raise  # a worker died: not one file's exception
                     except Exception as exc:  # noqa: BLE001 - a bug on this file: logged, skipped, the scan goes on
-                        return bug_on_file(path, exc)
+                        return bug_on_file(path, exc, crashes)
 
                 def results(batch: list[Path], future: cf.Future[list[Fingerprinted | Failed]]) -> list[Fingerprinted | Failed]:
                     """The batch's results; when one of its files raised (a bug), the
@@ -230,7 +251,7 @@ def scan(
                         raise
                     except Exception as exc:  # noqa: BLE001 - see fingerprint_alone
                         if len(batch) == 1:
-                            return [bug_on_file(batch[0], exc)]
+                            return [bug_on_file(batch[0], exc, crashes)]
                         return [fingerprint_alone(path) for path in batch]
 
                 def submit(batch: list[Path]) -> None:
@@ -238,13 +259,13 @@ def scan(
                         fingerprint_batch, batch, config.max_pixels, config.max_file_bytes, config.max_decode_bytes)))
                     while len(window) >= n_workers * IN_FLIGHT_PER_WORKER:
                         for result in results(*window.popleft()):
-                            consume(pipeline.ingest(result))
+                            ingest(result)
 
                 for batch in batches(jobs()):
                     submit(batch)
                 while window:
                     for result in results(*window.popleft()):
-                        consume(pipeline.ingest(result))
+                        ingest(result)
         # files under a scanned directory that are no longer there
         for root in roots:
             if not root.is_dir():

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from daemon_helpers import DEADLINE, Daemon, Env, picture, wait_until, write
+from daemon_helpers import DEADLINE, Daemon, Env, picture, scan, wait_until, write
+from helpers import log_events
 
 from dedupd import faults
 from dedupd.crashes import CRASH_LIMIT
@@ -121,6 +122,56 @@ def test_a_bug_on_the_daemons_own_thread_exits_70_and_the_file_is_skipped_after_
     assert env.record(good)["error"] is None  # type: ignore[index]
     assert daemon.alive() and daemon.events("internal_error") == []
     assert daemon.stop() == 0
+
+
+def test_a_bug_met_by_a_scan_counts_towards_the_daemons_crash_limit(env: Env) -> None:
+    """A file that raised in `dedupd scan` (exit 70) is counted in the store and not yet
+    recorded as skipped, so `dedupd run` tries it once more, as if the daemon had met the
+    bug each time: CRASH_LIMIT tries in all, then it is skipped as internal_error, and a
+    later scan skips it without trying."""
+    poison = write(env.root / "poison.jpg", picture(380))
+    good = write(env.root / "good.jpg", picture(381))
+    fault = "worker.fingerprint:bug:poison*"
+    env.write_config()
+    for attempt in range(1, CRASH_LIMIT):
+        code, _, err = scan(env, fault=fault)
+        assert code == 70, err
+        counted = [e for e in log_events(err) if e["event"] == "worker_crash_counted"]
+        assert [e["crashes"] for e in counted] == [attempt], err
+        assert env.record(poison) is None, "recorded as skipped: the daemon would never try it again"
+    daemon = start_poisoned(env, "run.log", fault)
+    skipped = daemon.wait_event("file_skipped", path=poison)
+    assert skipped["reason"] == "internal_error"
+    assert len(daemon.events("worker_error", path=poison)) == 1
+    assert [e["crashes"] for e in daemon.events("worker_crash_counted", path=poison)] == [CRASH_LIMIT]
+    env.wait_indexed(good, poison)
+    assert daemon.stop() == 0
+    code, _, err = scan(env, fault=fault)
+    assert code == 0, err
+    assert [e for e in log_events(err) if e["event"] == "worker_error"] == []
+
+
+def test_a_bug_met_while_a_scan_groups_a_file_is_counted_and_the_file_skipped_after_the_limit(env: Env) -> None:
+    """A bug met while storing and grouping one file ends `dedupd scan` with 70, counted
+    against the file first (ingest_bug_counted), as the daemon counts it; after CRASH_LIMIT
+    such scans the next one skips the file as internal_error without meeting the bug again."""
+    poison = write(env.root / "poison.jpg", picture(382))
+    good = write(env.root / "good.jpg", picture(383))
+    fault = "pipeline.ingest:bug:poison*"
+    env.write_config()
+    for attempt in range(1, CRASH_LIMIT + 1):
+        code, _, err = scan(env, fault=fault)
+        events = log_events(err)
+        assert code == 70, err
+        assert [e["crashes"] for e in events if e["event"] == "ingest_bug_counted"] == [attempt], err
+        assert [e["event"] for e in events if e["event"] == "internal_error"] == ["internal_error"]
+    code, _, err = scan(env, fault=fault)
+    events = log_events(err)
+    assert code == 70, err  # finished, a file skipped because of a bug
+    assert [e for e in events if e["event"] in ("internal_error", "ingest_bug_counted")] == [], err
+    assert [e["reason"] for e in events if e["event"] == "file_skipped"] == ["internal_error"]
+    assert env.record(poison)["error"] == "internal_error"  # type: ignore[index]
+    assert env.record(good)["error"] is None  # type: ignore[index]
 
 
 def test_missing_root_exits_78_from_run(env: Env) -> None:

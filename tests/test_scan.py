@@ -494,7 +494,9 @@ def test_a_bug_on_one_file_is_logged_and_skipped_and_the_scan_finishes_with_exit
     tree: dict[str, Path], run_cli: RunCli, tmp_path: Path, db_path: Path, cli_env: dict[str, str], workers: int
 ) -> None:
     """An unexpected exception on one file (in a worker, or in-process with --workers 1) is
-    logged with its traceback and recorded as internal_error; the other files are grouped; exit 70."""
+    logged with its traceback, skipped as internal_error and counted against the file in the
+    store's crash table (not yet recorded as skipped: see test_daemon_crashes); the other
+    files are grouped; exit 70."""
     root = tmp_path / "photos"
     poison = H.save(H.photo(54), root / "poison.jpg")  # sorted among the good files: in one batch with them
     env = {**cli_env, faults.ENV: "worker.fingerprint:bug:poison*"}
@@ -510,9 +512,10 @@ def test_a_bug_on_one_file_is_logged_and_skipped_and_the_scan_finishes_with_exit
     assert "Traceback" in str(bugs[0]["exception"]) and "TypeError: injected bug" in str(bugs[0]["exception"])
     assert "please report it" in str(bugs[0]["note"])
     assert [e for e in events if e["event"] == "internal_error"] == []  # not the last-resort handler
-    recorded = H.db_rows(db_path, "SELECT path, error, error_detail FROM files WHERE error IS NOT NULL")
-    assert [(Path(os.fsdecode(p)).name, r) for p, r, _ in recorded] == [("poison.jpg", "internal_error")]  # type: ignore[arg-type]
-    assert "TypeError: injected bug at worker.fingerprint" in str(recorded[0][2])
+    assert H.db_rows(db_path, "SELECT path FROM files WHERE error IS NOT NULL") == []
+    counted = H.db_rows(db_path, "SELECT path, count, cause FROM crashes")
+    assert [(Path(os.fsdecode(p)).name, n) for p, n, _ in counted] == [("poison.jpg", 1)]  # type: ignore[arg-type]
+    assert "TypeError: injected bug at worker.fingerprint" in str(counted[0][2])
     assert shape(groups_json(run_cli), root) == EXPECTED_GROUPS
     assert_store_consistent(db_path)
     assert poison.exists()
