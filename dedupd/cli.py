@@ -39,8 +39,6 @@ from dedupd import config as config_module
 from dedupd.config import Config
 from dedupd.audit import iso_time
 from dedupd.errors import display_path
-from dedupd.hashing import fingerprint_file, verification_pixels
-from dedupd.matching import compare as compare_fingerprints
 from dedupd.models import Action, Tier
 from dedupd.models import PostgresUrl, StoreLocation
 from dedupd.store import AnyStore, default_db_path, location_of, open_store
@@ -368,6 +366,10 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
     they are only similar (another capture, or a copy changed in a region or
     strongly recoloured: never acted on), 1 when they are different pictures.
     """
+    # here, not at the top: hashing brings numpy's and scipy's start-up cost to every command
+    from dedupd.hashing import fingerprint_file, verification_pixels
+    from dedupd.matching import compare as compare_fingerprints
+
     cfg = config_module.load(config_path)
     prints = []
     pixels = []
@@ -662,8 +664,7 @@ def restore(
     """
     from dedupd.audit import Audit
     from dedupd.identity import resolve
-    from dedupd.restore import RestoreResult, resolve_pending_restores, restore_from_quarantine
-    from dedupd.restore import restore as restore_one
+    from dedupd.restore import RestoreResult, resolve_pending_restores, restore_from_quarantine, restore_rows
 
     if sum(bool(x) for x in (ids, since, everything, from_quarantine)) != 1:
         raise click.UsageError("give audit IDS, or --since, or --all, or --from-quarantine DIR")
@@ -688,9 +689,9 @@ def restore(
                     rows.append(row)
             else:
                 rows = trail.rows(moves=True, since=parse_since(since) if since else None)
-                # skip what is already restored rather than report it
-                rows = [r for r in rows if (it := trail.intent_for_audit(r.id)) is not None and it.state == "done"]
-            results = [restore_one(store, trail, row, roots=roots, dry_run=dry_run, decided_by="cli") for row in rows]
+            # --all and --since skip what is already restored rather than report it
+            results = restore_rows(store, trail, rows, roots=roots, dry_run=dry_run, decided_by="cli",
+                                   pending_only=not ids)
     finally:
         store.close()
     failed = sum(not r.ok for r in results)

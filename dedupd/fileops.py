@@ -157,10 +157,13 @@ def place_copy(
     return False
 
 
-def link_or_copy(src: Path, dst: Path, sha256: str) -> bool:
+def link_or_copy(src: Path, dst: Path, sha256: str, *, sync: bool = True) -> bool:
     """``dst`` (a private name that must not exist) becomes a hard link to ``src``,
-    or a verified copy of it; True for a link.  Nothing is left at ``dst`` on failure."""
-    if _link(src, dst):
+    or a verified copy of it; True for a link.  Nothing is left at ``dst`` on failure.
+
+    ``sync`` False: ``dst``'s directory is not synced after a link (the caller
+    syncs it once for several files); a copy's data is synced either way."""
+    if _link(src, dst, sync=sync):
         return True
     try:
         copy_verified(src, dst, sha256)
@@ -171,7 +174,7 @@ def link_or_copy(src: Path, dst: Path, sha256: str) -> bool:
     return False
 
 
-def _link(src: Path, dst: Path) -> bool:
+def _link(src: Path, dst: Path, *, sync: bool = True) -> bool:
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
@@ -180,7 +183,8 @@ def _link(src: Path, dst: Path) -> bool:
         if exc.errno not in _NO_LINK:
             raise
         return False
-    fsync_dir(dst.parent)
+    if sync:
+        fsync_dir(dst.parent)
     return True
 
 
@@ -228,13 +232,16 @@ def is_our_symlink(path: Path, target: Path | None) -> bool:
         return False
 
 
-def remove_copy(copy: Path, of: Path, sha256: str) -> bool:
-    """Remove ``copy`` only if it is provably redundant: the same inode as ``of``, or the same bytes."""
+def remove_copy(copy: Path, of: Path, sha256: str, *, sync: bool = True) -> bool:
+    """Remove ``copy`` only if it is provably redundant: the same inode as ``of``, or the same bytes.
+
+    ``sync`` False: its directory is left for the caller to sync (once for several files)."""
     if not os.path.lexists(copy):
         return True
     if same_inode(copy, of) or (is_regular(of) and is_regular(copy) and sha256_of(copy) == sha256 == sha256_of(of)):
         os.unlink(copy)
-        fsync_dir(copy.parent)
+        if sync:
+            fsync_dir(copy.parent)
         return True
     return False
 

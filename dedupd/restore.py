@@ -18,6 +18,15 @@ running the restore again finishes the job:
 5. the quarantined copy and its record are removed, and the audit row is
    committed.
 
+Several files go back in batches of up to :data:`BATCH`, each step for the
+whole batch before the next: the intents of the batch are committed in one
+transaction; the copies are placed and renamed home one by one; each
+directory the files went to is synced once (a rename is durable before any
+quarantined copy is removed); the copies and records are removed and their
+directories synced once; the audit rows are committed in one transaction.
+The order of steps per file is the one above, so a kill anywhere leaves
+each file of the batch at one of them, settled as for a single file.
+
 ``--from-quarantine`` restores from the records beside quarantined files
 (``dedupd.sidecar``) when the store that knew about them is lost.
 """
@@ -25,6 +34,7 @@ running the restore again finishes the job:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +47,12 @@ from dedupd.models import FileStat
 from dedupd.store import AnyStore
 
 log = structlog.get_logger()
+
+#: files put back per batch: one transaction for their intents, one sync per
+#: directory, one transaction for their audit rows (dedupd restore --all of
+#: 500 files: bench/restore_all.py).  At most this many restores are left
+#: pending by a kill, each settled by the next restore.
+BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Home:
     link_target: Path | None
     move_intent: int | None  # the store's intent of the move, when the store knows it
     audit_id: int | None
+    move_state: str | None = None  # that intent's state (done, restored...), when known
 
     @classmethod
     def of_move(cls, intent: Intent, audit_id: int | None) -> Home:
@@ -74,6 +91,7 @@ class Home:
             link_target=intent.link_target,
             move_intent=intent.id,
             audit_id=audit_id,
+            move_state=intent.state,
         )
 
 
@@ -87,22 +105,57 @@ def restore(
     decided_by: str | None = None,
 ) -> RestoreResult:
     """Restore the file of one audited move; ``decided_by`` (``cli``, a user agent) goes into the audit."""
+    return restore_rows(store, audit, [row], roots=roots, dry_run=dry_run, decided_by=decided_by)[0]
+
+
+def restore_rows(
+    store: AnyStore,
+    audit: Audit,
+    rows: Iterable[AuditRow],
+    *,
+    roots: tuple[Path, ...] = (),
+    dry_run: bool = False,
+    decided_by: str | None = None,
+    pending_only: bool = False,
+) -> list[RestoreResult]:
+    """Restore the files of several audited moves, in batches; a result per row, in order.
+
+    ``pending_only``: leave out, without a word, the rows whose move is not
+    (or no longer) a done move to undo (``restore --all`` and ``--since``)."""
+    todo: list[Home | RestoreResult] = []
+    seen: set[int | None] = set()
+    for row in rows:
+        found = _home_of(audit, row)
+        if isinstance(found, Home) and found.move_intent in seen:
+            found = "already restored"  # named twice: restored by the first
+        if isinstance(found, Home):
+            seen.add(found.move_intent)
+            if not pending_only or found.move_state == "done":
+                todo.append(found)
+        elif not pending_only:
+            todo.append(_refuse(row.id, row.path, found))
+    homes = [h for h in todo if isinstance(h, Home)]
+    placed = iter(put_homes(store, audit, homes, roots=roots, dry_run=dry_run, decided_by=decided_by))
+    return [next(placed) if isinstance(h, Home) else h for h in todo]
+
+
+def _home_of(audit: Audit, row: AuditRow) -> Home | str:
+    """Where the file of the move ``row`` goes back to, or why it does not."""
     if row.action not in ("quarantine", "symlink") or row.outcome != "done" or row.intent_id is None:
-        return _refuse(row.id, row.path, "not a completed move: nothing to restore")
+        return "not a completed move: nothing to restore"
     intent = audit.intent_for_audit(row.id)
     if intent is None:
-        return _refuse(row.id, row.path, "no record of where the file went")
+        return "no record of where the file went"
     if intent.state == "restored":
-        return _refuse(row.id, row.path, "already restored")
-    home = Home.of_move(intent, row.id)
-    return put_home(store, audit, home, roots=roots, dry_run=dry_run, decided_by=decided_by)
+        return "already restored"
+    return Home.of_move(intent, row.id)
 
 
 def restore_from_quarantine(
     store: AnyStore, audit: Audit, top: Path, *, roots: tuple[Path, ...] = (), dry_run: bool = False
 ) -> list[RestoreResult]:
     """Restore every file under ``top`` that has a quarantine record, without the store's help."""
-    out = []
+    homes = []
     for quarantined, rec in sidecar.walk(top):
         home = Home(
             quarantined=quarantined,
@@ -122,8 +175,8 @@ def restore_from_quarantine(
                 if known.state == "restored":
                     continue
                 home = Home(**{**home.__dict__, "move_intent": known.id})
-        out.append(put_home(store, audit, home, roots=roots, dry_run=dry_run))
-    return out
+        homes.append(home)
+    return put_homes(store, audit, homes, roots=roots, dry_run=dry_run)
 
 
 def _refuse(audit_id: int | None, path: Path | None, detail: str) -> RestoreResult:
@@ -167,70 +220,170 @@ def put_home(
     ``by_person`` False (dedupd repairing the symlinks of a deleted original)
     records no decision: the file is not a person's choice, only a copy put
     back; ``reason`` then says why in the audit."""
+    return put_homes(
+        store, audit, [home], roots=roots, dry_run=dry_run, by_person=by_person, reason=reason, decided_by=decided_by
+    )[0]
+
+
+def put_homes(
+    store: AnyStore,
+    audit: Audit,
+    homes: Sequence[Home],
+    *,
+    roots: tuple[Path, ...] = (),
+    dry_run: bool = False,
+    by_person: bool = True,
+    reason: str | None = None,
+    decided_by: str | None = None,
+) -> list[RestoreResult]:
+    """:func:`put_home` for each of ``homes``, in batches of :data:`BATCH`; a result each, in order."""
+    out: list[RestoreResult] = []
+    for start in range(0, len(homes), BATCH):
+        batch = homes[start : start + BATCH]
+        out += _put_batch(store, audit, batch, roots, dry_run, by_person, reason, decided_by)
+    return out
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A file of a batch whose restore intent is committed."""
+
+    index: int  # its place in the batch
+    home: Home
+    tmp: Path  # the private name its copy is placed at, beside the target
+    replace_link: bool  # our own symlink is at the target: swapped, not refused
+    intent: int
+
+
+def _put_batch(
+    store: AnyStore,
+    audit: Audit,
+    batch: Sequence[Home],
+    roots: tuple[Path, ...],
+    dry_run: bool,
+    by_person: bool,
+    reason: str | None,
+    decided_by: str | None,
+) -> list[RestoreResult]:
+    results: dict[int, RestoreResult] = {}
+    ready: list[tuple[int, Home, bool]] = []
+    for i, home in enumerate(batch):
+        why, replace_link = _check(home, roots)
+        if why is not None:
+            results[i] = _refuse(home.audit_id, home.target, why)
+        elif dry_run:
+            results[i] = RestoreResult(home.audit_id, home.target, True, f"would restore from {display_path(home.quarantined)}")
+        else:
+            ready.append((i, home, replace_link))
+    if not ready:
+        return [results[i] for i in range(len(batch))]
+    # 1. the intents, with the decisions, in one transaction
+    started: list[_Started] = []
+    with store.atomic():
+        for i, home, replace_link in ready:
+            tmp = fileops.temp_name(home.target)
+            started.append(_Started(i, home, tmp, replace_link, _begin(audit, home, tmp, by_person, decided_by)))
+    # 2. each copy placed beside its target and renamed onto it
+    home_now: list[_Started] = []
+    for one in started:
+        faults.point("restore.after_intent", one.home.target)
+        why = _place(one, roots)
+        if why is None:
+            home_now.append(one)
+            continue
+        with store.atomic():
+            audit.finish(one.intent, "abandoned", None)
+        results[one.index] = _refuse(one.home.audit_id, one.home.target, why)
+    # 3. the renames made durable, once per directory, before any quarantined copy goes
+    _sync_dirs(one.home.target.parent for one in home_now)
+    for one in home_now:
+        home = one.home
+        faults.point("restore.after_rename", home.target)
+        if fileops.sha256_of(home.target) != home.sha256:  # pragma: no cover - the copy was verified
+            raise ActionError(f"restored {display_path(home.target)} does not verify")
+        fileops.remove_copy(home.quarantined, home.target, home.sha256, sync=False)
+        sidecar.remove(home.quarantined, sync=False)
+        faults.point("restore.after_unlink", home.target)
+    # 4. the removals made durable, then the audit rows in one transaction
+    _sync_dirs(one.home.quarantined.parent for one in home_now)
+    with store.atomic():
+        for one in home_now:
+            _record(audit, one.intent, one.home, reason, decided_by)
+    for one in home_now:
+        log.info("file_restored", path=one.home.target, from_=one.home.quarantined, audit_id=one.home.audit_id)
+        results[one.index] = RestoreResult(one.home.audit_id, one.home.target, True, "restored")
+    return [results[i] for i in range(len(batch))]
+
+
+def _check(home: Home, roots: tuple[Path, ...]) -> tuple[str | None, bool]:
+    """Why ``home`` may not be restored (or None), and whether our own symlink holds its target."""
     target, quarantined = home.target, home.quarantined
     if not fileops.is_regular(quarantined):
-        return _refuse(home.audit_id, target, f"the quarantined copy is missing: {display_path(quarantined)}")
+        return f"the quarantined copy is missing: {display_path(quarantined)}", False
     if fileops.sha256_of(quarantined) != home.sha256:
-        return _refuse(home.audit_id, target, "the quarantined copy no longer matches its recorded SHA-256")
+        return "the quarantined copy no longer matches its recorded SHA-256", False
     why = _outside(home, roots)
     if why is not None:
-        return _refuse(home.audit_id, target, why)
+        return why, False
     replace_link = fileops.is_our_symlink(target, home.link_target)
     if os.path.lexists(target) and not replace_link:
-        return _refuse(home.audit_id, target, f"a file now exists at {display_path(target)}: not overwritten")
-    if dry_run:
-        return RestoreResult(home.audit_id, target, True, f"would restore from {display_path(quarantined)}")
-    tmp = fileops.temp_name(target)
-    with store.atomic():
-        restore_intent = audit.begin(
-            action="restore",
-            path=quarantined,
-            destination=target,
-            stat=FileStat.from_path(quarantined),
-            sha256=home.sha256,
-            original=home.original,
-            original_sha256=home.original_sha256,
-            link_target=home.link_target,
-            work=tmp,
-            root=home.root,
-        )
-        # a restore is final: the file is left alone from now on (not only
-        # against this original: a group can change), and the pair is not
-        # paired again
-        note = f"restored audit #{home.audit_id}" if home.audit_id is not None else "restored from quarantine"
-        if by_person:
-            audit.keep(home.sha256, target, note, decided_by=decided_by)
-        if by_person and home.original_sha256 and home.original is not None:
-            audit.ignore(home.sha256, target, home.original_sha256, home.original, note, decided_by=decided_by)
-    faults.point("restore.after_intent", target)
+        return f"a file now exists at {display_path(target)}: not overwritten", False
+    return None, replace_link
+
+
+def _begin(audit: Audit, home: Home, tmp: Path, by_person: bool, decided_by: str | None) -> int:
+    """Record the restore's intent (inside the caller's transaction); returns its id."""
+    intent = audit.begin(
+        action="restore",
+        path=home.quarantined,
+        destination=home.target,
+        stat=FileStat.from_path(home.quarantined),
+        sha256=home.sha256,
+        original=home.original,
+        original_sha256=home.original_sha256,
+        link_target=home.link_target,
+        work=tmp,
+        root=home.root,
+    )
+    # a restore is final: the file is left alone from now on (not only
+    # against this original: a group can change), and the pair is not
+    # paired again
+    note = f"restored audit #{home.audit_id}" if home.audit_id is not None else "restored from quarantine"
+    if by_person:
+        audit.keep(home.sha256, home.target, note, decided_by=decided_by)
+    if by_person and home.original_sha256 and home.original is not None:
+        audit.ignore(home.sha256, home.target, home.original_sha256, home.original, note, decided_by=decided_by)
+    return intent
+
+
+def _place(one: _Started, roots: tuple[Path, ...]) -> str | None:
+    """Place the copy at its private name and rename it onto the target; why not (all undone), or None.
+
+    The target's directory is synced by the caller, once for the batch."""
+    home, tmp = one.home, one.tmp
+    target, quarantined = home.target, home.quarantined
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         why = _outside(home, roots)  # again, now that the directory exists
         if why is not None:
             raise ActionError(why)
-        fileops.link_or_copy(quarantined, tmp, home.sha256)
+        fileops.link_or_copy(quarantined, tmp, home.sha256, sync=False)
         faults.point("restore.after_copy", target)
-        if not _rename_home(tmp, target, home.link_target if replace_link else None):
+        if not _rename_home(tmp, target, home.link_target if one.replace_link else None):
             raise FileExistsError(f"a file appeared at {display_path(target)}: not overwritten")
-        fileops.fsync_dir(target.parent)
-        faults.point("restore.after_rename", target)
     except (OSError, ActionError) as exc:
         if os.path.lexists(tmp) and not fileops.is_our_symlink(tmp, home.link_target):
             fileops.remove_copy(tmp, quarantined, home.sha256)
-        with store.atomic():
-            audit.finish(restore_intent, "abandoned", None)
-        detail = exc.message if isinstance(exc, ActionError) else str(exc.strerror or exc)
         if isinstance(exc, FileExistsError):
-            detail = str(exc)
-        return _refuse(home.audit_id, target, detail)
-    if fileops.sha256_of(target) != home.sha256:  # pragma: no cover - the copy was verified
-        raise ActionError(f"restored {display_path(target)} does not verify")
-    fileops.remove_copy(quarantined, target, home.sha256)
-    sidecar.remove(quarantined)
-    faults.point("restore.after_unlink", target)
-    _finish(store, audit, restore_intent, home, reason, decided_by)
-    log.info("file_restored", path=target, from_=quarantined, audit_id=home.audit_id)
-    return RestoreResult(home.audit_id, target, True, "restored")
+            return str(exc)
+        return exc.message if isinstance(exc, ActionError) else str(exc.strerror or exc)
+    return None
+
+
+def _sync_dirs(dirs: Iterable[Path]) -> None:
+    """fsync each directory once, however many files of the batch it holds."""
+    for d in sorted(set(dirs)):
+        fileops.fsync_dir(d)
 
 
 def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
@@ -256,27 +409,32 @@ def _rename_home(tmp: Path, target: Path, our_link: Path | None) -> bool:
 def _finish(
     store: AnyStore, audit: Audit, restore_intent: int, home: Home, why: str | None = None, decided_by: str | None = None
 ) -> None:
+    with store.atomic():
+        _record(audit, restore_intent, home, why, decided_by)
+
+
+def _record(audit: Audit, restore_intent: int, home: Home, why: str | None, decided_by: str | None) -> None:
+    """The audit row of a restore done, its intent done, the move's intent restored (in the caller's transaction)."""
     detail = f"restored from {display_path(home.quarantined)}; kept: not acted on again"
     if why is not None:
         detail = f"put back from {display_path(home.quarantined)}: {why}"
-    with store.atomic():
-        audit_id = audit.append(
-            action="restore",
-            outcome="done",
-            path=home.target,
-            original=home.original,
-            size=os.lstat(home.target).st_size,
-            sha256=home.sha256,
-            original_sha256=home.original_sha256,
-            detail=detail,
-            destination=home.target,
-            intent_id=restore_intent,
-            restores=home.audit_id,
-            decided_by=decided_by,
-        )
-        audit.finish(restore_intent, "done", audit_id)
-        if home.move_intent is not None:
-            audit.finish(home.move_intent, "restored", None)
+    audit_id = audit.append(
+        action="restore",
+        outcome="done",
+        path=home.target,
+        original=home.original,
+        size=os.lstat(home.target).st_size,
+        sha256=home.sha256,
+        original_sha256=home.original_sha256,
+        detail=detail,
+        destination=home.target,
+        intent_id=restore_intent,
+        restores=home.audit_id,
+        decided_by=decided_by,
+    )
+    audit.finish(restore_intent, "done", audit_id)
+    if home.move_intent is not None:
+        audit.finish(home.move_intent, "restored", None)
 
 
 def resolve_restore(store: AnyStore, audit: Audit, intent: Intent) -> None:

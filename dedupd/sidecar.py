@@ -93,8 +93,10 @@ def read(path: Path) -> QuarantineRecord | None:
         return None
 
 
-def remove(quarantined: Path, intent_id: int | None = None) -> None:
-    """Remove the record of ``quarantined`` (only if it is this intent's, when one is given)."""
+def remove(quarantined: Path, intent_id: int | None = None, *, sync: bool = True) -> None:
+    """Remove the record of ``quarantined`` (only if it is this intent's, when one is given).
+
+    ``sync`` False: its directory is left for the caller to sync (once for several files)."""
     target = record_path(quarantined)
     if intent_id is not None:
         found = read(target)
@@ -104,7 +106,8 @@ def remove(quarantined: Path, intent_id: int | None = None) -> None:
         os.unlink(target)
     except FileNotFoundError:
         return
-    fsync_dir(target.parent)
+    if sync:
+        fsync_dir(target.parent)
 
 
 def walk(top: Path) -> Iterator[tuple[Path, QuarantineRecord]]:
