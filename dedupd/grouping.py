@@ -278,11 +278,21 @@ class Grouping:
             return  # gone, unreadable, or already in a group
         exclude = {file_id, *self.store.duplicates_of(file_id)}
         twin = self._twin_root(rec, exclude)
-        chosen = (*twin, None) if twin is not None else self._best_root(rec, exclude)
+        others: list[Record] = []
+        chosen = (*twin, None) if twin is not None else self._best_root(rec, exclude, others)
         if chosen is None:
             return  # an original of its own
         root, match, reverse = chosen
         self._join(rec, root, match, changed, todo, reverse)
+        # Other originals this file is near head groups of the same picture
+        # that could not be joined before it came (a crop and a padded copy:
+        # neither frame inside the other).  Each is placed again now that a
+        # group holds this file: it joins when it is near that group's
+        # original, or through a member (this file among them), as any file
+        # does; otherwise it stays apart (the group stays a star).
+        for other in others:
+            log.info("group_placed_again", path=other.path, near=rec.path)
+            todo.append((other.id, None))
 
     def _join(
         self, rec: Record, root: Record, match: Match, changed: dict[int, str], todo: Todo, reverse: Match | None = None
@@ -382,13 +392,16 @@ class Grouping:
                 return root, known[1]
         return None
 
-    def _best_root(self, rec: Record, exclude: set[int]) -> tuple[Record, Match, Match | None] | None:
+    def _best_root(
+        self, rec: Record, exclude: set[int], others: list[Record] | None = None
+    ) -> tuple[Record, Match, Match | None] | None:
         """The original this file is closest to: strongest tier, then most similar, then senior.
 
         When no candidate original is near it, a member of a candidate group
         may be (:meth:`_through_member`).  Returns the original, the match
         seen from it, and the match seen from the original when that is not
-        its inverse."""
+        its inverse.  ``others`` receives the other originals it is near
+        (actionable verdicts), best first."""
         fp = rec.fingerprint
         assert fp is not None
         candidates = self.index.candidates(fp, self.config.match) - exclude
@@ -406,6 +419,7 @@ class Grouping:
         )  # fmt: skip
         verified = 0
         not_near: dict[int, Record] = {}
+        near: list[tuple[tuple[int, float, int, int], Record]] = []
         for n, (_, _, _, root) in enumerate(ordered):
             if self._is_ignored(rec, root):
                 log.info("pair_ignored", path=rec.path, original=root.path)
@@ -424,6 +438,7 @@ class Grouping:
                 alike.append((root, verdict.match))
                 continue
             key = (_TIER_RANK[verdict.match.tier], -verdict.match.similarity, root.seq, root.id)
+            near.append((key, root))
             if best is None or key < best[0]:
                 best = (key, root, verdict.match)
         if best is None:
@@ -437,7 +452,11 @@ class Grouping:
                 self.store.set_similar(rec.id, root.id, match)
                 log.info("similar_found", path=rec.path, other=root.path,
                          similarity=match.similarity, reason=match.reason)
-        return None if best is None else (best[1], best[2], None)
+        if best is None:
+            return None
+        if others is not None:
+            others.extend(r for _, r in sorted(near, key=lambda entry: entry[0]) if r.id != best[1].id)
+        return best[1], best[2], None
 
     def _through_member(
         self, rec: Record, found: dict[int, Record], roots: dict[int, Record]

@@ -223,6 +223,35 @@ def test_copies_that_are_not_near_a_larger_original_join_through_their_source(tm
 
 
 @pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize("order", [("border.png", "pad.png", "source.png"), ("crop.png", "pad.png", "source.png")])
+def test_two_groups_of_one_picture_merge_when_a_file_near_both_arrives(tmp_path: Path, order: tuple[str, ...]) -> None:
+    """Two copies that are not near each other (a bordered or cropped copy and a padded one)
+    found two groups; when the source arrives, near both, the second group is placed again
+    and joins: one picture, one group (before, the padded copy stayed an original alone)."""
+    with Image.open(H.PHOTOS / "Blinds.jpg") as im:
+        source = im.convert("RGB").resize((480, 300), Image.Resampling.LANCZOS)
+    pictures = {
+        "source.png": source,
+        "border.png": ImageOps.expand(source, border=round(0.03 * min(source.size)), fill=(255, 255, 255)),
+        "pad.png": ImageOps.expand(source, border=16, fill=(0, 0, 0)),
+        "crop.png": source.crop((72, 0, 480, 300)),  # 15% off the left
+    }
+    files = [H.save(pictures[name], tmp_path / name) for name in order]
+    pipeline = _pipeline(tmp_path)
+    for path in files[:2]:
+        pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
+    store = pipeline.store
+    assert [members for _, members in store.groups()] == []  # two originals: the first two are not near
+    with capture_logs() as logs:
+        pipeline.ingest(fingerprint_job(files[2], 10**8, 10**9))
+    acted = [sorted([o.name, *(p.name for p, m, _ in ms if m.tier.actionable)]) for o, ms in store.groups()]
+    assert acted == [sorted(order)], acted
+    placed_again = [e["path"] for e in logs if e["event"] == "group_placed_again"]
+    assert len(placed_again) == 1 and placed_again[0] in files[:2], placed_again
+    store.close()
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
 def test_a_crop_does_not_bridge_what_it_cut_away(tmp_path: Path) -> None:
     """A crop near both a photo and a copy changed only where the crop cut (a box in the
     bottom strip) does not put that changed copy in the photo's group."""
