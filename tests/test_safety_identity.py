@@ -227,7 +227,10 @@ def test_moves_whose_records_the_store_lost_are_adopted_back_on_start(env: Env) 
     env.wait_indexed(*files)
     for i in range(3):
         files[write(env.root / f"copy{i}.jpg", data)] = data
-    wait_until(lambda: len(files_under(env.quarantine)) == 3, "three duplicates quarantined")
+    # the moves done and committed (a copy shows in quarantine before its file is taken
+    # from its path and the move committed: a kill then is another test's crash)
+    wait_until(lambda: len(daemon.events("file_quarantined")) == 3, "three duplicates quarantined")
+    assert len(files_under(env.quarantine)) == 3
     wal = env.db.with_name(env.db.name + "-wal")
     wal.unlink()
     daemon.kill()
