@@ -9,17 +9,24 @@ run by the ``postgres`` system user, in a directory that user owns.
 Each cluster's directory names the test process it belongs to (``owner``: its pid
 and start time).  A session that was killed hard never stops its cluster, so
 starting a cluster first stops and removes those whose owner is gone; a cluster
-whose owner lives, or that names none, is never touched.
+whose owner lives, or that names none, is never touched.  Under pytest-xdist each
+worker is a test session of its own, with its own cluster (its own directory and
+socket) named after the worker's process, so workers sweep beside each other: a
+sweeper holds a lock on the directory it judges, and a directory another sweeper
+is removing is gone once the lock is had.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,30 +85,53 @@ def stop_orphans(bin: Path) -> list[Path]:
     left alone, whoever started it."""
     stopped = []
     for directory in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}*")):
-        if not _owner_gone(directory):
-            continue
-        try:
-            uid = directory.stat().st_uid
-        except OSError:
-            continue  # removed meanwhile
-        user = None
-        if uid != os.geteuid():
-            if os.geteuid() != 0:
-                continue  # another user's: not ours to stop
-            user = pwd.getpwuid(uid).pw_name
-        pg_ctl = [str(bin / "pg_ctl"), "-D", str(directory / "data")]
-        if user is not None:
-            pg_ctl = ["runuser", "-u", user, "--", *pg_ctl]
-        if (directory / "data" / "postmaster.pid").exists():
-            try:
-                subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=False, timeout=120)
-                if subprocess.run([*pg_ctl, "status"], capture_output=True, check=False, timeout=60).returncode == 0:
-                    continue  # still running: left for the next sweep rather than lost
-            except subprocess.TimeoutExpired:
-                continue
-        shutil.rmtree(directory, ignore_errors=True)
-        stopped.append(directory)
+        with _sweeping(directory) as ours:
+            if ours and _stop_orphan(bin, directory):
+                stopped.append(directory)
     return stopped
+
+
+@contextlib.contextmanager
+def _sweeping(directory: Path) -> Iterator[bool]:
+    """Hold the sweepers' lock on ``directory`` (waiting for another sweeper to finish
+    with it); yields False when it is not there any more or cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False  # removed meanwhile, or another user's
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield directory.exists()
+    finally:
+        os.close(fd)
+
+
+def _stop_orphan(bin: Path, directory: Path) -> bool:
+    """Stop and remove the cluster in ``directory`` if its owner is gone; True if it was."""
+    if not _owner_gone(directory):
+        return False
+    try:
+        uid = directory.stat().st_uid
+    except OSError:
+        return False  # removed meanwhile
+    user = None
+    if uid != os.geteuid():
+        if os.geteuid() != 0:
+            return False  # another user's: not ours to stop
+        user = pwd.getpwuid(uid).pw_name
+    pg_ctl = [str(bin / "pg_ctl"), "-D", str(directory / "data")]
+    if user is not None:
+        pg_ctl = ["runuser", "-u", user, "--", *pg_ctl]
+    if (directory / "data" / "postmaster.pid").exists():
+        try:
+            subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=False, timeout=120)
+            if subprocess.run([*pg_ctl, "status"], capture_output=True, check=False, timeout=60).returncode == 0:
+                return False  # still running: left for the next sweep rather than lost
+        except subprocess.TimeoutExpired:
+            return False
+    shutil.rmtree(directory, ignore_errors=True)
+    return True
 
 
 @dataclass
