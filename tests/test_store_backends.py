@@ -4,6 +4,8 @@ PostgreSQL server (the ``open_store`` fixture), plus the one schema they share."
 
 from __future__ import annotations
 
+import collections
+
 import os
 import threading
 from collections.abc import Callable
@@ -188,6 +190,22 @@ def test_decisions_chosen_originals_and_unacted_matches(open_store: Opener) -> N
     assert store.add_chosen(sha[o], "best") and not store.add_chosen(sha[o], "again") and store.is_chosen(sha[o])
     store.remove_chosen(sha[o])
     assert not store.is_chosen(sha[o])
+
+
+def test_audit_counts_over_many_rows_in_one_transaction(open_store: Opener) -> None:
+    """Thousands of audit rows written in one transaction (as dedupd migrate and restore
+    --all write them), then more in another, are counted by action and outcome exactly
+    as counting the rows does (PostgreSQL counts them per statement since p004)."""
+    store = open_store()
+    expected: collections.Counter[str] = collections.Counter()
+    for batch in (range(3000), range(3000, 3100)):
+        with store.atomic():
+            for i in batch:
+                action, outcome = ("quarantine", "symlink", "restore")[i % 3], ("done", "failed")[i % 2]
+                assert store.audit_insert({"at": float(i), "action": action, "outcome": outcome, "dedup_key": f"k{i}"})
+                expected[f"{action}_{outcome}"] += 1
+            assert store.audit_insert({"at": 0.0, "action": "quarantine", "outcome": "done", "dedup_key": "k0"}) is None
+    assert store.action_counts() == dict(expected)
 
 
 def test_audit_intents_crashes_roots_and_status(open_store: Opener) -> None:
