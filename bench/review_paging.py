@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dedupd.config import Config  # noqa: E402
 from dedupd.models import Distances, FileStat, Fingerprint, Hashes, Match, Orientation, Tier  # noqa: E402
-from dedupd.store.sqlite import Store, _path_key  # noqa: E402
+from dedupd.store.base import _path_key  # noqa: E402
+from dedupd.store.sqlite import Store  # noqa: E402
 from dedupd.web import security  # noqa: E402
 from dedupd.web.app import PAGE, create_app  # noqa: E402
 

@@ -10,7 +10,8 @@ present is not written again, so re-running over the same files adds
 nothing.  When ``audit_jsonl`` is configured each new row is also appended
 to that file as one JSON line; a failure to write it is logged and retried
 with the next row, never fatal (the store is the record).  The SQL itself
-lives in the store ("audit and intents" section of :class:`Store`).
+lives in the store ("audit and intents" section of
+:class:`dedupd.store.base.SqlStore`, one for both backends).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """What the rest of dedupd needs from a store: the interface a backend implements.
 
-:class:`dedupd.store.Store` (SQLite) is the one backend today; a second one
-(PostgreSQL) implements the same methods.  Grouping, the pipeline, the
+:class:`dedupd.store.Store` (SQLite) and :class:`dedupd.store.postgres.PostgresStore`
+implement it; the queries and logic they share are written once, in
+:class:`dedupd.store.base.SqlStore`.  Grouping, the pipeline, the
 daemon, the scan and the CLI depend on this protocol, not on SQL: every SQL
 statement of the package lives in the backend.  ``mypy --strict`` checks
-that :class:`~dedupd.store.Store` satisfies it (see the end of store/sqlite.py).
+that both backends satisfy it (see the end of store/sqlite.py and store/postgres.py).
 
 Conventions every backend keeps:
 

@@ -2,8 +2,11 @@
 
 Selected by a ``postgresql://`` URL as ``db`` (config) or ``--db``; a path keeps
 SQLite (:mod:`dedupd.store.sqlite`), the embedded default.  The tables, their
-columns and the counters are those of the SQLite store (``tests/test_store.py``
-compares the two schemas), so every method here answers as its SQLite twin.
+columns and the counters are those of the SQLite store (``tests/test_store_backends.py``
+compares the two schemas).  The queries both backends word alike are written once,
+with ``?`` placeholders, in :class:`~dedupd.store.base.SqlStore` (:func:`_pg` gives
+them psycopg's ``%s``); here are the connection pool, locks, transactions, the
+schema and PostgreSQL's own words (``= ANY(array)``, advisory locks, ``pg_temp``).
 
 Conventions kept from SQLite, and how:
 
@@ -30,11 +33,11 @@ for both backends is not done yet.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,23 +47,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from dedupd.errors import StoreError, StoreLockedError, StoreUnavailable
-from dedupd.models import Decision, DecisionKind, FileStat, Fingerprint, Match, PostgresUrl, Record, Tier
-from dedupd.store.sqlite import (
-    _PAIR_DECIDED,
-    AUDIT_COLUMNS,
-    INTENT_COLUMNS,
-    Store,
-    _file_row,
-    _match_from_row,
-    _member_filter,
-    _path_key,
-    _record_from_row,
-    pack_keys,
-    pack_variants,
-    to_signed,
-    to_unsigned,
-    unpack_keys,
-)
+from dedupd.models import PostgresUrl, Tier
+from dedupd.store.base import SqlStore
+from dedupd.store.sqlite import Store
 
 if TYPE_CHECKING:
     from dedupd.backend import StoreBackend
@@ -329,10 +318,14 @@ def _failure(url: PostgresUrl, exc: psycopg.Error, conn: psycopg.Connection[Any]
     return (StoreUnavailable if gone else StoreError)(f"{url}: {str(exc).strip()}")
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """A connection to a PostgreSQL store; open with :meth:`open`."""
 
+    _SEEN = "pg_temp.seen"
+    _UNSEEN = "NOT EXISTS (SELECT 1 FROM pg_temp.seen s WHERE s.id = files.id)"
+
     def __init__(self, url: PostgresUrl, pool: ConnectionPool, conn: psycopg.Connection[Any]) -> None:
+        super().__init__()
         self.url = url
         self.path = Path(str(url))  # for messages only: there is no file
         self._pool = pool
@@ -427,16 +420,8 @@ class PostgresStore:
             raise StoreLockedError(f"{self.url} (another 'dedupd run' or 'dedupd scan' is its writer, pid {pid})")
         self._writer = True
 
-    def lock_writer_or_share(self) -> bool:
-        """See :meth:`dedupd.store.sqlite.Store.lock_writer_or_share`."""
-        try:
-            self.lock_writer()
-        except StoreLockedError:
-            import structlog  # noqa: PLC0415 - only this path logs
-
-            structlog.get_logger().info("store_shared", writer_pid=self.writer_pid(), path=str(self.url))
-            return False
-        return True
+    def _where(self) -> str:
+        return str(self.url)  # a Path would fold the URL's '//'
 
     def writer_pid(self) -> int | None:
         """The pid of the dedupd process holding the writer lock (as it named its
@@ -488,102 +473,13 @@ class PostgresStore:
             raise
         return copy
 
-    # --- files -------------------------------------------------------------
+    # --- the dialect: what the shared queries of SqlStore run on --------------
 
-    def record_for_path(self, path: Path) -> Record | None:
-        rows = self._records("f.path = %s", [_path_key(path)])
-        return rows[0] if rows else None
+    def _sql(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._x(_pg(query), params)
 
-    def record(self, file_id: int) -> Record | None:
-        rows = self._records("f.id = %s", [file_id])
-        return rows[0] if rows else None
-
-    def records(self, ids: Iterable[int]) -> dict[int, Record]:
-        return {r.id: r for r in self._records("f.id = ANY(%s)", [list(set(ids))])}
-
-    def records_by_inode(self, st: FileStat) -> list[Record]:
-        return self._records(
-            "f.dev = %s AND f.ino = %s AND f.size = %s AND f.mtime_ns = %s", [st.dev, st.ino, st.size, st.mtime_ns]
-        )
-
-    def ids_with(self, column: str, value: str) -> list[int]:
-        assert column in ("sha256", "pixel_digest")
-        return [r[0] for r in self._x(f"SELECT id FROM files WHERE {column} = %s AND error IS NULL", [value])]
-
-    def ids_under(self, root: Path) -> Iterator[tuple[int, Path]]:
-        """Every record whose path is ``root`` or below it."""
-        key = _path_key(root).rstrip(b"/")
-        for file_id, path in self._x(
-            "SELECT id, path FROM files WHERE path = %s OR (path >= %s AND path < %s)", [key, key + b"/", key + b"0"]
-        ).fetchall():
-            yield file_id, Path(os.fsdecode(path))
-
-    def ids_under_after(self, root: Path, after: Path | None, limit: int) -> list[tuple[int, Path]]:
-        """See :meth:`dedupd.store.sqlite.Store.ids_under_after`."""
-        key = _path_key(root).rstrip(b"/")
-        where, low = ("path >= %s", key + b"/") if after is None else ("path > %s", _path_key(after))
-        rows = self._x(
-            f"SELECT id, path FROM files WHERE {where} AND path < %s ORDER BY path LIMIT %s", [low, key + b"0", limit]
-        ).fetchall()
-        return [(file_id, Path(os.fsdecode(path))) for file_id, path in rows]
-
-    def count_under(self, root: Path) -> int:
-        key = _path_key(root).rstrip(b"/")
-        row = self._one(
-            "SELECT COUNT(*) FROM files WHERE path = %s OR (path >= %s AND path < %s)", [key, key + b"/", key + b"0"]
-        )
-        return int(row[0])
-
-    def all_hashes(self) -> Iterator[tuple[int, int, tuple[int, ...]]]:
-        """(id, unsigned pHash, crop keys) of every fingerprinted file, for the index."""
-        for file_id, phash, crops in self._x(
-            "SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL"
-        ).fetchall():
-            yield file_id, to_unsigned(phash), unpack_keys(crops)
-
-    def hash_batches(self, size: int = 65536) -> Iterator[tuple[list[int], list[int], list[bytes | None]]]:
-        """See :meth:`dedupd.store.sqlite.Store.hash_batches`."""
-        cursor = self._x("SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL")
-        while rows := cursor.fetchmany(size):
-            yield [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-
-    def next_seq(self) -> int:
-        """The next seniority number (one descent of the index on ``seq``)."""
-        return int(self._one("SELECT COALESCE(MAX(seq), 0) + 1 FROM files")[0])
-
-    def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int | None = None) -> int:
-        """Store a fingerprinted file; a path already stored keeps its id and seniority."""
-        return self._upsert(
-            _file_row(path, st, seq)
-            | {
-                "sha256": fp.sha256,
-                "pixel_digest": fp.pixel_digest,
-                "phash": to_signed(fp.hashes.phash),
-                "dhash": to_signed(fp.hashes.dhash),
-                "colour": fp.hashes.colour,
-                "width": fp.width,
-                "height": fp.height,
-                "format": fp.format,
-                "detail": fp.detail,
-                "variants": pack_variants(fp.variants),
-                "crop_keys": pack_keys(fp.crop_keys),
-            }
-        )
-
-    def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
-        return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
-
-    def _upsert(self, values: dict[str, Any]) -> int:
-        with self.atomic():
-            existing = self._x("SELECT id FROM files WHERE path = %s", [values["path"]]).fetchone()
-            if existing:
-                if values["seq"] is None:
-                    del values["seq"]  # seniority belongs to the path, not to the version
-                self._update("files", "id", existing[0], values)
-                return int(existing[0])
-            if values["seq"] is None:
-                values["seq"] = self.next_seq()
-            return self._insert("files", values)
+    def _any(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [values]
 
     def _insert(self, table: str, values: dict[str, Any]) -> int:
         query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id").format(
@@ -593,252 +489,6 @@ class PostgresStore:
         )
         return int(self._x(query, list(values.values())).fetchone()[0])  # type: ignore[index]
 
-    def _update(self, table: str, key: str, key_value: Any, values: dict[str, Any]) -> None:
-        query = sql.SQL("UPDATE {} SET {} WHERE {} = %s").format(
-            sql.Identifier(table),
-            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values),
-            sql.Identifier(key),
-        )
-        self._x(query, [*values.values(), key_value])
-
-    def move_file(self, file_id: int, new_path: Path) -> None:
-        """A rename; the decisions a person made about the file follow it."""
-        old = self._x("SELECT path, sha256 FROM files WHERE id = %s", [file_id]).fetchone()
-        self._x("DELETE FROM files WHERE path = %s AND id != %s", [_path_key(new_path), file_id])
-        self._x("UPDATE files SET path = %s WHERE id = %s", [_path_key(new_path), file_id])
-        if old is not None and old[1] is not None:
-            for side in ("a", "b"):
-                self._x(
-                    f"UPDATE decisions SET path_{side} = %s WHERE path_{side} = %s AND sha_{side} = %s",
-                    [_path_key(new_path), old[0], old[1]],
-                )
-
-    def delete_file(self, file_id: int) -> list[int]:
-        """Forget a file; returns the ids of the duplicates it was the original of."""
-        orphans = self.duplicates_of(file_id)
-        self._x("DELETE FROM matches WHERE file_id = %s OR original_id = %s", [file_id, file_id])
-        self._x("DELETE FROM files WHERE id = %s", [file_id])
-        return orphans
-
-    # --- matches -----------------------------------------------------------
-
-    def set_match(self, file_id: int, original_id: int, match: Match, *, tie: bool) -> None:
-        self._x(
-            "INSERT INTO matches (file_id, original_id, tier, phash_distance, dhash_distance,"
-            " colour_distance, similarity, orientation, reason, tie, matched_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (file_id) DO UPDATE SET original_id = excluded.original_id, tier = excluded.tier,"
-            " phash_distance = excluded.phash_distance, dhash_distance = excluded.dhash_distance,"
-            " colour_distance = excluded.colour_distance, similarity = excluded.similarity,"
-            " orientation = excluded.orientation, reason = excluded.reason, tie = excluded.tie,"
-            " matched_at = excluded.matched_at",
-            [file_id, original_id, *_match_values(match), int(tie), time.time()],
-        )
-
-    def clear_match(self, file_id: int) -> None:
-        self._x("DELETE FROM matches WHERE file_id = %s", [file_id])
-
-    def set_similar(self, file_id: int, other_id: int, match: Match) -> None:
-        """Record that ``file_id`` looks like ``other_id`` but may be another capture."""
-        self._x(
-            "INSERT INTO similar_pairs (file_id, other_id, tier, phash_distance, dhash_distance,"
-            " colour_distance, similarity, orientation, reason, matched_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (file_id, other_id) DO UPDATE SET tier = excluded.tier,"
-            " phash_distance = excluded.phash_distance, dhash_distance = excluded.dhash_distance,"
-            " colour_distance = excluded.colour_distance, similarity = excluded.similarity,"
-            " orientation = excluded.orientation, reason = excluded.reason,"
-            " matched_at = excluded.matched_at",
-            [file_id, other_id, *_match_values(match), time.time()],
-        )
-
-    def clear_similar(self, file_id: int) -> None:
-        self._x("DELETE FROM similar_pairs WHERE file_id = %s OR other_id = %s", [file_id, file_id])
-
-    def similar_of(self, file_id: int) -> list[tuple[int, Match]]:
-        return [
-            (row[0], _match_from_row(row[1:8]))
-            for row in self._x(
-                "SELECT other_id, tier, phash_distance, dhash_distance, colour_distance,"
-                " similarity, orientation, reason FROM similar_pairs WHERE file_id = %s ORDER BY other_id",
-                [file_id],
-            )
-        ]
-
-    def match_of(self, file_id: int) -> tuple[int, Match, bool] | None:
-        row = self._x(
-            "SELECT original_id, tier, phash_distance, dhash_distance, colour_distance,"
-            " similarity, orientation, reason, tie FROM matches WHERE file_id = %s",
-            [file_id],
-        ).fetchone()
-        if row is None:
-            return None
-        return row[0], _match_from_row(row[1:8]), bool(row[8])
-
-    def matched_between(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> list[int]:
-        a, b = _path_key(path_a), _path_key(path_b)
-        return [
-            row[0]
-            for row in self._x(
-                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
-                " JOIN files o ON o.id = m.original_id"
-                " WHERE (d.sha256 = %s AND d.path = %s AND o.sha256 = %s AND o.path = %s)"
-                " OR (d.sha256 = %s AND d.path = %s AND o.sha256 = %s AND o.path = %s)"
-                " ORDER BY m.file_id",
-                [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
-            )
-        ]
-
-    def duplicates_of(self, original_id: int) -> list[int]:
-        return [
-            row[0]
-            for row in self._x("SELECT file_id FROM matches WHERE original_id = %s ORDER BY file_id", [original_id])
-        ]
-
-    def groups(self) -> Iterator[tuple[Path, list[tuple[Path, Match, bool]]]]:
-        """Every group, original first, by the original's path (similar pairs listed under theirs)."""
-        rows = self._x(
-            "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
-            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie"
-            " FROM matches m JOIN files o ON o.id = m.original_id"
-            " JOIN files d ON d.id = m.file_id"
-            " UNION ALL"
-            " SELECT o.path, d.path, s.tier, s.phash_distance, s.dhash_distance,"
-            " s.colour_distance, s.similarity, s.orientation, s.reason, 0"
-            " FROM similar_pairs s JOIN files o ON o.id = s.other_id"
-            " JOIN files d ON d.id = s.file_id"
-            " ORDER BY 1, 2"
-        ).fetchall()
-        current: bytes | None = None
-        members: list[tuple[Path, Match, bool]] = []
-        for row in rows:
-            if row[0] != current:
-                if current is not None:
-                    yield Path(os.fsdecode(current)), members
-                current, members = row[0], []
-            members.append((Path(os.fsdecode(row[1])), _match_from_row(row[2:9]), bool(row[9])))
-        if current is not None:
-            yield Path(os.fsdecode(current)), members
-
-    def unacted_matches(
-        self,
-        *,
-        logged: bool = False,
-        original_ids: Iterable[int] | None = None,
-        file_ids: Iterable[int] | None = None,
-    ) -> list[int]:
-        """See :meth:`dedupd.store.sqlite.Store.unacted_matches`."""
-        only = ""
-        params: list[Any] = []
-        for column, wanted in (("m.original_id", original_ids), ("m.file_id", file_ids)):
-            if wanted is not None:
-                only += f" AND {column} = ANY(%s)"
-                params.append(sorted(set(wanted)))
-        owed = "TRUE" if logged else "m.owed = 1"  # kept by triggers (p003), read through its partial index
-        return [
-            row[0]
-            for row in self._x(
-                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
-                " JOIN files o ON o.id = m.original_id"
-                f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
-                " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
-                "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
-                f" AND {owed}{only}"
-                " ORDER BY m.file_id",
-                params,
-            )
-        ]
-
-    def matches_of(self, file_ids: Iterable[int]) -> dict[int, tuple[int, Match, bool]]:
-        """:meth:`match_of` for many files at once."""
-        return {
-            row[0]: (row[1], _match_from_row(row[2:9]), bool(row[9]))
-            for row in self._x(
-                "SELECT file_id, original_id, tier, phash_distance, dhash_distance, colour_distance,"
-                " similarity, orientation, reason, tie FROM matches WHERE file_id = ANY(%s)",
-                [sorted(set(file_ids))],
-            )
-        }
-
-    def errors(self) -> list[tuple[Path, str, str, float]]:
-        """Every indexed file that was skipped: (path, reason, detail, when), in path order."""
-        return [
-            (Path(os.fsdecode(r[0])), r[1], r[2] or "", r[3] or 0.0)
-            for r in self._x(
-                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL ORDER BY path"
-            )
-        ]
-
-    # --- roots a scan was given ------------------------------------------------
-
-    def add_scanned_roots(self, roots: Iterable[Path]) -> None:
-        with self.atomic():
-            for root in roots:
-                self._x(
-                    "INSERT INTO scanned_roots (path, scanned_at) VALUES (%s, %s)"
-                    " ON CONFLICT (path) DO UPDATE SET scanned_at = excluded.scanned_at",
-                    [_path_key(root), time.time()],
-                )
-
-    def scanned_roots(self) -> list[Path]:
-        return [Path(os.fsdecode(r[0])) for r in self._x("SELECT path FROM scanned_roots ORDER BY path")]
-
-    # --- decisions ------------------------------------------------------------
-
-    def is_ignored(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> bool:
-        """See :meth:`dedupd.store.sqlite.Store.is_ignored`."""
-        a, b = _path_key(path_a), _path_key(path_b)
-        row = self._x(
-            "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
-            "(i.sha_a = %s AND (i.path_a IS NULL OR i.path_a = %s) AND i.sha_b = %s AND (i.path_b IS NULL OR i.path_b = %s))"
-            " OR (i.sha_a = %s AND (i.path_a IS NULL OR i.path_a = %s) AND i.sha_b = %s AND (i.path_b IS NULL OR i.path_b = %s)))"
-            " LIMIT 1",
-            [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
-        ).fetchone()
-        return row is not None
-
-    def is_kept(self, sha256: str, path: Path) -> bool:
-        row = self._x(
-            "SELECT 1 FROM decisions WHERE kind = 'keep' AND sha_a = %s AND path_a = %s LIMIT 1",
-            [sha256, _path_key(path)],
-        ).fetchone()
-        return row is not None
-
-    def add_decision(
-        self,
-        kind: DecisionKind,
-        sha256: str,
-        path: Path,
-        other_sha256: str | None = None,
-        other_path: Path | None = None,
-        *,
-        note: str,
-        decided_by: str | None = None,
-    ) -> int | None:
-        """Record a decision; returns its id, or None when the same one is already recorded."""
-        if kind is DecisionKind.NOT_DUPLICATES:
-            assert other_sha256 is not None and other_path is not None
-            if self.is_ignored(sha256, other_sha256, path_a=path, path_b=other_path):
-                return None
-            (sha256, path), (other_sha256, other_path) = sorted(
-                [(sha256, path), (other_sha256, other_path)], key=lambda side: (side[0], _path_key(side[1]))
-            )
-        elif self.is_kept(sha256, path):
-            return None
-        return self._insert(
-            "decisions",
-            {
-                "kind": kind.value,
-                "sha_a": sha256,
-                "path_a": _path_key(path),
-                "sha_b": other_sha256,
-                "path_b": None if other_path is None else _path_key(other_path),
-                "decided_at": time.time(),
-                "decided_by": decided_by,
-                "note": note,
-            },
-        )
-
     def _migrated(self, table: str, column: str | None = None) -> bool:
         row = self._x(
             "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
@@ -847,97 +497,12 @@ class PostgresStore:
         ).fetchone()
         return row is not None
 
-    def decisions(self, decision_id: int | None = None) -> list[Decision]:
-        """Every decision a person made (or the one with this id), oldest first."""
-        where, params = ("WHERE id = %s", [decision_id]) if decision_id is not None else ("", [])
-        return [
-            Decision(
-                id=r[0],
-                kind=DecisionKind(r[1]),
-                sha256=r[2],
-                path=None if r[3] is None else Path(os.fsdecode(r[3])),
-                other_sha256=r[4],
-                other_path=None if r[5] is None else Path(os.fsdecode(r[5])),
-                decided_at=r[6],
-                decided_by=r[7],
-                note=r[8] or "",
-            )
-            for r in self._x(
-                "SELECT id, kind, sha_a, path_a, sha_b, path_b, decided_at, decided_by, note"
-                f" FROM decisions {where} ORDER BY id",
-                params,
-            )
-        ]
-
-    def remove_decision(self, decision_id: int) -> None:
-        self._x("DELETE FROM decisions WHERE id = %s", [decision_id])
-
-    def ignores_after(self, mark: int) -> tuple[int, list[tuple[str, str]]]:
-        """Pairs marked "not duplicates" after decision ``mark`` (0: all), and the mark to pass next time."""
-        rows = self._x(
-            "SELECT id, sha_a, sha_b FROM decisions WHERE id > %s AND kind = 'not_duplicates' ORDER BY id", [mark]
-        ).fetchall()
-        last = self._one("SELECT COALESCE(MAX(id), %s) FROM decisions", [mark])[0]
-        return max(int(last), mark), [(r[1], r[2]) for r in rows if r[1] and r[2]]
-
-    # --- crash counts --------------------------------------------------------
-
-    def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
-        """One more crash on this version of ``path``; returns its count.  ``cause``:
-        what went wrong this time (an exception's text), None for a worker's death."""
-        key = _path_key(path)
-        with self.atomic():
-            row = self._x("SELECT size, mtime_ns, count FROM crashes WHERE path = %s", [key]).fetchone()
-            count = row[2] + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
-            self._x(
-                "INSERT INTO crashes (path, size, mtime_ns, count, at, cause) VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                " count = excluded.count, at = excluded.at, cause = excluded.cause",
-                [key, st.size, st.mtime_ns, count, time.time(), cause],
-            )
-        return int(count)
-
-    def crash_count(self, path: Path, st: FileStat) -> int:
-        return self.crash_of(path, st)[0]
-
-    def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
-        """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
-        row = self._x(
-            "SELECT count, cause FROM crashes WHERE path = %s AND size = %s AND mtime_ns = %s",
-            [_path_key(path), st.size, st.mtime_ns],
-        ).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
-
     # --- the scan's removal pass, status ------------------------------------------
 
     def start_seen(self) -> None:
         """Begin recording which files a scan saw (in a temporary table of this session)."""
         self._x("CREATE TEMP TABLE IF NOT EXISTS seen (id BIGINT PRIMARY KEY)")
         self._x("DELETE FROM pg_temp.seen")
-
-    def mark_seen(self, file_id: int) -> None:
-        self._x("INSERT INTO pg_temp.seen (id) VALUES (%s) ON CONFLICT DO NOTHING", [file_id])
-
-    def unseen_under(self, root: Path, chunk: int = 1000) -> Iterator[tuple[int, Path]]:
-        """Records under ``root`` the scan did not see, in path order and in chunks."""
-        key = _path_key(root).rstrip(b"/")
-        row = self._x(
-            "SELECT id FROM files WHERE path = %s AND id NOT IN (SELECT id FROM pg_temp.seen)", [key]
-        ).fetchone()
-        if row is not None:  # the root itself, a file
-            yield row[0], root
-        where, low = "path >= %s", key + b"/"
-        while True:
-            rows = self._x(
-                f"SELECT id, path FROM files WHERE {where} AND path < %s"
-                " AND NOT EXISTS (SELECT 1 FROM pg_temp.seen s WHERE s.id = files.id) ORDER BY path LIMIT %s",
-                [low, key + b"0", chunk],
-            ).fetchall()
-            if not rows:
-                return
-            for file_id, path in rows:
-                yield file_id, Path(os.fsdecode(path))
-            where, low = "path > %s", rows[-1][1]
 
     def recount(self) -> None:
         """Set every counter from the rows (after a bulk copy; the triggers keep them after that)."""
@@ -956,17 +521,6 @@ class PostgresStore:
                 " GROUP BY 1 ON CONFLICT (name) DO UPDATE SET n = excluded.n"
             )
 
-    def counts(self) -> dict[str, int]:
-        """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""
-        return {name: int(n) for name, n in self._x("SELECT name, n FROM counters WHERE name NOT LIKE 'audit:%'")}
-
-    def action_counts(self) -> dict[str, int]:
-        """Audit rows by ``action_outcome``: kept by a trigger, read in O(1)."""
-        return {
-            name.removeprefix("audit:"): int(n)
-            for name, n in self._x("SELECT name, n FROM counters WHERE name LIKE 'audit:%' AND n > 0 ORDER BY name")
-        }
-
     def data_version(self) -> int:
         """A number that changes whenever a transaction that wrote has ended (the
         snapshot's ``xmax``): a cheap "has anyone written?".  Unlike SQLite's
@@ -982,260 +536,11 @@ class PostgresStore:
         self._x("SELECT 1")
         return None
 
-    # --- daemon status -----------------------------------------------------------
 
-    def write_daemon_status(self, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
-        with self.atomic():
-            self._x(
-                "INSERT INTO daemon (id, pid, started_at, heartbeat_at, state, data) VALUES (1, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
-                " heartbeat_at = excluded.heartbeat_at, state = excluded.state, data = excluded.data",
-                [pid, started_at, time.time(), state, json.dumps(data, default=str)],
-            )
-
-    def read_daemon_status(self) -> dict[str, Any] | None:
-        row = self._x("SELECT pid, started_at, heartbeat_at, state, data FROM daemon WHERE id = 1").fetchone()
-        if row is None:
-            return None
-        return {"pid": row[0], "started_at": row[1], "heartbeat_at": row[2], "state": row[3], **json.loads(row[4])}
-
-    # --- audit and intents ------------------------------------------------------
-
-    def audit_insert(self, row: dict[str, Any]) -> int | None:
-        """Append an audit row; None when its ``dedup_key`` is already recorded."""
-        key = row.get("dedup_key")
-        if key is not None and self._x("SELECT 1 FROM audit WHERE dedup_key = %s", [key]).fetchone():
-            return None
-        return self._insert("audit", row)
-
-    def audit_rows(
-        self,
-        *,
-        audit_id: int | None = None,
-        since: float | None = None,
-        moves: bool = False,
-        not_log: bool = False,
-        newest: int | None = None,
-        sha256: str | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if sha256 is not None:  # indexed
-            where.append("sha256 = %s")
-            params.append(sha256)
-        if audit_id is not None:
-            where.append("id = %s")
-            params.append(audit_id)
-        if since is not None:
-            where.append("at >= %s")
-            params.append(since)
-        if moves:
-            where.append("action IN ('quarantine', 'symlink') AND outcome = 'done'")
-        if not_log:
-            where.append("action != 'log'")
-        query = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
-        if newest is not None:
-            query += f" DESC LIMIT {int(newest)}"
-        return [tuple(r) for r in self._x(query, params).fetchall()]
-
-    def audit_link_intent(self, audit_id: int, intent_id: int) -> None:
-        """Repair only: point an audit row at the intent re-created for its move."""
-        self._x("UPDATE audit SET intent_id = %s WHERE id = %s", [intent_id, audit_id])
-
-    def intent_insert(self, values: dict[str, Any]) -> int:
-        return self._insert("intents", values)
-
-    def intent_update(self, intent_id: int, values: dict[str, Any]) -> None:
-        """Set some columns of an intent (``audit_id`` is only ever set, never cleared)."""
-        if values.get("audit_id", 0) is None:
-            values = {k: v for k, v in values.items() if k != "audit_id"}
-        self._update("intents", "id", intent_id, values)
-
-    def intent_rows(
-        self,
-        *,
-        state: str | None = None,
-        intent_id: int | None = None,
-        destination: Path | None = None,
-        path: Path | None = None,
-        original: Path | None = None,
-    ) -> list[tuple[Any, ...]]:
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        for column, value in (
-            ("original", None if original is None else _path_key(original)),
-            ("path", None if path is None else _path_key(path)),
-            ("destination", None if destination is None else _path_key(destination)),
-            ("state", state),
-            ("id", intent_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        query = f"SELECT {INTENT_COLUMNS} FROM intents WHERE {' AND '.join(where)} ORDER BY id"
-        return [tuple(r) for r in self._x(query, params).fetchall()]
-
-    def intent_of_audit(self, audit_id: int) -> int | None:
-        row = self._x("SELECT intent_id FROM audit WHERE id = %s", [audit_id]).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    # --- review pages --------------------------------------------------------------
-
-    def review_group_page(
-        self,
-        *,
-        after: bytes | None = None,
-        before: bytes | None = None,
-        limit: int = 50,
-        tiers: tuple[str, ...] = (),
-        folder: Path | None = None,
-        min_similarity: float | None = None,
-        max_similarity: float | None = None,
-    ) -> list[tuple[int, bytes]]:
-        """See :meth:`dedupd.store.sqlite.Store.review_group_page`."""
-        members, params = _pg_member_filter(tiers, folder, min_similarity, max_similarity)
-        where, order = "TRUE", "ASC"
-        if before is not None:
-            where, order = "o.path < %s", "DESC"
-            params = [before, *params]
-        elif after is not None:
-            where = "o.path > %s"
-            params = [after, *params]
-        rows = self._x(
-            f"SELECT o.id, o.path FROM files o WHERE {where} AND EXISTS (SELECT 1 FROM matches m"
-            f" JOIN files d ON d.id = m.file_id WHERE m.original_id = o.id{members})"
-            f" ORDER BY o.path {order} LIMIT %s",
-            [*params, limit],
-        ).fetchall()
-        out = [(int(r[0]), bytes(r[1])) for r in rows]
-        return out[::-1] if before is not None else out
-
-    def review_members(self, original_ids: list[int]) -> dict[int, list[tuple[int, Match, bool]]]:
-        """The duplicates of each original: (file id, match, tie), most similar first."""
-        out: dict[int, list[tuple[int, Match, bool]]] = {i: [] for i in original_ids}
-        if not original_ids:
-            return out
-        for row in self._x(
-            "SELECT original_id, file_id, tier, phash_distance, dhash_distance, colour_distance,"
-            " similarity, orientation, reason, tie FROM matches WHERE original_id = ANY(%s)"
-            " ORDER BY original_id, similarity DESC NULLS LAST, file_id",
-            [list(original_ids)],
-        ):
-            out[row[0]].append((int(row[1]), _match_from_row(row[2:9]), bool(row[9])))
-        return out
-
-    def review_duplicates(
-        self,
-        *,
-        tiers: tuple[str, ...] = (),
-        folder: Path | None = None,
-        min_similarity: float | None = None,
-        max_similarity: float | None = None,
-    ) -> list[tuple[int, int]]:
-        """Every (duplicate id, original id) that passes the filter."""
-        members, params = _pg_member_filter(tiers, folder, min_similarity, max_similarity)
-        return [
-            (int(r[0]), int(r[1]))
-            for r in self._x(
-                "SELECT m.file_id, m.original_id FROM matches m JOIN files d ON d.id = m.file_id"
-                f" WHERE TRUE{members} ORDER BY m.original_id, m.file_id",
-                params,
-            )
-        ]
-
-    def review_count(
-        self,
-        *,
-        tiers: tuple[str, ...] = (),
-        folder: Path | None = None,
-        min_similarity: float | None = None,
-        max_similarity: float | None = None,
-    ) -> int:
-        """How many duplicates pass the filter."""
-        members, params = _pg_member_filter(tiers, folder, min_similarity, max_similarity)
-        row = self._one(f"SELECT COUNT(*) FROM matches m JOIN files d ON d.id = m.file_id WHERE TRUE{members}", params)
-        return int(row[0])
-
-    def indexed_at(self, ids: Iterable[int]) -> dict[int, float]:
-        """When each file was (last) fingerprinted."""
-        return {
-            int(i): float(at or 0.0)
-            for i, at in self._x("SELECT id, indexed_at FROM files WHERE id = ANY(%s)", [list(set(ids))])
-        }
-
-    def review_similar_page(self, *, after: tuple[int, int] | None = None, limit: int = 50) -> list[tuple[int, int, Match]]:
-        """Similar pairs (file id, the file it looks like, verdict), in key order after ``after``."""
-        where, params = ("(file_id, other_id) > (%s, %s)", list(after)) if after is not None else ("TRUE", [])
-        return [
-            (int(r[0]), int(r[1]), _match_from_row(r[2:9]))
-            for r in self._x(
-                "SELECT file_id, other_id, tier, phash_distance, dhash_distance, colour_distance,"
-                f" similarity, orientation, reason FROM similar_pairs WHERE {where}"
-                " ORDER BY file_id, other_id LIMIT %s",
-                [*params, limit],
-            )
-        ]
-
-    def review_moves_page(self, *, before: int | None = None, limit: int = 50) -> list[int]:
-        """Audit ids of moves that are done and not restored, newest first, below ``before``."""
-        return [
-            int(r[0])
-            for r in self._x(
-                "SELECT a.id FROM audit a JOIN intents i ON i.id = a.intent_id"
-                " WHERE a.action IN ('quarantine', 'symlink') AND a.outcome = 'done' AND i.state = 'done'"
-                " AND a.id < %s ORDER BY a.id DESC LIMIT %s",
-                [before if before is not None else 1 << 62, limit],
-            )
-        ]
-
-    # --- originals a person chose -------------------------------------------
-
-    def add_chosen(self, sha256: str, note: str) -> bool:
-        """Remember that a person chose this content as its group's original; False if it already was."""
-        if self.is_chosen(sha256):
-            return False
-        self._x(
-            "INSERT INTO chosen_originals (sha256, decided_at, note) VALUES (%s, %s, %s)", [sha256, time.time(), note]
-        )
-        return True
-
-    def remove_chosen(self, sha256: str) -> None:
-        self._x("DELETE FROM chosen_originals WHERE sha256 = %s", [sha256])
-
-    def is_chosen(self, sha256: str) -> bool:
-        return self._x("SELECT 1 FROM chosen_originals WHERE sha256 = %s", [sha256]).fetchone() is not None
-
-    # --- helpers -----------------------------------------------------------
-
-    def _records(self, where: str, params: list[Any]) -> list[Record]:
-        query = (
-            "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
-            " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns"
-            f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
-        )
-        return [_record_from_row(row) for row in self._x(query, params).fetchall()]
-
-
-def _match_values(match: Match) -> list[Any]:
-    return [
-        match.tier.value,
-        match.distances.phash,
-        match.distances.dhash,
-        round(match.distances.colour, 2),
-        match.similarity,
-        match.orientation.value,
-        match.reason,
-    ]
-
-
-def _pg_member_filter(
-    tiers: tuple[str, ...], folder: Path | None, min_similarity: float | None, max_similarity: float | None
-) -> tuple[str, list[Any]]:
-    """The SQLite backend's review filter, with PostgreSQL's placeholders."""
-    where, params = _member_filter(tiers, folder, min_similarity, max_similarity)
-    return where.replace("?", "%s"), params
+@functools.lru_cache(maxsize=256)
+def _pg(query: str) -> str:
+    """A shared query (``?`` placeholders) in psycopg's words: ``%s``, and a literal ``%`` doubled."""
+    return query.replace("%", "%%").replace("?", "%s")
 
 
 if TYPE_CHECKING:  # mypy checks here that PostgresStore is a complete backend

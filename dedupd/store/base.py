@@ -1,0 +1,1041 @@
+"""What both backends of the store share: every query they word alike, written once.
+
+:class:`SqlStore` holds the store's methods whose SQL SQLite and PostgreSQL
+both accept as it is (``ON CONFLICT ... DO UPDATE``, ``RETURNING``, ``TRUE``,
+``NULLS LAST``), and the logic around them (a pair of files in one order, a
+decision recorded once, seniority kept for a path, the audit's filters).  The
+queries use ``?`` placeholders and have no ``?`` or ``%`` of their own except
+inside string literals; a backend supplies:
+
+- :meth:`SqlStore._sql`: run one statement, returning its cursor (PostgreSQL
+  turns ``?`` into ``%s`` there);
+- :meth:`SqlStore._any`: "this column is one of these values" in its dialect;
+- :meth:`SqlStore._insert`: insert one row and return its id;
+- :meth:`SqlStore._migrated`: does the schema have this table (and column);
+- :meth:`SqlStore.atomic`, and the connection, locking and schema themselves;
+- ``_SEEN`` / ``_UNSEEN``: the scan's temporary table of seen ids, and how a
+  file not in it is asked for.
+
+Also here: the encodings both store rows in (paths as bytes, 64-bit hashes
+signed, packed crop keys and orientation variants) and the rows' conversion
+back into :class:`~dedupd.models.Record` and :class:`~dedupd.models.Match`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from dedupd.errors import StoreLockedError
+from dedupd.models import (
+    Decision,
+    DecisionKind,
+    Distances,
+    FileStat,
+    Fingerprint,
+    Hashes,
+    Match,
+    Orientation,
+    Record,
+    Tier,
+)
+
+
+class Cursor(Protocol):
+    """What the shared queries need of a backend's cursor (sqlite3's and psycopg's both fit)."""
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchmany(self, size: int) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class SqlStore(ABC):
+    """The store's methods that read and write alike on every backend."""
+
+    path: Path  # where the store is (PostgreSQL: its URL, for messages only)
+    #: the scan's temporary table of the ids it saw, as this backend names it
+    _SEEN: ClassVar[str]
+    #: the condition "the row of ``files`` is not in ``_SEEN``", as this backend plans it best
+    _UNSEEN: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._present: set[tuple[str, str | None]] = set()
+
+    # --- what a backend supplies ------------------------------------------------
+
+    @abstractmethod
+    def _sql(self, query: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement written with ``?`` placeholders; its cursor."""
+
+    @abstractmethod
+    def _any(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        """A condition "``column`` is one of ``values``" and its parameters, for any number of values."""
+
+    @abstractmethod
+    def _migrated(self, table: str, column: str | None = None) -> bool:
+        """Does the store have this table (and column)?"""
+
+    @abstractmethod
+    def atomic(self) -> AbstractContextManager[None]:
+        """A transaction that takes the write lock at its start; nested ones are savepoints."""
+
+    @abstractmethod
+    def lock_writer(self) -> None:
+        """Become this store's only writer process, or raise StoreLockedError."""
+
+    @abstractmethod
+    def writer_pid(self) -> int | None:
+        """The pid of the process holding the writer lock, or None when nobody does."""
+
+    def _where(self) -> Path | str:
+        """The store as a log line names it."""
+        return self.path
+
+    def lock_writer_or_share(self) -> bool:
+        """For short writers (``restore``, ``ignore``, ``apply``): become the writer, or,
+        when a daemon or scan already is, write beside it.  Every write is a
+        transaction that takes the write lock first (SQLite: ``BEGIN IMMEDIATE``),
+        so the two take turns (waiting on the lock) and neither fails.  Returns
+        True when this process became the writer (and so owns the intents a
+        crash left pending)."""
+        try:
+            self.lock_writer()
+        except StoreLockedError:
+            import structlog  # noqa: PLC0415 - only this path logs
+
+            structlog.get_logger().info("store_shared", writer_pid=self.writer_pid(), path=self._where())
+            return False
+        return True
+
+    def _has(self, table: str, column: str | None = None) -> bool:
+        """:meth:`_migrated`, asked once per connection while the answer is yes (a
+        read-only connection cannot migrate: a store no writer has opened since an
+        upgrade lacks the newest tables, and readers make do without them)."""
+        key = (table, column)
+        if key in self._present:
+            return True
+        if not self._migrated(table, column):
+            return False
+        self._present.add(key)
+        return True
+
+    @abstractmethod
+    def _insert(self, table: str, values: dict[str, Any]) -> int:
+        """Insert one row; its id."""
+
+    def _update(self, table: str, key: str, key_value: Any, values: dict[str, Any]) -> None:
+        sets = ", ".join(f"{column} = ?" for column in values)
+        self._sql(f"UPDATE {table} SET {sets} WHERE {key} = ?", [*values.values(), key_value])
+
+    # --- files -------------------------------------------------------------
+
+    def record_for_path(self, path: Path) -> Record | None:
+        rows = self._records("f.path = ?", [_path_key(path)])
+        return rows[0] if rows else None
+
+    def record(self, file_id: int) -> Record | None:
+        rows = self._records("f.id = ?", [file_id])
+        return rows[0] if rows else None
+
+    def records(self, ids: Iterable[int]) -> dict[int, Record]:
+        where, params = self._any("f.id", sorted(set(ids)))
+        return {r.id: r for r in self._records(where, params)}
+
+    def records_by_inode(self, st: FileStat) -> list[Record]:
+        return self._records(
+            "f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ?", [st.dev, st.ino, st.size, st.mtime_ns]
+        )
+
+    def ids_with(self, column: str, value: str) -> list[int]:
+        assert column in ("sha256", "pixel_digest")
+        return [row[0] for row in self._sql(f"SELECT id FROM files WHERE {column} = ? AND error IS NULL", [value])]
+
+    def ids_under(self, root: Path) -> Iterator[tuple[int, Path]]:
+        """Every record whose path is ``root`` or below it."""
+        key = _path_key(root).rstrip(b"/")
+        for file_id, path in self._sql(
+            "SELECT id, path FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            [key, key + b"/", key + b"0"],  # '0' sorts right after '/'
+        ):
+            yield file_id, Path(os.fsdecode(path))
+
+    def ids_under_after(self, root: Path, after: Path | None, limit: int) -> list[tuple[int, Path]]:
+        """Up to ``limit`` records under ``root`` whose path sorts after ``after``, in
+        path order (one range of the path index per step): a sweep over a root in
+        bounded steps that may delete as it goes."""
+        key = _path_key(root).rstrip(b"/")
+        where, low = ("path >= ?", key + b"/") if after is None else ("path > ?", _path_key(after))
+        rows = self._sql(
+            f"SELECT id, path FROM files WHERE {where} AND path < ? ORDER BY path LIMIT ?",
+            [low, key + b"0", limit],  # '0' sorts right after '/'
+        ).fetchall()
+        return [(file_id, Path(os.fsdecode(path))) for file_id, path in rows]
+
+    def count_under(self, root: Path) -> int:
+        key = _path_key(root).rstrip(b"/")
+        row = self._sql(
+            "SELECT COUNT(*) FROM files WHERE path = ? OR (path >= ? AND path < ?)", [key, key + b"/", key + b"0"]
+        ).fetchone()
+        return int(row[0])
+
+    def all_hashes(self) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+        """(id, unsigned pHash, crop keys) of every fingerprinted file, for the index."""
+        for file_id, phash, crops in self._sql(
+            "SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL"
+        ):
+            yield file_id, to_unsigned(phash), unpack_keys(crops)
+
+    def hash_batches(self, size: int = 65536) -> Iterator[tuple[list[int], list[int], list[bytes | None]]]:
+        """Every fingerprinted file's id, pHash (as stored: signed) and packed
+        crop keys, column-wise, ``size`` rows at a time: the index's bulk load
+        (``HashIndex.load``), with no Python object made per crop key."""
+        cursor = self._sql("SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL")
+        while rows := cursor.fetchmany(size):
+            yield [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+    def next_seq(self) -> int:
+        """The next seniority number: one descent of the index on ``seq``."""
+        return int(self._sql("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0])
+
+    def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int | None = None) -> int:
+        """Store a fingerprinted file.  A path already stored keeps its id and its
+        seniority (``seq``) unless one is given."""
+        return self._upsert(_file_row(path, st, seq) | _fingerprint_columns(fp))
+
+    def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
+        return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
+
+    def _upsert(self, values: dict[str, Any]) -> int:
+        with self.atomic():
+            existing = self._sql("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
+            if existing:
+                if values["seq"] is None:
+                    del values["seq"]  # seniority belongs to the path, not to the version
+                self._update("files", "id", existing[0], values)
+                return int(existing[0])
+            if values["seq"] is None:
+                values["seq"] = self.next_seq()
+            return self._insert("files", values)
+
+    def move_file(self, file_id: int, new_path: Path) -> None:
+        """A rename: the same file (device, inode, size, mtime) at a new path.
+        The decisions a person made about the file follow it."""
+        old = self._sql("SELECT path, sha256 FROM files WHERE id = ?", [file_id]).fetchone()
+        self._sql("DELETE FROM files WHERE path = ? AND id != ?", [_path_key(new_path), file_id])
+        self._sql("UPDATE files SET path = ? WHERE id = ?", [_path_key(new_path), file_id])
+        if old is not None and old[1] is not None:
+            for side in ("a", "b"):
+                self._sql(
+                    f"UPDATE decisions SET path_{side} = ? WHERE path_{side} = ? AND sha_{side} = ?",
+                    [_path_key(new_path), old[0], old[1]],
+                )
+
+    def delete_file(self, file_id: int) -> list[int]:
+        """Forget a file; returns the ids of the duplicates it was the original of."""
+        orphans = self.duplicates_of(file_id)
+        self._sql("DELETE FROM matches WHERE file_id = ? OR original_id = ?", [file_id, file_id])
+        self._sql("DELETE FROM files WHERE id = ?", [file_id])
+        return orphans
+
+    def errors(self) -> list[tuple[Path, str, str, float]]:
+        """Every indexed file that was skipped: (path, reason, detail, when), in path order."""
+        return [
+            (Path(os.fsdecode(r[0])), r[1], r[2] or "", r[3] or 0.0)
+            for r in self._sql(
+                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL ORDER BY path"
+            )
+        ]
+
+    # --- matches -----------------------------------------------------------
+
+    def set_match(self, file_id: int, original_id: int, match: Match, *, tie: bool) -> None:
+        self._sql(
+            "INSERT INTO matches (file_id, original_id, tier, phash_distance, dhash_distance,"
+            " colour_distance, similarity, orientation, reason, tie, matched_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (file_id) DO UPDATE SET original_id = excluded.original_id, tier = excluded.tier,"
+            " phash_distance = excluded.phash_distance, dhash_distance = excluded.dhash_distance,"
+            " colour_distance = excluded.colour_distance, similarity = excluded.similarity,"
+            " orientation = excluded.orientation, reason = excluded.reason, tie = excluded.tie,"
+            " matched_at = excluded.matched_at",
+            [file_id, original_id, *_match_values(match), int(tie), time.time()],
+        )
+
+    def clear_match(self, file_id: int) -> None:
+        self._sql("DELETE FROM matches WHERE file_id = ?", [file_id])
+
+    def match_of(self, file_id: int) -> tuple[int, Match, bool] | None:
+        row = self._sql(
+            "SELECT original_id, tier, phash_distance, dhash_distance, colour_distance,"
+            " similarity, orientation, reason, tie FROM matches WHERE file_id = ?",
+            [file_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], _match_from_row(row[1:8]), bool(row[8])
+
+    def matches_of(self, file_ids: Iterable[int]) -> dict[int, tuple[int, Match, bool]]:
+        """:meth:`match_of` for many files at once: file id -> (original id, match, tie)."""
+        where, params = self._any("file_id", sorted(set(file_ids)))
+        return {
+            row[0]: (row[1], _match_from_row(row[2:9]), bool(row[9]))
+            for row in self._sql(
+                "SELECT file_id, original_id, tier, phash_distance, dhash_distance, colour_distance,"
+                f" similarity, orientation, reason, tie FROM matches WHERE {where}",
+                params,
+            )
+        }
+
+    def matched_between(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> list[int]:
+        """The match between these two files (content and path), either way round: [] or [duplicate id]."""
+        a, b = _path_key(path_a), _path_key(path_b)
+        return [
+            row[0]
+            for row in self._sql(
+                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
+                " JOIN files o ON o.id = m.original_id"
+                " WHERE (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
+                " OR (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
+                " ORDER BY m.file_id",
+                [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
+            )
+        ]
+
+    def duplicates_of(self, original_id: int) -> list[int]:
+        return [
+            row[0] for row in self._sql("SELECT file_id FROM matches WHERE original_id = ? ORDER BY file_id", [original_id])
+        ]
+
+    def groups(self) -> Iterator[tuple[Path, list[tuple[Path, Match, bool]]]]:
+        """Every group, original first, in a stable order (by the original's path).
+
+        Similar pairs (for review only) are listed under the file they look
+        like, with their tier; they are not members of its group."""
+        rows = self._sql(
+            "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
+            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie"
+            " FROM matches m JOIN files o ON o.id = m.original_id"
+            " JOIN files d ON d.id = m.file_id"
+            " UNION ALL"
+            " SELECT o.path, d.path, s.tier, s.phash_distance, s.dhash_distance,"
+            " s.colour_distance, s.similarity, s.orientation, s.reason, 0"
+            " FROM similar_pairs s JOIN files o ON o.id = s.other_id"
+            " JOIN files d ON d.id = s.file_id"
+            " ORDER BY 1, 2"
+        )
+        current: bytes | None = None
+        members: list[tuple[Path, Match, bool]] = []
+        for row in rows:
+            if row[0] != current:
+                if current is not None:
+                    yield Path(os.fsdecode(current)), members
+                current, members = row[0], []
+            members.append((Path(os.fsdecode(row[1])), _match_from_row(row[2:9]), bool(row[9])))
+        if current is not None:
+            yield Path(os.fsdecode(current)), members
+
+    def unacted_matches(
+        self,
+        *,
+        logged: bool = False,
+        original_ids: Iterable[int] | None = None,
+        file_ids: Iterable[int] | None = None,
+    ) -> list[int]:
+        """Duplicates whose action is still owed: none was recorded for the pair (a
+        crash came in between, or the match was made by ``ignore``), or the last
+        one failed or was held back by a circuit breaker.  Never a pair a person
+        restored or ignored, nor a file a person restored.
+
+        ``logged`` (``dedupd apply``): also the duplicates whose last record is
+        anything but a completed move (only logged under an earlier config,
+        skipped by a check, a dry run): every duplicate a person may now ask
+        to act on.  A completed move leaves no match behind (the moved file's
+        record is deleted), so these are all the matches not decided against.
+        ``original_ids`` / ``file_ids``: only in these groups / only these duplicates."""
+        only = ""
+        params: list[Any] = []
+        for column, wanted in (("m.original_id", original_ids), ("m.file_id", file_ids)):
+            if wanted is not None:
+                where, values = self._any(column, sorted(set(wanted)))
+                only += f" AND {where}"
+                params += values
+        # matches.owed is kept by triggers (SQLite m014, PostgreSQL p003): read through
+        # its partial index, the owed matches cost what they are, not what the whole table is
+        owed = "TRUE" if logged else "m.owed = 1"
+        return [
+            row[0]
+            for row in self._sql(
+                "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
+                " JOIN files o ON o.id = m.original_id"
+                f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
+                " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
+                "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
+                f" AND {owed}{only}"
+                " ORDER BY m.file_id",
+                params,
+            )
+        ]
+
+    # --- similar pairs: for review, never a group and never acted on --------
+
+    def set_similar(self, file_id: int, other_id: int, match: Match) -> None:
+        """Record that ``file_id`` looks like ``other_id`` but may be another capture."""
+        self._sql(
+            "INSERT INTO similar_pairs (file_id, other_id, tier, phash_distance, dhash_distance,"
+            " colour_distance, similarity, orientation, reason, matched_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (file_id, other_id) DO UPDATE SET tier = excluded.tier,"
+            " phash_distance = excluded.phash_distance, dhash_distance = excluded.dhash_distance,"
+            " colour_distance = excluded.colour_distance, similarity = excluded.similarity,"
+            " orientation = excluded.orientation, reason = excluded.reason,"
+            " matched_at = excluded.matched_at",
+            [file_id, other_id, *_match_values(match), time.time()],
+        )
+
+    def clear_similar(self, file_id: int) -> None:
+        """Forget every similar pair ``file_id`` is part of (its content changed)."""
+        self._sql("DELETE FROM similar_pairs WHERE file_id = ? OR other_id = ?", [file_id, file_id])
+
+    def similar_of(self, file_id: int) -> list[tuple[int, Match]]:
+        """The files ``file_id`` was found similar to, with the verdict."""
+        return [
+            (row[0], _match_from_row(row[1:8]))
+            for row in self._sql(
+                "SELECT other_id, tier, phash_distance, dhash_distance, colour_distance,"
+                " similarity, orientation, reason FROM similar_pairs WHERE file_id = ? ORDER BY other_id",
+                [file_id],
+            )
+        ]
+
+    # --- roots a scan was given ------------------------------------------------
+
+    def add_scanned_roots(self, roots: Iterable[Path]) -> None:
+        """Remember the directories ``dedupd scan`` indexed: ``dedupd apply`` acts
+        inside them (and inside the config's roots), never outside."""
+        with self.atomic():
+            for root in roots:
+                self._sql(
+                    "INSERT INTO scanned_roots (path, scanned_at) VALUES (?, ?)"
+                    " ON CONFLICT (path) DO UPDATE SET scanned_at = excluded.scanned_at",
+                    [_path_key(root), time.time()],
+                )
+
+    def scanned_roots(self) -> list[Path]:
+        """The directories ``dedupd scan`` was given, in path order."""
+        return [Path(os.fsdecode(r[0])) for r in self._sql("SELECT path FROM scanned_roots ORDER BY path")]
+
+    # --- decisions a person made ------------------------------------------------
+
+    def is_ignored(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> bool:
+        """Did a person decide that these two files are not duplicates?
+
+        A file is named by its content *and* its path.  Content alone (what
+        was kept before) made a decision about two files one about every
+        copy of either picture: restoring one exact copy stopped every later
+        copy of that picture from being deduplicated.  Path alone would not
+        survive an edit being undone, nor tell a new picture saved under an
+        old name.  Together they name the same two files across rescans
+        (same path, same bytes), re-uploads of the same files to the same
+        place, and renames (:meth:`move_file` carries decisions to the new
+        path, the way it carries the file's record), and nothing else: a new
+        copy of either picture elsewhere is another file, grouped as usual.
+        Decisions recorded before paths were kept (``path`` NULL) still hold
+        for any file with that content.
+        """
+        a, b = _path_key(path_a), _path_key(path_b)
+        row = self._sql(
+            "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
+            "(i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?))"
+            " OR (i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?)))"
+            " LIMIT 1",
+            [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
+        ).fetchone()
+        return row is not None
+
+    def is_kept(self, sha256: str, path: Path) -> bool:
+        """Did a person restore this file (its content at this path), so that it is left alone?"""
+        row = self._sql(
+            "SELECT 1 FROM decisions WHERE kind = 'keep' AND sha_a = ? AND path_a = ? LIMIT 1",
+            [sha256, _path_key(path)],
+        ).fetchone()
+        return row is not None
+
+    def add_decision(
+        self,
+        kind: DecisionKind,
+        sha256: str,
+        path: Path,
+        other_sha256: str | None = None,
+        other_path: Path | None = None,
+        *,
+        note: str,
+        decided_by: str | None = None,
+    ) -> int | None:
+        """Record a decision; returns its id, or None when the same one is already recorded."""
+        if kind is DecisionKind.NOT_DUPLICATES:
+            assert other_sha256 is not None and other_path is not None
+            if self.is_ignored(sha256, other_sha256, path_a=path, path_b=other_path):
+                return None
+            # one order for the same pair, so that a listing shows it once
+            (sha256, path), (other_sha256, other_path) = sorted(
+                [(sha256, path), (other_sha256, other_path)], key=lambda side: (side[0], _path_key(side[1]))
+            )
+        elif self.is_kept(sha256, path):
+            return None
+        return self._insert(
+            "decisions",
+            {
+                "kind": kind.value,
+                "sha_a": sha256,
+                "path_a": _path_key(path),
+                "sha_b": other_sha256,
+                "path_b": None if other_path is None else _path_key(other_path),
+                "decided_at": time.time(),
+                "decided_by": decided_by,
+                "note": note,
+            },
+        )
+
+    def decisions(self, decision_id: int | None = None) -> list[Decision]:
+        """Every decision a person made (or the one with this id), oldest first."""
+        if not self._has("decisions"):
+            return []  # before decisions were kept by file; no writer has migrated this store yet
+        where, params = ("WHERE id = ?", [decision_id]) if decision_id is not None else ("", [])
+        return [
+            Decision(
+                id=r[0],
+                kind=DecisionKind(r[1]),
+                sha256=r[2],
+                path=None if r[3] is None else Path(os.fsdecode(r[3])),
+                other_sha256=r[4],
+                other_path=None if r[5] is None else Path(os.fsdecode(r[5])),
+                decided_at=r[6],
+                decided_by=r[7],
+                note=r[8] or "",
+            )
+            for r in self._sql(
+                f"SELECT id, kind, sha_a, path_a, sha_b, path_b, decided_at, decided_by, note FROM decisions {where}"
+                " ORDER BY id",
+                params,
+            )
+        ]
+
+    def remove_decision(self, decision_id: int) -> None:
+        self._sql("DELETE FROM decisions WHERE id = ?", [decision_id])
+
+    def ignores_after(self, mark: int) -> tuple[int, list[tuple[str, str]]]:
+        """Pairs marked "not duplicates" after decision ``mark`` (0: all), and the mark to pass next time."""
+        rows = self._sql(
+            "SELECT id, sha_a, sha_b FROM decisions WHERE id > ? AND kind = 'not_duplicates' ORDER BY id", [mark]
+        ).fetchall()
+        last = self._sql("SELECT COALESCE(MAX(id), ?) FROM decisions", [mark]).fetchone()[0]
+        return max(int(last), mark), [(r[1], r[2]) for r in rows if r[1] and r[2]]
+
+    # --- originals a person chose -------------------------------------------
+
+    def add_chosen(self, sha256: str, note: str) -> bool:
+        """Remember that a person chose the file with this content as its group's
+        original; False if it already was."""
+        if self.is_chosen(sha256):
+            return False
+        self._sql("INSERT INTO chosen_originals (sha256, decided_at, note) VALUES (?, ?, ?)", [sha256, time.time(), note])
+        return True
+
+    def remove_chosen(self, sha256: str) -> None:
+        self._sql("DELETE FROM chosen_originals WHERE sha256 = ?", [sha256])
+
+    def is_chosen(self, sha256: str) -> bool:
+        """Did a person choose this content as an original?"""
+        return self._sql("SELECT 1 FROM chosen_originals WHERE sha256 = ?", [sha256]).fetchone() is not None
+
+    # --- crash counts --------------------------------------------------------
+
+    def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
+        """One more crash on this version of ``path``; returns its count.  ``cause``:
+        what went wrong this time (an exception's text), None for a worker's death."""
+        key = _path_key(path)
+        with self.atomic():
+            row = self._sql("SELECT size, mtime_ns, count FROM crashes WHERE path = ?", [key]).fetchone()
+            count = int(row[2]) + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
+            self._sql(
+                "INSERT INTO crashes (path, size, mtime_ns, count, at, cause) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                " count = excluded.count, at = excluded.at, cause = excluded.cause",
+                [key, st.size, st.mtime_ns, count, time.time(), cause],
+            )
+        return count
+
+    def crash_count(self, path: Path, st: FileStat) -> int:
+        return self.crash_of(path, st)[0]
+
+    def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
+        """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
+        row = self._sql(
+            "SELECT count, cause FROM crashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            [_path_key(path), st.size, st.mtime_ns],
+        ).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    # --- the scan's removal pass, status -----------------------------------------
+
+    def mark_seen(self, file_id: int) -> None:
+        self._sql(f"INSERT INTO {self._SEEN} (id) VALUES (?) ON CONFLICT DO NOTHING", [file_id])
+
+    def unseen_under(self, root: Path, chunk: int = 1000) -> Iterator[tuple[int, Path]]:
+        """Records under ``root`` the scan did not see, in path order and in chunks
+        (each one range of the path index; the caller may delete as it goes)."""
+        key = _path_key(root).rstrip(b"/")
+        row = self._sql(f"SELECT id FROM files WHERE path = ? AND {self._UNSEEN}", [key]).fetchone()
+        if row is not None:  # the root itself, a file
+            yield row[0], root
+        where, low = "path >= ?", key + b"/"
+        while True:
+            rows = self._sql(
+                f"SELECT id, path FROM files WHERE {where} AND path < ? AND {self._UNSEEN} ORDER BY path LIMIT ?",
+                [low, key + b"0", chunk],  # '0' sorts right after '/'
+            ).fetchall()
+            if not rows:
+                return
+            for file_id, path in rows:
+                yield file_id, Path(os.fsdecode(path))
+            where, low = "path > ?", rows[-1][1]
+
+    def counts(self) -> dict[str, int]:
+        """Files, errors, groups and duplicates (by tier): kept by triggers, read in O(1)."""
+        return {name: int(n) for name, n in self._sql("SELECT name, n FROM counters WHERE name NOT LIKE 'audit:%'")}
+
+    def action_counts(self) -> dict[str, int]:
+        """Audit rows by ``action_outcome`` (``quarantine_done``...): kept by a trigger, read in O(1)."""
+        return {
+            name.removeprefix("audit:"): int(n)
+            for name, n in self._sql("SELECT name, n FROM counters WHERE name LIKE 'audit:%' AND n > 0 ORDER BY name")
+        }
+
+    # --- daemon status -----------------------------------------------------
+
+    def write_daemon_status(self, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
+        """Record what the running daemon says about itself (one row per store)."""
+        with self.atomic():
+            self._sql(
+                "INSERT INTO daemon (id, pid, started_at, heartbeat_at, state, data) VALUES (1, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
+                " heartbeat_at = excluded.heartbeat_at, state = excluded.state, data = excluded.data",
+                [pid, started_at, time.time(), state, json.dumps(data, default=str)],
+            )
+
+    def read_daemon_status(self) -> dict[str, Any] | None:
+        """What the daemon last said about itself, or None."""
+        if not self._has("daemon"):
+            return None
+        row = self._sql("SELECT pid, started_at, heartbeat_at, state, data FROM daemon WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return {"pid": row[0], "started_at": row[1], "heartbeat_at": row[2], "state": row[3], **json.loads(row[4])}
+
+    # --- audit and intents ------------------------------------------------------
+    # The SQL behind dedupd.audit.  Rows come back as tuples in the order of
+    # AUDIT_COLUMNS / INTENT_COLUMNS; dedupd.audit turns them into values.
+    # Call the writing ones inside atomic().
+
+    def audit_insert(self, row: dict[str, Any]) -> int | None:
+        """Append an audit row; None when its ``dedup_key`` is already recorded."""
+        key = row.get("dedup_key")
+        if key is not None and self._sql("SELECT 1 FROM audit WHERE dedup_key = ?", [key]).fetchone():
+            return None
+        return self._insert("audit", row)
+
+    def audit_rows(
+        self,
+        *,
+        audit_id: int | None = None,
+        since: float | None = None,
+        moves: bool = False,
+        not_log: bool = False,
+        newest: int | None = None,
+        sha256: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if sha256 is not None:  # indexed
+            where.append("sha256 = ?")
+            params.append(sha256)
+        if audit_id is not None:
+            where.append("id = ?")
+            params.append(audit_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if moves:
+            where.append("action IN ('quarantine', 'symlink') AND outcome = 'done'")
+        if not_log:
+            where.append("action != 'log'")
+        columns = AUDIT_COLUMNS
+        if not self._has("audit", "decided_by"):  # a store a reader opened before any writer migrated it
+            columns = columns.replace("decided_by", "NULL AS decided_by")
+        query = f"SELECT {columns} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
+        if newest is not None:
+            query += f" DESC LIMIT {int(newest)}"
+        return [tuple(r) for r in self._sql(query, params).fetchall()]
+
+    def audit_link_intent(self, audit_id: int, intent_id: int) -> None:
+        """Repair only: point an audit row at the intent re-created for its move (the store lost the one it named)."""
+        self._sql("UPDATE audit SET intent_id = ? WHERE id = ?", [intent_id, audit_id])
+
+    def intent_insert(self, values: dict[str, Any]) -> int:
+        return self._insert("intents", values)
+
+    def intent_update(self, intent_id: int, values: dict[str, Any]) -> None:
+        """Set some columns of an intent (``audit_id`` is only ever set, never cleared)."""
+        if values.get("audit_id", 0) is None:
+            values = {k: v for k, v in values.items() if k != "audit_id"}
+        self._update("intents", "id", intent_id, values)
+
+    def intent_rows(
+        self,
+        *,
+        state: str | None = None,
+        intent_id: int | None = None,
+        destination: Path | None = None,
+        path: Path | None = None,
+        original: Path | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Intents in id order, filtered as asked (every filter an indexed column)."""
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        for column, value in (
+            ("original", None if original is None else _path_key(original)),
+            ("path", None if path is None else _path_key(path)),
+            ("destination", None if destination is None else _path_key(destination)),
+            ("state", state),
+            ("id", intent_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        query = f"SELECT {INTENT_COLUMNS} FROM intents WHERE {' AND '.join(where)} ORDER BY id"
+        return [tuple(r) for r in self._sql(query, params).fetchall()]
+
+    def intent_of_audit(self, audit_id: int) -> int | None:
+        row = self._sql("SELECT intent_id FROM audit WHERE id = ?", [audit_id]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # --- review: pages for ``dedupd review`` ---------------------------------
+    # Keyset paging on indexes: a page costs the same on the first screen and
+    # the last, at ten groups or ten thousand.
+
+    def review_group_page(
+        self,
+        *,
+        after: bytes | None = None,
+        before: bytes | None = None,
+        limit: int = 50,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """Originals of groups (id, stored path) in path order: the page after the
+        path ``after`` or, going back, the one before ``before``.  A walk of the
+        path index from that point, each original checked for a member that
+        passes the filter (on ``matches.original_id``'s index)."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        where, order = "TRUE", "ASC"
+        if before is not None:
+            where, order = "o.path < ?", "DESC"
+            params = [before, *params]
+        elif after is not None:
+            where = "o.path > ?"
+            params = [after, *params]
+        rows = self._sql(
+            f"SELECT o.id, o.path FROM files o WHERE {where} AND EXISTS (SELECT 1 FROM matches m"
+            f" JOIN files d ON d.id = m.file_id WHERE m.original_id = o.id{members})"
+            f" ORDER BY o.path {order} LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        out = [(int(r[0]), bytes(r[1])) for r in rows]
+        return out[::-1] if before is not None else out
+
+    def review_members(self, original_ids: list[int]) -> dict[int, list[tuple[int, Match, bool]]]:
+        """The duplicates of each original: (file id, match, tie), most similar first."""
+        out: dict[int, list[tuple[int, Match, bool]]] = {i: [] for i in original_ids}
+        if not original_ids:
+            return out
+        where, params = self._any("original_id", list(original_ids))
+        for row in self._sql(
+            "SELECT original_id, file_id, tier, phash_distance, dhash_distance, colour_distance,"
+            f" similarity, orientation, reason, tie FROM matches WHERE {where}"
+            " ORDER BY original_id, similarity DESC NULLS LAST, file_id",
+            params,
+        ):
+            out[row[0]].append((int(row[1]), _match_from_row(row[2:9]), bool(row[9])))
+        return out
+
+    def review_duplicates(
+        self,
+        *,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> list[tuple[int, int]]:
+        """Every (duplicate id, original id) that passes the filter: what a bulk decision covers."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        return [
+            (int(r[0]), int(r[1]))
+            for r in self._sql(
+                "SELECT m.file_id, m.original_id FROM matches m JOIN files d ON d.id = m.file_id"
+                f" WHERE TRUE{members} ORDER BY m.original_id, m.file_id",
+                params,
+            )
+        ]
+
+    def review_count(
+        self,
+        *,
+        tiers: tuple[str, ...] = (),
+        folder: Path | None = None,
+        min_similarity: float | None = None,
+        max_similarity: float | None = None,
+    ) -> int:
+        """How many duplicates pass the filter (one pass over the matches)."""
+        members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
+        row = self._sql(
+            f"SELECT COUNT(*) FROM matches m JOIN files d ON d.id = m.file_id WHERE TRUE{members}", params
+        ).fetchone()
+        return int(row[0])
+
+    def indexed_at(self, ids: Iterable[int]) -> dict[int, float]:
+        """When each file was (last) fingerprinted."""
+        where, params = self._any("id", sorted(set(ids)))
+        return {
+            int(i): float(at or 0.0) for i, at in self._sql(f"SELECT id, indexed_at FROM files WHERE {where}", params)
+        }
+
+    def review_similar_page(self, *, after: tuple[int, int] | None = None, limit: int = 50) -> list[tuple[int, int, Match]]:
+        """Similar pairs (file id, the file it looks like, verdict), in key order after ``after``."""
+        where, params = ("(file_id, other_id) > (?, ?)", list(after)) if after is not None else ("TRUE", [])
+        return [
+            (int(r[0]), int(r[1]), _match_from_row(r[2:9]))
+            for r in self._sql(
+                "SELECT file_id, other_id, tier, phash_distance, dhash_distance, colour_distance,"
+                f" similarity, orientation, reason FROM similar_pairs WHERE {where}"
+                " ORDER BY file_id, other_id LIMIT ?",
+                [*params, limit],
+            )
+        ]
+
+    def review_moves_page(self, *, before: int | None = None, limit: int = 50) -> list[int]:
+        """Audit ids of moves that are done and not restored, newest first, below ``before``."""
+        return [
+            int(r[0])
+            for r in self._sql(
+                "SELECT a.id FROM audit a JOIN intents i ON i.id = a.intent_id"
+                " WHERE a.action IN ('quarantine', 'symlink') AND a.outcome = 'done' AND i.state = 'done'"
+                " AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+                [before if before is not None else 1 << 62, limit],
+            )
+        ]
+
+    # --- helpers -----------------------------------------------------------
+
+    def _records(self, where: str, params: list[Any]) -> list[Record]:
+        query = (
+            "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
+            " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
+            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns"
+            f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
+        )
+        return [_record_from_row(row) for row in self._sql(query, params).fetchall()]
+
+
+# --- the SQL fragments both backends use --------------------------------------
+
+#: a not-duplicates decision covering the pair of file rows aliased {a} and {b}
+_PAIR_DECIDED = (
+    "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
+    "(i.sha_a = {a}.sha256 AND (i.path_a IS NULL OR i.path_a = {a}.path)"
+    " AND i.sha_b = {b}.sha256 AND (i.path_b IS NULL OR i.path_b = {b}.path))"
+    " OR (i.sha_a = {b}.sha256 AND (i.path_a IS NULL OR i.path_a = {b}.path)"
+    " AND i.sha_b = {a}.sha256 AND (i.path_b IS NULL OR i.path_b = {a}.path)))"
+)
+
+AUDIT_COLUMNS = (
+    "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
+    " colour_distance, similarity, size, sha256, original_sha256, reason, detail,"
+    " destination, intent_id, restores, decided_by"
+)
+INTENT_COLUMNS = (
+    "id, action, state, path, destination, temp, link_target, dev, ino, size, mtime_ns,"
+    " sha256, original, original_sha256, audit_id, work, root, ctime_ns"
+)
+
+_FINGERPRINT_COLUMNS = (
+    "sha256", "pixel_digest", "phash", "dhash", "colour", "width", "height", "format", "detail", "variants",
+    "crop_keys",
+)  # fmt: skip
+
+
+def _member_filter(
+    tiers: tuple[str, ...], folder: Path | None, min_similarity: float | None, max_similarity: float | None
+) -> tuple[str, list[Any]]:
+    """SQL conditions on a group member (``m`` its match, ``d`` its file) for review's filters."""
+    sql = ""
+    params: list[Any] = []
+    if tiers:
+        sql += f" AND m.tier IN ({','.join('?' * len(tiers))})"
+        params += list(tiers)
+    if folder is not None:
+        key = _path_key(folder).rstrip(b"/")
+        sql += " AND d.path >= ? AND d.path < ?"
+        params += [key + b"/", key + b"0"]  # '0' sorts right after '/'
+    if min_similarity is not None:
+        sql += " AND m.similarity >= ?"
+        params.append(min_similarity)
+    if max_similarity is not None:
+        sql += " AND m.similarity <= ?"
+        params.append(max_similarity)
+    return sql, params
+
+
+# --- how values are stored ----------------------------------------------------
+
+
+def _path_key(path: Path) -> bytes:
+    return os.fsencode(path)
+
+
+def to_signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def to_unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def pack_keys(keys: tuple[int, ...]) -> bytes | None:
+    return b"".join(k.to_bytes(8, "big") for k in keys) or None
+
+
+def unpack_keys(raw: bytes | None) -> tuple[int, ...]:
+    if not raw:
+        return ()
+    return tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8))
+
+
+_VARIANT_ORDER = [o for o in Orientation if o is not Orientation.IDENTITY]
+
+
+def pack_variants(variants: tuple[tuple[Orientation, Hashes], ...]) -> bytes | None:
+    if not variants:
+        return None
+    out = bytearray()
+    by = dict(variants)
+    for o in _VARIANT_ORDER:
+        h = by[o]
+        out += h.phash.to_bytes(8, "big") + h.dhash.to_bytes(8, "big") + h.colour
+    return bytes(out)
+
+
+def unpack_variants(raw: bytes | None) -> tuple[tuple[Orientation, Hashes], ...]:
+    if not raw:
+        return ()
+    size = len(raw) // len(_VARIANT_ORDER)
+    out = []
+    for i, o in enumerate(_VARIANT_ORDER):
+        chunk = raw[i * size : (i + 1) * size]
+        out.append(
+            (o, Hashes(phash=int.from_bytes(chunk[:8], "big"), dhash=int.from_bytes(chunk[8:16], "big"), colour=bytes(chunk[16:])))
+        )
+    return tuple(out)
+
+
+def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
+    """The columns every file row has; fingerprint and error columns start empty."""
+    return {
+        "path": _path_key(path),
+        "dev": st.dev,
+        "ino": st.ino,
+        "size": st.size,
+        "mtime_ns": st.mtime_ns,
+        "ctime_ns": st.ctime_ns,
+        "seq": seq,
+        **dict.fromkeys(_FINGERPRINT_COLUMNS),
+        "error": None,
+        "error_detail": None,
+        "indexed_at": time.time(),
+    }
+
+
+def _fingerprint_columns(fp: Fingerprint) -> dict[str, Any]:
+    """A fingerprint as the columns of its file row."""
+    return {
+        "sha256": fp.sha256,
+        "pixel_digest": fp.pixel_digest,
+        "phash": to_signed(fp.hashes.phash),
+        "dhash": to_signed(fp.hashes.dhash),
+        "colour": fp.hashes.colour,
+        "width": fp.width,
+        "height": fp.height,
+        "format": fp.format,
+        "detail": fp.detail,
+        "variants": pack_variants(fp.variants),
+        "crop_keys": pack_keys(fp.crop_keys),
+    }
+
+
+def _match_values(match: Match) -> list[Any]:
+    """A match's columns from ``tier`` to ``reason``, in the order of the tables."""
+    return [
+        match.tier.value,
+        match.distances.phash,
+        match.distances.dhash,
+        round(match.distances.colour, 2),
+        match.similarity,
+        match.orientation.value,
+        match.reason,
+    ]
+
+
+def _record_from_row(row: tuple[Any, ...]) -> Record:
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops, ctime) = row
+    fp = None
+    if err is None and sha is not None:
+        fp = Fingerprint(
+            sha256=sha,
+            pixel_digest=pix,
+            hashes=Hashes(phash=to_unsigned(ph), dhash=to_unsigned(dh), colour=bytes(col)),
+            width=w,
+            height=h,
+            format=fmt,
+            detail=det,
+            variants=unpack_variants(var),
+            crop_keys=unpack_keys(crops),
+        )
+    return Record(
+        id=fid,
+        path=Path(os.fsdecode(path)),
+        stat=FileStat(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns, ctime_ns=ctime or 0),
+        fingerprint=fp,
+        seq=seq,
+        error=err,
+        original_id=orig,
+    )
+
+
+def _match_from_row(row: tuple[Any, ...]) -> Match:
+    tier, pd, dd, cd, sim, orient, reason = row
+    return Match(
+        tier=Tier(tier),
+        distances=Distances(phash=pd, dhash=dd, colour=cd),
+        similarity=sim,
+        orientation=Orientation(orient),
+        reason=reason,
+    )
