@@ -339,6 +339,28 @@ def test_a_failed_transaction_leaves_nothing_and_writers_take_turns(open_store: 
     assert len(seqs) == 31 and len(set(seqs)) == 31
 
 
+def test_a_statement_the_database_refuses_undoes_its_transaction(open_store: Opener) -> None:
+    """A write the database refuses inside atomic() (a match for files that do not
+    exist) is a StoreError and undoes the whole transaction, whether the error comes
+    back at once (SQLite), at the next read or at the block's end (PostgreSQL's
+    pipeline); the connection works after it."""
+    from dedupd.errors import StoreError
+
+    store = open_store()
+    for read_after in (False, True):
+        with pytest.raises(StoreError), store.atomic():
+            kept = store.upsert_file(Path("/r/a.jpg"), FileStat(1, 1, 1, 1), _fp(1))
+            with store.atomic():
+                store.set_match(kept + 100, kept + 101, _match(), tie=False)
+            if read_after:
+                store.record(kept)
+        assert store.counts()["files"] == 0 and store.record_for_path(Path("/r/a.jpg")) is None
+    with store.atomic():
+        kept = store.upsert_file(Path("/r/b.jpg"), FileStat(1, 2, 1, 1), _fp(2))
+    assert store.record(kept) is not None and store.counts()["files"] == 1
+    store.close()
+
+
 def test_both_backends_have_one_schema(tmp_path: Path, pg_url: str) -> None:
     """The PostgreSQL schema has the same tables and columns as the SQLite store's
     migrations leave: a change to one that is not made to the other fails here."""

@@ -213,16 +213,24 @@ class SqlStore(ABC):
         return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
 
     def _upsert(self, values: dict[str, Any]) -> int:
+        """Insert the file row, or update the one stored at its path; its id.  One
+        statement (one round trip to a server), where a look-up, ``next_seq`` and
+        an insert or update were three."""
+        keep_seq = values["seq"] is None  # seniority belongs to the path, not to the version
+        marks, params, sets = [], [], []
+        for column, value in values.items():
+            if column == "seq" and keep_seq:
+                marks.append("(SELECT COALESCE(MAX(seq), 0) + 1 FROM files)")  # a new path's: next_seq()
+                continue
+            marks.append("?")
+            params.append(value)
+            sets.append(f"{column} = excluded.{column}")
+        query = (
+            f"INSERT INTO files ({', '.join(values)}) VALUES ({', '.join(marks)})"
+            f" ON CONFLICT (path) DO UPDATE SET {', '.join(sets)} RETURNING id"
+        )
         with self.atomic():
-            existing = self._sql("SELECT id FROM files WHERE path = ?", [values["path"]]).fetchone()
-            if existing:
-                if values["seq"] is None:
-                    del values["seq"]  # seniority belongs to the path, not to the version
-                self._update("files", "id", existing[0], values)
-                return int(existing[0])
-            if values["seq"] is None:
-                values["seq"] = self.next_seq()
-            return self._insert("files", values)
+            return int(self._sql(query, params).fetchall()[0][0])  # all: SQLite ends the statement
 
     def move_file(self, file_id: int, new_path: Path) -> None:
         """A rename: the same file (device, inode, size, mtime) at a new path.

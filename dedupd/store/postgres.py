@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -331,6 +331,8 @@ class PostgresStore(SqlStore):
         self._pool = pool
         self._conn = conn
         self._writer = False
+        self._depth = 0  # atomic() blocks open on this connection
+        self._pipe: psycopg.Pipeline | None = None  # the outermost one's pipeline
 
     @classmethod
     def open(cls, url: PostgresUrl, *, readonly: bool = False) -> PostgresStore:
@@ -438,23 +440,88 @@ class PostgresStore(SqlStore):
         return int(name.split(":", 1)[1]) if name.startswith("dedupd:") and name[7:].isdigit() else -1
 
     @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self, *, pipeline: bool = True) -> Iterator[None]:
         """A transaction: everything inside is written, or nothing is.
 
         The outermost one takes the store's write lock first (a transaction-level
         advisory lock, released at COMMIT or ROLLBACK): writers take turns as
-        with SQLite's ``BEGIN IMMEDIATE``.  Nested ones are savepoints."""
+        with SQLite's ``BEGIN IMMEDIATE``.  Nested ones are savepoints.
+
+        The outermost one runs in libpq's pipeline mode (``pipeline=False``: not,
+        for COPY, which a pipeline cannot carry): each statement is sent as it
+        is made, and the server's answer waited for only when it is read.
+        ``BEGIN``, the lock, savepoints, their release and writes whose result
+        nobody reads cost no round trip of their own; they travel ahead of the
+        next read (or of ``COMMIT``).  So an error in one of them is raised at
+        that read or at the block's end, still inside the transaction it undoes.
+        Transaction and savepoint statements are sent here, not through
+        psycopg's ``transaction()``, which waits for the server at each one
+        when in a pipeline."""
+        try:
+            if self._depth:
+                with self._savepoint():
+                    yield
+            elif self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with self._conn.transaction():  # one opened without atomic(): a savepoint in it
+                    yield
+            else:
+                with self._transaction(pipeline):
+                    yield
+        except psycopg.Error as exc:
+            raise _failure(self.url, exc, self._conn) from exc
+
+    @contextmanager
+    def _transaction(self, pipelined: bool) -> Iterator[None]:
         conn = self._conn
         try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                with conn.transaction():  # a savepoint
-                    yield
-                return
-            with conn.transaction():
+            with conn.pipeline() if pipelined else nullcontext() as pipe:
+                self._pipe = pipe
+                conn.execute("BEGIN")
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_CLASS, WRITE_LOCK])
-                yield
-        except psycopg.Error as exc:
-            raise _failure(self.url, exc, conn) from exc
+                self._depth = 1
+                try:
+                    yield
+                except BaseException:
+                    self._undo("ROLLBACK")
+                    raise
+                finally:
+                    self._depth, self._pipe = 0, None
+                conn.execute("COMMIT")
+        except psycopg.Error:
+            # a statement sent ahead failed (found at the pipeline's end): the
+            # transaction is aborted, not ended
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self._undo("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        name = f"dedupd_{self._depth}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._undo(f"ROLLBACK TO SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}")
+            raise
+        finally:
+            self._depth -= 1
+        self._conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    def _undo(self, *statements: str) -> None:
+        """Roll back after an exception (which the caller raises again): the
+        pipeline first synced, since one aborted by an error runs nothing more;
+        a connection that is gone has nothing to roll back."""
+        try:
+            if self._pipe is not None:
+                self._pipe.sync()
+        except psycopg.Error:
+            pass  # the error being raised, reported once more
+        try:
+            for statement in statements:
+                self._conn.execute(statement.encode())
+        except psycopg.Error:
+            pass
 
     def snapshot(self, dest: Path) -> Store:
         """A private copy of this store at ``dest``, a SQLite file (for dry runs),

@@ -43,7 +43,7 @@ def copy_sqlite_to_postgres(
 ) -> dict[str, int]:
     """Copy every row of ``source`` into ``dest``; returns the rows copied per table."""
     copied: dict[str, int] = {}
-    with dest.atomic():
+    with dest.atomic(pipeline=False):  # COPY cannot run in a pipeline
         busy = [t for t in TABLES if dest._one(f"SELECT EXISTS (SELECT 1 FROM {t})")[0]]
         if busy:
             raise StoreNotEmptyError(f"{dest.url} already has rows in {', '.join(busy)}")
