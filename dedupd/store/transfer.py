@@ -63,6 +63,12 @@ def copy_sqlite_to_postgres(
             chosen = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
             rows = source.db.execute(f"SELECT {chosen} FROM {table} ORDER BY rowid")
             n = 0
+            if table == "audit":
+                # it marks the matches an audit row settles, and the matches come
+                # after it: nothing to mark yet (each match's own trigger reads the
+                # audit as it is copied), and in this transaction its plan scanned
+                # every file for each row (minutes at a million files)
+                dest._x("ALTER TABLE audit DISABLE TRIGGER matches_owed_audit")
             with dest._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 while batch := rows.fetchmany(BATCH):
                     for row in batch:
@@ -70,6 +76,9 @@ def copy_sqlite_to_postgres(
                     n += len(batch)
                     if progress is not None:
                         progress(table, n)
+            if table == "audit":
+                dest._x("ALTER TABLE audit ENABLE TRIGGER matches_owed_audit")
+            dest._x(f"ANALYZE {table}")  # the triggers of the tables copied next plan on its real size
             copied[table] = n
             if "id" in columns:  # the next id the identity column gives follows the copied ones
                 dest._x(
