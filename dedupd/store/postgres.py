@@ -548,27 +548,6 @@ class PostgresStore(SqlStore):
     def _any(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [values]
 
-    def hash_batches(self, size: int = 65536) -> Iterator[tuple[list[int], list[int], list[bytes | None]]]:
-        """See :meth:`dedupd.store.base.SqlStore.hash_batches`.  Through a
-        server-side cursor, ``size`` rows at a time: a client-side one would
-        hold every row in libpq's memory before the first batch (at a
-        million files, bench/pg_scale.py measures the difference).  Inside a
-        transaction or a pipeline (an index built on first use, halfway
-        through a command's work) a named cursor is not allowed, and the
-        rows come the plain way; the daemon builds its index on a reader
-        connection of its own, which is idle."""
-        info = self._conn.info
-        if info.transaction_status != psycopg.pq.TransactionStatus.IDLE or info.pipeline_status:
-            yield from super().hash_batches(size)
-            return
-        try:
-            with self._conn.transaction(), self._conn.cursor(name="dedupd_hash_batches") as cursor:
-                cursor.execute("SELECT id, phash, crop_keys FROM files WHERE error IS NULL AND phash IS NOT NULL")
-                while rows := cursor.fetchmany(size):
-                    yield [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-        except psycopg.Error as exc:
-            raise _failure(self.url, exc, self._conn) from exc
-
     def _insert(self, table: str, values: dict[str, Any]) -> int:
         query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id").format(
             sql.Identifier(table),
