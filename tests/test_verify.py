@@ -193,7 +193,7 @@ def test_grayscale_copy_is_similar_not_near() -> None:
     assert "recoloured" in verdict.reason
 
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos"
+PHOTOS = H.PHOTOS  # ../shared/photos, or /work/shared/photos from a clone elsewhere
 
 
 def _contrast(im: Image.Image, gain: float) -> Image.Image:
