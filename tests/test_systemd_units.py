@@ -46,9 +46,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command with a timeout and capture its output as text."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env)
 
 
 def _entry_point() -> str:
@@ -91,9 +91,9 @@ def _directives(unit: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _security(analyze: str, unit: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _security(analyze: str, unit: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the offline security review of ``unit``."""
-    return _run([analyze, "security", "--offline=yes", "--no-pager", *extra, str(unit)])
+    return _run([analyze, "security", "--offline=yes", "--no-pager", *extra, str(unit)], env)
 
 
 def test_units_exist() -> None:
@@ -150,11 +150,9 @@ def test_the_postgresql_drop_in_verifies_and_opens_only_the_network(tmp_path: Pa
     drop_ins.mkdir()
     shutil.copy(SYSTEMD_DIR / "postgresql.conf", drop_ins / "20-postgresql.conf")
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
-    result = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)],
-                            capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env)
+    result = _run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)], env)
     assert (result.returncode, result.stderr, result.stdout) == (0, "", ""), result.stderr
-    review = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", "--json=short", str(unit)],
-                            capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env)
+    review = _security(analyze, unit, "--json=short", env=env)
     assert review.returncode == 0, review.stderr
     newly_open = {item["name"] for item in json.loads(review.stdout) if item["set"] is False} - OPEN_CHECKS
     # IPAddressDeny= counts as open once one address is allowed

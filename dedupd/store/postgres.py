@@ -525,18 +525,17 @@ class PostgresStore(SqlStore):
 
     def snapshot(self, dest: Path) -> Store:
         """A private copy of this store at ``dest``, a SQLite file (for dry runs),
-        opened for writing: every row is read once, so it costs what a
-        ``dedupd migrate`` costs (docs/benchmarks.md)."""
+        opened for writing: every row is read once (about 8,700 files a second
+        in bench/migrate_bench.py, docs/benchmarks.md)."""
         from dedupd.store.transfer import copy_postgres_to_sqlite  # noqa: PLC0415 - transfer imports this module
 
         copy = Store.open(dest)
         try:
             copy_postgres_to_sqlite(self, copy)
-        except psycopg.Error as exc:
+        except BaseException as exc:
             copy.close()
-            raise _failure(self.url, exc, self._conn) from exc
-        except BaseException:
-            copy.close()
+            if isinstance(exc, psycopg.Error):
+                raise _failure(self.url, exc, self._conn) from exc
             raise
         return copy
 

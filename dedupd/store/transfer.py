@@ -34,6 +34,18 @@ TABLES = (
 BATCH = 10_000
 
 
+def _columns(store: PostgresStore, table: str) -> list[str]:
+    """The columns of one of the PostgreSQL store's tables, in their order."""
+    return [
+        r[0]
+        for r in store._x(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = %s ORDER BY ordinal_position",
+            [table],
+        )
+    ]
+
+
 class StoreNotEmptyError(StoreError):
     """The destination store is not empty (dedupd migrate copies into an empty store only)."""
 
@@ -48,14 +60,7 @@ def copy_sqlite_to_postgres(
         if busy:
             raise StoreNotEmptyError(f"{dest.url} already has rows in {', '.join(busy)}")
         for table in TABLES:
-            columns = [
-                r[0]
-                for r in dest._x(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-                    " AND table_name = %s ORDER BY ordinal_position",
-                    [table],
-                )
-            ]
+            columns = _columns(dest, table)
             have = set(source.db.table(table).columns_dict) if table in source.db.table_names() else set()
             if not have:
                 copied[table] = 0
@@ -99,15 +104,7 @@ def copy_postgres_to_sqlite(source: PostgresStore, dest: Store) -> dict[str, int
     with dest.atomic(), source._conn.transaction():
         for table in TABLES:
             have = set(dest.db.table(table).columns_dict)
-            columns = [
-                r[0]
-                for r in source._x(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-                    " AND table_name = %s ORDER BY ordinal_position",
-                    [table],
-                )
-                if r[0] in have
-            ]
+            columns = [c for c in _columns(source, table) if c in have]
             names = ", ".join(columns)
             insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)})"
             n = 0
