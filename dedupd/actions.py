@@ -166,6 +166,11 @@ class Actor:
         """Decide without reading any file: an outcome (recorded), or a move whose intent is committed."""
         self.last_result = None
         action = self.config.actions.for_tier(dup.match.tier)
+        if dup.duplicate.host is not None:
+            # another host's file (a store several hosts share): that host acts
+            # on it and records it, when its daemon learns of the match
+            log.info("left_to_host", host=dup.duplicate.host, path=dup.duplicate.path, original=dup.original.path)
+            return "elsewhere"
         if dup.tie:
             return self._record(dup, action, "skipped", "no keep rule decided which is the original")
         if action is Action.LOG:
@@ -216,6 +221,18 @@ class Actor:
             return Checked("a person marked this pair as not duplicates")
         if self.store.is_kept(fp.sha256, path):
             return Checked(KEPT)
+        if dup.original.host is not None:
+            # On another host: not to be read from here, so its being there
+            # and its content are the store's word, which that host keeps.  A
+            # quarantine stays reversible; a symlink could not point there.
+            if self.config.actions.for_tier(dup.match.tier) is Action.SYMLINK:
+                return Checked(f"the original is on host {dup.original.host}: a symlink here cannot point at it")
+            why = identity.changed(path, dup.duplicate.stat, "the file", ctime=False)
+            if why:
+                return Checked(why)
+            if fileops.open_for_writing(path):
+                return Checked("the file is open for writing by another process")
+            return Checked(None)
         # ctime is left to the content check that follows (every tier): a ctime moved
         # by a rename, a chmod or dedupd's own hard link is not a changed picture
         for p, recorded, what in ((path, dup.duplicate.stat, "the file"), (original, dup.original.stat, "the original")):
@@ -246,6 +263,8 @@ class Actor:
                 return "a different file was at the path (saved there since the check?)"
             if fileops.sha256_of(dest) != fp.sha256:
                 return "the file's content no longer matches its fingerprint"
+        if dup.original.host is not None:
+            return None  # on another host: the store's word (see _preflight)
         if identity.changed(dup.original.path, dup.original.stat, "the original", ctime=False):
             return "the original changed since it was fingerprinted"
         if identity.same_file(dest, dup.original.path):
@@ -445,6 +464,8 @@ class Actor:
         if outcome != "done" or action is Action.LOG:
             # the same finding about the same two files is recorded once
             key = f"{action.value}:{outcome}:{fp.sha256}:{ofp.sha256}:{os.fsencode(dup.duplicate.path).hex()}:{detail}"
+            if self.store.host:  # two hosts may find the same about their own files at one path
+                key = f"{self.store.host}:{key}"
         return self.audit.append(
             action=action.value,
             outcome=outcome,
@@ -462,6 +483,7 @@ class Actor:
             intent_id=intent_id,
             dedup_key=key,
             decided_by=self.decided_by,
+            original_host=dup.original.host,
         )
 
 

@@ -84,6 +84,10 @@ class AuditRow:
     #: who asked for it: None for the daemon and scans, ``cli`` for ``dedupd
     #: apply``, the browser's user agent for the review page
     decided_by: str | None = None
+    #: the host that did it ('' in a store of one host), and the one the
+    #: original is on when that is another (None: the same)
+    host: str = ""
+    original_host: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -129,6 +133,7 @@ class Audit:
         restores: int | None = None,
         dedup_key: str | None = None,
         decided_by: str | None = None,
+        original_host: str | None = None,
     ) -> int | None:
         """Append a row; returns its id, or None when an identical event is already recorded."""
         row = {
@@ -152,6 +157,7 @@ class Audit:
             "restores": restores,
             "dedup_key": dedup_key,
             "decided_by": decided_by,
+            "original_host": original_host,
         }
         audit_id = self.store.audit_insert(row)
         if audit_id is not None:
@@ -195,11 +201,13 @@ class Audit:
         not_log: bool = False,
         newest: int | None = None,
         sha256: str | None = None,
+        mine: bool = False,
     ) -> list[AuditRow]:
-        """Rows in order; with ``newest=N`` only the last N, newest first."""
+        """Rows in order; with ``newest=N`` only the last N, newest first; ``mine``:
+        only this host's (what it may undo)."""
         out = []
         rows = self.store.audit_rows(
-            audit_id=audit_id, since=since, moves=moves, not_log=not_log, newest=newest, sha256=sha256
+            audit_id=audit_id, since=since, moves=moves, not_log=not_log, newest=newest, sha256=sha256, mine=mine
         )
         for r in rows:
             values = list(r)

@@ -86,7 +86,7 @@ class Context:
         self.db_path: StoreLocation = db or self.config.db or default_db_path()
 
     def store(self, *, readonly: bool = False) -> AnyStore:
-        return open_store(self.db_path, readonly=readonly)
+        return open_store(self.db_path, readonly=readonly, host=self.config.host)
 
 
 def _configure_logs(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -460,6 +460,7 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
     try:
         pid = store.writer_pid()
         daemon = read_daemon_status(store)
+        hosts = store.daemon_hosts() if store.host else []  # a store several hosts share
         counts = store.counts()
         actions = store.action_counts()
         last = [r.as_json() for r in Audit(store).rows(not_log=True, newest=5)] if actions else []
@@ -476,6 +477,13 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
         "actions": actions,
         "last_actions": last,
     }
+    if hosts:
+        out["host"] = store.host
+        out["hosts"] = [
+            {"host": h["host"], "state": h["state"], "pid": h["pid"],
+             "started_at": iso_time(h["started_at"]), "heartbeat_at": iso_time(h["heartbeat_at"])}
+            for h in hosts
+        ]
     if fmt == "json":
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -490,6 +498,11 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
             click.echo("  CIRCUIT BREAKER: too many actions per minute; actions paused until reload")
     else:
         click.echo("daemon:   not running" + (f" (a writer holds the store: pid {pid})" if pid else ""))
+    if hosts:
+        click.echo(f"hosts:    {len(hosts)} sharing this store (this one: {store.host})")
+        for h in hosts:
+            age = time.time() - h["heartbeat_at"]
+            click.echo(f"  {h['host']}: {h['state']}, pid {h['pid']}, last heartbeat {age:.0f}s ago")
     click.echo(f"files:    {counts['files']} indexed, {counts['errors']} errors")
     click.echo(f"groups:   {counts['groups']} ({counts['duplicates']} duplicates: exact {counts['duplicates_exact']}, "
                f"pixel {counts['duplicates_pixel']}, near {counts['duplicates_near']})")
@@ -688,7 +701,7 @@ def restore(
                         raise errors.InputPathError(f"no audit entry #{i}")
                     rows.append(row)
             else:
-                rows = trail.rows(moves=True, since=parse_since(since) if since else None)
+                rows = trail.rows(moves=True, since=parse_since(since) if since else None, mine=True)
             # --all and --since skip what is already restored rather than report it
             results = restore_rows(store, trail, rows, roots=roots, dry_run=dry_run, decided_by="cli",
                                    pending_only=not ids)

@@ -121,6 +121,11 @@ class Config:
     source: Path | None = None  # the file this came from, None for the defaults
     #: a SQLite file, or a PostgreSQL URL; None: the default location (see dedupd.store.default_db_path)
     db: StoreLocation | None = None
+    #: this machine's name in a store several hosts share (PostgreSQL): its
+    #: files, intents and audit rows are the ones with this name.  None: the
+    #: host name.  Set it when the host name may change: a host renamed finds
+    #: its files under its old name, another host's to it
+    host: str | None = None
     roots: tuple[Path, ...] = ()  # directories the daemon watches
     reference_dirs: tuple[Path, ...] = ()  # never acted on; their files are originals
     quarantine_dir: Path | None = None
@@ -209,6 +214,7 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     kwargs: dict[str, Any] = {"source": source}
     simple: dict[str, Callable[[str, Any], Any]] = {
         "db": lambda k, v: PostgresUrl(v) if isinstance(v, str) and PostgresUrl.matches(v) else p.path(k, v, base),
+        "host": lambda k, v: _host_name(p, k, v),
         "roots": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
         "reference_dirs": lambda k, v: tuple(p.path(k, x, base) for x in p.seq(k, v)),
         "quarantine_dir": lambda k, v: p.path(k, v, base),
@@ -254,7 +260,15 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     return config
 
 
-_NULLABLE = frozenset({"db", "quarantine_dir", "audit_jsonl", "polling"})
+_NULLABLE = frozenset({"db", "host", "quarantine_dir", "audit_jsonl", "polling"})
+
+
+def _host_name(p: _Parser, key: str, value: Any) -> str:
+    """A host's name: printable, no ':' (output writes another host's files as ``host:/path``)."""
+    name = p.string(key, value)
+    if not name or len(name) > 255 or ":" in name or not name.isprintable() or name != name.strip():
+        raise p.fail(key, "must be a name of 1 to 255 printable characters, without ':' or surrounding spaces")
+    return name
 
 
 def _match(p: _Parser, data: Mapping[str, Any]) -> MatchSettings:

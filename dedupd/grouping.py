@@ -105,6 +105,9 @@ class Grouping:
         self._index = index
         self._building: threading.Thread | None = None
         self._built: list[HashIndex] = []
+        #: where the feed of other hosts' writes stood when the index was read
+        #: (a store several hosts share; see :meth:`catch_up`)
+        self._mark = 0
 
     def build_index_in_background(self) -> None:
         """Start building the index from a read-only snapshot of the store, beside
@@ -117,6 +120,7 @@ class Grouping:
         """
         if self._index is not None or self._building is not None:
             return
+        self._mark = self.store.feed_mark()  # before the snapshot: what comes during it comes again
         reader = self.store.reader()
 
         def build() -> None:
@@ -139,8 +143,49 @@ class Grouping:
                 self._building = None
                 if not self._built:  # the build failed: its error is in the log; build here
                     log.error("index_build_failed", note="building it again in the foreground")
+            if not self._built:
+                self._mark = self.store.feed_mark()
             self._index = self._built.pop() if self._built else HashIndex.load(self.store.hash_batches())
         return self._index
+
+    def catch_up(self, *, wait: bool = True) -> list[Duplicate]:
+        """Take in what other hosts sharing the store wrote since the last look.
+
+        Their files go into (or out of) this host's index, so that its lookups
+        find them; matches they made or moved on this host's files come back
+        as Duplicates, whose actions are this host's.  Called at the start of
+        every placement, inside the transaction and so under the store's
+        write lock: no other host writes in between, so the index is the store
+        when a file is placed, and two hosts placing copies of one picture at
+        once take turns and see each other's (one group, one original).  The
+        daemon also calls it between files, so that the index learns of
+        other hosts' files within a pass of its loop (``wait=False``: not while
+        the index is still being read).  One range of the feed when nothing
+        changed; nothing at all in a store of one host."""
+        if self._index is None and (self._building is None or not wait):
+            return []  # not read yet (read whole, after the mark, when first used), or not waited for
+        self.index  # noqa: B018 - waits for the build, which took the mark
+        assert self._index is not None
+        found = self.store.changes_after(self._mark)
+        if found is None:
+            log.warning("index_reread", reason="other hosts' writes since this index was read are no longer kept")
+            self._mark = self.store.feed_mark()
+            self._index = HashIndex.load(self.store.hash_batches())
+            return self._report(dict.fromkeys(self.store.unacted_matches(), "grouped by another host"))
+        self._mark, changes = found
+        if not changes:
+            return []
+        here = self.store.host
+        theirs = {file_id for file_id, host, _ in changes if host != here}
+        records = self.store.records(theirs)
+        for file_id in theirs:
+            rec = records.get(file_id)
+            if rec is None or rec.fingerprint is None:
+                self._index.remove(file_id)
+            else:
+                self._index.add_fingerprint(file_id, rec.fingerprint)
+        ours = {file_id for file_id, host, kind in changes if host == here and kind == "match"}
+        return self._report(dict.fromkeys(sorted(ours), "grouped by another host"))
 
     # --- operations ---------------------------------------------------------
 
@@ -252,6 +297,7 @@ class Grouping:
         ``regrouped``: files whose group the caller has already changed (a new
         original chosen), whose twins are pulled the same way.
         """
+        theirs = self.catch_up()
         changed: dict[int, str] = {}
         todo: collections.deque[tuple[int, int | None]] = collections.deque((i, None) for i in ids)
         for file_id in regrouped:
@@ -270,7 +316,7 @@ class Grouping:
                 self._pull(file_id, target, changed, todo)
             for moved in list(changed)[before:]:
                 self._pull_twins_of(moved, todo)
-        return self._report(changed)
+        return theirs + self._report(changed)
 
     def _place(self, file_id: int, changed: dict[int, str], todo: Todo) -> None:
         rec = self.store.record(file_id)

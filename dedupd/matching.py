@@ -153,6 +153,9 @@ _PIXEL_CACHE_SIZE = 8
 
 
 def _pixels(record: Record) -> np.ndarray:
+    if record.host is not None:
+        # its path names a file on that host; a file here at the same path is another file
+        raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here")
     key = (record.path, record.stat)
     cached = _PIXEL_CACHE.get(key)
     if cached is not None:
@@ -256,7 +259,9 @@ def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision,
 
     for rule in config.keep:
         if rule is KeepRule.REFERENCE:
-            a, b = is_under(new.path, config.reference_dirs), is_under(old.path, config.reference_dirs)
+            # reference_dirs are this host's directories: another host's path
+            # under the same name is not one of them
+            a, b = (r.host is None and is_under(r.path, config.reference_dirs) for r in (new, old))
             key_new, key_old = (0 if a else 1), (0 if b else 1)
         elif rule is KeepRule.HIGHEST_RESOLUTION:
             key_new, key_old = -nf.pixels, -of.pixels

@@ -160,6 +160,10 @@ class Record:
     error: str | None = None  # reason the file was skipped, when it was
     #: the file's original, when this file is a duplicate (the group's root)
     original_id: int | None = None
+    #: the host that owns the file, when that is not this one (a store several
+    #: hosts share): its path names a file on that host, never one here, so it
+    #: is never read, checked or moved from here
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

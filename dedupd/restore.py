@@ -516,7 +516,7 @@ def adopt_records(store: AnyStore, audit: Audit, quarantine: Path | None) -> int
         if any(r[2] != "done" for r in intents):
             continue
         intent_ids = {int(r[0]) for r in intents}
-        rows = [row for row in audit.rows(moves=True, sha256=rec.sha256) if row.destination == quarantined]
+        rows = [row for row in audit.rows(moves=True, sha256=rec.sha256, mine=True) if row.destination == quarantined]
         if any(row.intent_id in intent_ids for row in rows):
             continue  # known: a done intent and its audit row
         # a row whose intent is gone is this move's; one whose intent is there belongs to another

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,11 @@ def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: 
         assert len(ids) == 4 and pg.records(ids) == lite.records(ids)
         assert list(pg.groups()) == list(lite.groups())
         assert (pg.counts(), pg.action_counts()) == (lite.counts(), lite.action_counts())
-        assert pg.audit_rows() == lite.audit_rows() and pg.intent_rows() == lite.intent_rows()
+        # a SQLite store is one host's (host ''); copied, its rows are the migrating host's
+        hostless = [(r[:20], r[21]) for r in pg.audit_rows()]
+        assert hostless == [(r[:20], r[21]) for r in lite.audit_rows()]
+        assert {r[20] for r in pg.audit_rows()} == {socket.gethostname()} and pg.host == socket.gethostname()
+        assert pg.intent_rows() == lite.intent_rows()
         assert pg.unacted_matches() == lite.unacted_matches() and pg.unacted_matches(logged=True) == [ids[-1]]
         assert pg.scanned_roots() == lite.scanned_roots() == [root]
     finally:

@@ -60,6 +60,10 @@ log = structlog.get_logger()
 TICK = 0.25  # seconds between passes of the main loop at most
 CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
 STATUS_EVERY = 2.0
+#: seconds between looks at what other hosts sharing the store wrote, at most
+FEED_EVERY = 0.5
+#: seconds between prunings of that feed's old rows
+PRUNE_EVERY = 300.0
 EVENT_QUEUE_SIZE = 10_000
 
 
@@ -94,7 +98,7 @@ class Daemon:
     # --- lifecycle --------------------------------------------------------
 
     def run(self) -> int:
-        self.store = open_store(self.db_path)
+        self.store = open_store(self.db_path, host=self.config.host)
         self.store.lock_writer()
         self._check_sound()
         self.crashes = CrashTracker(self.store)
@@ -119,6 +123,7 @@ class Daemon:
             act_on_unhandled(self.store, self.actor)
             self.pipeline = Pipeline(self.store, self.config)
             self.seen_version = self.store.data_version()
+            self.feed_at = self.pruned_at = time.monotonic()
             self.ignore_mark, _ = self.store.ignores_after(0)
             self._warn_destructive()
             self._start_roots()
@@ -277,6 +282,7 @@ class Daemon:
             self._submit_ready(now)
             self._collect()
             self._learn_of_ignores()
+            self._learn_of_other_hosts(now)
             self.acting.advance(self.actor, self.pipeline.acted)
             self.reconcile.process_gone(
                 now, self.config.settle_seconds + 2 * CLOSE_GRACE, self.roots, self._check_roots,
@@ -532,6 +538,23 @@ class Daemon:
         if owed:
             log.info("regrouped_pairs_queued", count=len(owed), note="pairings made by 'dedupd ignore'")
             self.acting.add(owed)
+
+    def _learn_of_other_hosts(self, now: float) -> None:
+        """In a store several hosts share: take in the files other hosts stored
+        (into the index, within :data:`FEED_EVERY`), and act on the matches they
+        made on this host's files.  Every placement catches up as well, under
+        the store's write lock; this keeps the index fresh between them.  Old
+        rows of the feed are dropped now and then."""
+        if now - self.feed_at < FEED_EVERY:
+            return
+        self.feed_at = now
+        found = self.pipeline.grouping.catch_up(wait=False)
+        if found:
+            log.info("grouped_by_other_hosts", count=len(found))
+            self._act(found)
+        if now - self.pruned_at >= PRUNE_EVERY:
+            self.pruned_at = now
+            self.store.prune_changes()
 
     def _forget(self, path: Path) -> None:
         forgotten = self.pipeline.forget(path)

@@ -43,12 +43,15 @@ def location_of(text: str | Path) -> StoreLocation:
     return Path(text)
 
 
-def open_store(location: StoreLocation, *, readonly: bool = False) -> AnyStore:
-    """Open the store at ``location`` with the backend its kind calls for."""
+def open_store(location: StoreLocation, *, readonly: bool = False, host: str | None = None) -> AnyStore:
+    """Open the store at ``location`` with the backend its kind calls for.
+
+    ``host``: the name this machine has in a store several hosts share
+    (PostgreSQL; default: its host name).  A SQLite store is one host's."""
     if isinstance(location, PostgresUrl):
         from dedupd.store.postgres import PostgresStore  # noqa: PLC0415 - psycopg only when asked for
 
-        return PostgresStore.open(location, readonly=readonly)
+        return PostgresStore.open(location, readonly=readonly, host=host)
     return Store.open(location, readonly=readonly)
 
 

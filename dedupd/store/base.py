@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,8 +66,12 @@ class SqlStore(ABC):
     #: the condition "the row of ``files`` is not in ``_SEEN``", as this backend plans it best
     _UNSEEN: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "") -> None:
         self._present: set[tuple[str, str | None]] = set()
+        #: the host this connection works for: its files, intents, crash counts,
+        #: scanned roots and daemon row are the rows with this ``host`` (a SQLite
+        #: store is one host's: '')
+        self.host = host
 
     # --- what a backend supplies ------------------------------------------------
 
@@ -137,7 +142,7 @@ class SqlStore(ABC):
     # --- files -------------------------------------------------------------
 
     def record_for_path(self, path: Path) -> Record | None:
-        rows = self._records("f.path = ?", [_path_key(path)])
+        rows = self._records("f.host = ? AND f.path = ?", [self.host, _path_key(path)])
         return rows[0] if rows else None
 
     def record(self, file_id: int) -> Record | None:
@@ -150,7 +155,8 @@ class SqlStore(ABC):
 
     def records_by_inode(self, st: FileStat) -> list[Record]:
         return self._records(
-            "f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ?", [st.dev, st.ino, st.size, st.mtime_ns]
+            "f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ? AND f.host = ?",
+            [st.dev, st.ino, st.size, st.mtime_ns, self.host],
         )
 
     def ids_with(self, column: str, value: str) -> list[int]:
@@ -161,8 +167,8 @@ class SqlStore(ABC):
         """Every record whose path is ``root`` or below it."""
         key = _path_key(root).rstrip(b"/")
         for file_id, path in self._sql(
-            "SELECT id, path FROM files WHERE path = ? OR (path >= ? AND path < ?)",
-            [key, key + b"/", key + b"0"],  # '0' sorts right after '/'
+            "SELECT id, path FROM files WHERE host = ? AND (path = ? OR (path >= ? AND path < ?))",
+            [self.host, key, key + b"/", key + b"0"],  # '0' sorts right after '/'
         ):
             yield file_id, Path(os.fsdecode(path))
 
@@ -173,15 +179,16 @@ class SqlStore(ABC):
         key = _path_key(root).rstrip(b"/")
         where, low = ("path >= ?", key + b"/") if after is None else ("path > ?", _path_key(after))
         rows = self._sql(
-            f"SELECT id, path FROM files WHERE {where} AND path < ? ORDER BY path LIMIT ?",
-            [low, key + b"0", limit],  # '0' sorts right after '/'
+            f"SELECT id, path FROM files WHERE host = ? AND {where} AND path < ? ORDER BY path LIMIT ?",
+            [self.host, low, key + b"0", limit],  # '0' sorts right after '/'
         ).fetchall()
         return [(file_id, Path(os.fsdecode(path))) for file_id, path in rows]
 
     def count_under(self, root: Path) -> int:
         key = _path_key(root).rstrip(b"/")
         row = self._sql(
-            "SELECT COUNT(*) FROM files WHERE path = ? OR (path >= ? AND path < ?)", [key, key + b"/", key + b"0"]
+            "SELECT COUNT(*) FROM files WHERE host = ? AND (path = ? OR (path >= ? AND path < ?))",
+            [self.host, key, key + b"/", key + b"0"],
         ).fetchone()
         return int(row[0])
 
@@ -207,10 +214,10 @@ class SqlStore(ABC):
     def upsert_file(self, path: Path, st: FileStat, fp: Fingerprint, *, seq: int | None = None) -> int:
         """Store a fingerprinted file.  A path already stored keeps its id and its
         seniority (``seq``) unless one is given."""
-        return self._upsert(_file_row(path, st, seq) | _fingerprint_columns(fp))
+        return self._upsert(_file_row(self.host, path, st, seq) | _fingerprint_columns(fp))
 
     def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
-        return self._upsert(_file_row(path, st, seq) | {"error": reason, "error_detail": detail})
+        return self._upsert(_file_row(self.host, path, st, seq) | {"error": reason, "error_detail": detail})
 
     def _upsert(self, values: dict[str, Any]) -> int:
         """Insert the file row, or update the one stored at its path; its id.  One
@@ -227,7 +234,7 @@ class SqlStore(ABC):
             sets.append(f"{column} = excluded.{column}")
         query = (
             f"INSERT INTO files ({', '.join(values)}) VALUES ({', '.join(marks)})"
-            f" ON CONFLICT (path) DO UPDATE SET {', '.join(sets)} RETURNING id"
+            f" ON CONFLICT (host, path) DO UPDATE SET {', '.join(sets)} RETURNING id"
         )
         with self.atomic():
             return int(self._sql(query, params).fetchall()[0][0])  # all: SQLite ends the statement
@@ -236,7 +243,7 @@ class SqlStore(ABC):
         """A rename: the same file (device, inode, size, mtime) at a new path.
         The decisions a person made about the file follow it."""
         old = self._sql("SELECT path, sha256 FROM files WHERE id = ?", [file_id]).fetchone()
-        self._sql("DELETE FROM files WHERE path = ? AND id != ?", [_path_key(new_path), file_id])
+        self._sql("DELETE FROM files WHERE host = ? AND path = ? AND id != ?", [self.host, _path_key(new_path), file_id])
         self._sql("UPDATE files SET path = ? WHERE id = ?", [_path_key(new_path), file_id])
         if old is not None and old[1] is not None:
             for side in ("a", "b"):
@@ -252,12 +259,28 @@ class SqlStore(ABC):
         self._sql("DELETE FROM files WHERE id = ?", [file_id])
         return orphans
 
+    # --- what other hosts wrote (a shared store; one host's has nothing to tell) ---
+
+    def feed_mark(self) -> int:
+        """Where the feed of other hosts' writes is now (see the PostgreSQL store)."""
+        return 0
+
+    def changes_after(self, mark: int) -> tuple[int, list[tuple[int, str, str]]] | None:
+        """What other hosts wrote after ``mark``: nothing, in a store of one host."""
+        return mark, []
+
+    def prune_changes(self) -> int:
+        """Drop old rows of the feed: it has none in a store of one host."""
+        return 0
+
     def errors(self) -> list[tuple[Path, str, str, float]]:
-        """Every indexed file that was skipped: (path, reason, detail, when), in path order."""
+        """Every file of this host that was skipped: (path, reason, detail, when), in path order."""
         return [
             (Path(os.fsdecode(r[0])), r[1], r[2] or "", r[3] or 0.0)
             for r in self._sql(
-                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL ORDER BY path"
+                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL AND host = ?"
+                " ORDER BY path",
+                [self.host],
             )
         ]
 
@@ -328,26 +351,34 @@ class SqlStore(ABC):
         like, with their tier; they are not members of its group."""
         rows = self._sql(
             "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
-            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie"
+            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie, o.host, d.host"
             " FROM matches m JOIN files o ON o.id = m.original_id"
             " JOIN files d ON d.id = m.file_id"
             " UNION ALL"
             " SELECT o.path, d.path, s.tier, s.phash_distance, s.dhash_distance,"
-            " s.colour_distance, s.similarity, s.orientation, s.reason, 0"
+            " s.colour_distance, s.similarity, s.orientation, s.reason, 0, o.host, d.host"
             " FROM similar_pairs s JOIN files o ON o.id = s.other_id"
             " JOIN files d ON d.id = s.file_id"
-            " ORDER BY 1, 2"
+            " ORDER BY 1, 11, 2, 12"
         )
-        current: bytes | None = None
+        current: tuple[bytes, str] | None = None
         members: list[tuple[Path, Match, bool]] = []
         for row in rows:
-            if row[0] != current:
+            if (row[0], row[10]) != current:
                 if current is not None:
-                    yield Path(os.fsdecode(current)), members
-                current, members = row[0], []
-            members.append((Path(os.fsdecode(row[1])), _match_from_row(row[2:9]), bool(row[9])))
+                    yield self.shown(current[1], current[0]), members
+                current, members = (row[0], row[10]), []
+            members.append((self.shown(row[11], row[1]), _match_from_row(row[2:9]), bool(row[9])))
         if current is not None:
-            yield Path(os.fsdecode(current)), members
+            yield self.shown(current[1], current[0]), members
+
+    def shown(self, host: str, path: bytes) -> Path:
+        """A stored path as output shows it: as it is for this host's files,
+        ``host:/path`` (as scp and rsync write it) for another host's.  For
+        display only: the second is no path on this machine."""
+        if host == self.host:
+            return Path(os.fsdecode(path))
+        return Path(f"{host}:{os.fsdecode(path)}")
 
     def unacted_matches(
         self,
@@ -385,9 +416,11 @@ class SqlStore(ABC):
                 f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
                 " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
                 "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
-                f" AND {owed}{only}"
+                # (an expression, not the column: SQLite would walk the host's
+                # files through their index rather than the owed matches through theirs)
+                f" AND {owed}{only} AND (d.host || '') = ?"
                 " ORDER BY m.file_id",
-                params,
+                [*params, self.host],
             )
         ]
 
@@ -430,14 +463,17 @@ class SqlStore(ABC):
         with self.atomic():
             for root in roots:
                 self._sql(
-                    "INSERT INTO scanned_roots (path, scanned_at) VALUES (?, ?)"
-                    " ON CONFLICT (path) DO UPDATE SET scanned_at = excluded.scanned_at",
-                    [_path_key(root), time.time()],
+                    "INSERT INTO scanned_roots (host, path, scanned_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (host, path) DO UPDATE SET scanned_at = excluded.scanned_at",
+                    [self.host, _path_key(root), time.time()],
                 )
 
     def scanned_roots(self) -> list[Path]:
         """The directories ``dedupd scan`` was given, in path order."""
-        return [Path(os.fsdecode(r[0])) for r in self._sql("SELECT path FROM scanned_roots ORDER BY path")]
+        return [
+            Path(os.fsdecode(r[0]))
+            for r in self._sql("SELECT path FROM scanned_roots WHERE host = ? ORDER BY path", [self.host])
+        ]
 
     # --- decisions a person made ------------------------------------------------
 
@@ -570,13 +606,15 @@ class SqlStore(ABC):
         what went wrong this time (an exception's text), None for a worker's death."""
         key = _path_key(path)
         with self.atomic():
-            row = self._sql("SELECT size, mtime_ns, count FROM crashes WHERE path = ?", [key]).fetchone()
+            row = self._sql(
+                "SELECT size, mtime_ns, count FROM crashes WHERE host = ? AND path = ?", [self.host, key]
+            ).fetchone()
             count = int(row[2]) + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
             self._sql(
-                "INSERT INTO crashes (path, size, mtime_ns, count, at, cause) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                "INSERT INTO crashes (host, path, size, mtime_ns, count, at, cause) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (host, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
                 " count = excluded.count, at = excluded.at, cause = excluded.cause",
-                [key, st.size, st.mtime_ns, count, time.time(), cause],
+                [self.host, key, st.size, st.mtime_ns, count, time.time(), cause],
             )
         return count
 
@@ -586,8 +624,8 @@ class SqlStore(ABC):
     def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
         """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
         row = self._sql(
-            "SELECT count, cause FROM crashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            [_path_key(path), st.size, st.mtime_ns],
+            "SELECT count, cause FROM crashes WHERE host = ? AND path = ? AND size = ? AND mtime_ns = ?",
+            [self.host, _path_key(path), st.size, st.mtime_ns],
         ).fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
 
@@ -600,14 +638,15 @@ class SqlStore(ABC):
         """Records under ``root`` the scan did not see, in path order and in chunks
         (each one range of the path index; the caller may delete as it goes)."""
         key = _path_key(root).rstrip(b"/")
-        row = self._sql(f"SELECT id FROM files WHERE path = ? AND {self._UNSEEN}", [key]).fetchone()
+        row = self._sql(f"SELECT id FROM files WHERE host = ? AND path = ? AND {self._UNSEEN}", [self.host, key]).fetchone()
         if row is not None:  # the root itself, a file
             yield row[0], root
         where, low = "path >= ?", key + b"/"
         while True:
             rows = self._sql(
-                f"SELECT id, path FROM files WHERE {where} AND path < ? AND {self._UNSEEN} ORDER BY path LIMIT ?",
-                [low, key + b"0", chunk],  # '0' sorts right after '/'
+                f"SELECT id, path FROM files WHERE host = ? AND {where} AND path < ? AND {self._UNSEEN}"
+                " ORDER BY path LIMIT ?",
+                [self.host, low, key + b"0", chunk],  # '0' sorts right after '/'
             ).fetchall()
             if not rows:
                 return
@@ -629,23 +668,33 @@ class SqlStore(ABC):
     # --- daemon status -----------------------------------------------------
 
     def write_daemon_status(self, *, pid: int, started_at: float, state: str, data: dict[str, Any]) -> None:
-        """Record what the running daemon says about itself (one row per store)."""
+        """Record what this host's running daemon says about itself (one row per host)."""
         with self.atomic():
             self._sql(
-                "INSERT INTO daemon (id, pid, started_at, heartbeat_at, state, data) VALUES (1, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
+                "INSERT INTO daemon (id, host, pid, started_at, heartbeat_at, state, data)"
+                " VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM daemon), ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (host) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
                 " heartbeat_at = excluded.heartbeat_at, state = excluded.state, data = excluded.data",
-                [pid, started_at, time.time(), state, json.dumps(data, default=str)],
+                [self.host, pid, started_at, time.time(), state, json.dumps(data, default=str)],
             )
 
     def read_daemon_status(self) -> dict[str, Any] | None:
-        """What the daemon last said about itself, or None."""
+        """What this host's daemon last said about itself, or None."""
+        found = [d for d in self.daemon_hosts() if d["host"] == self.host]
+        return found[0] if found else None
+
+    def daemon_hosts(self) -> list[dict[str, Any]]:
+        """What each host's daemon last said about itself, by host name."""
         if not self._has("daemon"):
-            return None
-        row = self._sql("SELECT pid, started_at, heartbeat_at, state, data FROM daemon WHERE id = 1").fetchone()
-        if row is None:
-            return None
-        return {"pid": row[0], "started_at": row[1], "heartbeat_at": row[2], "state": row[3], **json.loads(row[4])}
+            return []
+        if not self._has("daemon", "host"):  # a reader before any writer migrated the store: one host's
+            query = "SELECT '', pid, started_at, heartbeat_at, state, data FROM daemon WHERE id = 1"
+        else:
+            query = "SELECT host, pid, started_at, heartbeat_at, state, data FROM daemon ORDER BY host"
+        return [
+            {"host": r[0], "pid": r[1], "started_at": r[2], "heartbeat_at": r[3], "state": r[4], **json.loads(r[5])}
+            for r in self._sql(query)
+        ]
 
     # --- audit and intents ------------------------------------------------------
     # The SQL behind dedupd.audit.  Rows come back as tuples in the order of
@@ -657,7 +706,7 @@ class SqlStore(ABC):
         key = row.get("dedup_key")
         if key is not None and self._sql("SELECT 1 FROM audit WHERE dedup_key = ?", [key]).fetchone():
             return None
-        return self._insert("audit", row)
+        return self._insert("audit", {"host": self.host, **row})
 
     def audit_rows(
         self,
@@ -668,10 +717,15 @@ class SqlStore(ABC):
         not_log: bool = False,
         newest: int | None = None,
         sha256: str | None = None,
+        mine: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """Audit rows in order (``newest=N``: the last N, newest first), filtered as asked."""
+        """Audit rows in order (``newest=N``: the last N, newest first), filtered as
+        asked (``mine``: only what this host did)."""
         where: list[str] = ["TRUE"]
         params: list[Any] = []
+        if mine:
+            where.append("host = ?")
+            params.append(self.host)
         if sha256 is not None:  # indexed
             where.append("sha256 = ?")
             params.append(sha256)
@@ -688,6 +742,8 @@ class SqlStore(ABC):
         columns = AUDIT_COLUMNS
         if not self._has("audit", "decided_by"):  # a store a reader opened before any writer migrated it
             columns = columns.replace("decided_by", "NULL AS decided_by")
+        if not self._has("audit", "host"):
+            columns = columns.replace("host, original_host", "'' AS host, NULL AS original_host")
         query = f"SELECT {columns} FROM audit WHERE {' AND '.join(where)} ORDER BY id"
         if newest is not None:
             query += f" DESC LIMIT {int(newest)}"
@@ -698,7 +754,7 @@ class SqlStore(ABC):
         self._sql("UPDATE audit SET intent_id = ? WHERE id = ?", [intent_id, audit_id])
 
     def intent_insert(self, values: dict[str, Any]) -> int:
-        return self._insert("intents", values)
+        return self._insert("intents", {"host": self.host, **values})
 
     def intent_update(self, intent_id: int, values: dict[str, Any]) -> None:
         """Set some columns of an intent (``audit_id`` is only ever set, never cleared)."""
@@ -715,9 +771,9 @@ class SqlStore(ABC):
         path: Path | None = None,
         original: Path | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Intents in id order, filtered as asked (every filter an indexed column)."""
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
+        """This host's intents in id order, filtered as asked (every filter an indexed column)."""
+        where: list[str] = ["host = ?"]
+        params: list[Any] = [self.host]
         for column, value in (
             ("original", None if original is None else _path_key(original)),
             ("path", None if path is None else _path_key(path)),
@@ -847,8 +903,8 @@ class SqlStore(ABC):
             for r in self._sql(
                 "SELECT a.id FROM audit a JOIN intents i ON i.id = a.intent_id"
                 " WHERE a.action IN ('quarantine', 'symlink') AND a.outcome = 'done' AND i.state = 'done'"
-                " AND a.id < ? ORDER BY a.id DESC LIMIT ?",
-                [before if before is not None else 1 << 62, limit],
+                " AND a.host = ? AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+                [self.host, before if before is not None else 1 << 62, limit],
             )
         ]
 
@@ -858,10 +914,10 @@ class SqlStore(ABC):
         query = (
             "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
             " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns"
+            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns, f.host"
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
-        return [_record_from_row(row) for row in self._sql(query, params).fetchall()]
+        return [_record_from_row(row, self.host) for row in self._sql(query, params).fetchall()]
 
 
 # --- the SQL fragments both backends use --------------------------------------
@@ -878,7 +934,7 @@ _PAIR_DECIDED = (
 AUDIT_COLUMNS = (
     "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"
     " colour_distance, similarity, size, sha256, original_sha256, reason, detail,"
-    " destination, intent_id, restores, decided_by"
+    " destination, intent_id, restores, decided_by, host, original_host"
 )
 INTENT_COLUMNS = (
     "id, action, state, path, destination, temp, link_target, dev, ino, size, mtime_ns,"
@@ -914,6 +970,11 @@ def _member_filter(
 
 
 # --- how values are stored ----------------------------------------------------
+
+
+def this_host() -> str:
+    """This machine's name: the host a shared store knows it by, unless the config names it (``host``)."""
+    return socket.gethostname()
 
 
 def _path_key(path: Path) -> bytes:
@@ -965,9 +1026,10 @@ def unpack_variants(raw: bytes | None) -> tuple[tuple[Orientation, Hashes], ...]
     return tuple(out)
 
 
-def _file_row(path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
+def _file_row(host: str, path: Path, st: FileStat, seq: int | None) -> dict[str, Any]:
     """The columns every file row has; fingerprint and error columns start empty."""
     return {
+        "host": host,
         "path": _path_key(path),
         "dev": st.dev,
         "ino": st.ino,
@@ -1012,8 +1074,10 @@ def _match_values(match: Match) -> list[Any]:
     ]
 
 
-def _record_from_row(row: tuple[Any, ...]) -> Record:
-    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops, ctime) = row
+def _record_from_row(row: tuple[Any, ...], here: str) -> Record:
+    """A file row as a Record; ``here``: this connection's host (a file of another names its host)."""
+    (fid, path, dev, ino, size, mtime_ns, seq, sha, pix, ph, dh, col, w, h, fmt, det, err, orig, var, crops, ctime,
+     host) = row  # fmt: skip
     fp = None
     if err is None and sha is not None:
         fp = Fingerprint(
@@ -1035,6 +1099,7 @@ def _record_from_row(row: tuple[Any, ...]) -> Record:
         seq=seq,
         error=err,
         original_id=orig,
+        host=None if host == here else host,
     )
 
 

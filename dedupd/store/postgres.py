@@ -37,6 +37,7 @@ import functools
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -48,7 +49,7 @@ from psycopg_pool import ConnectionPool
 
 from dedupd.errors import StoreError, StoreLockedError, StoreUnavailable
 from dedupd.models import PostgresUrl, Tier
-from dedupd.store.base import SqlStore
+from dedupd.store.base import SqlStore, this_host
 from dedupd.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ if TYPE_CHECKING:
 #: first key of every advisory lock dedupd takes (``b"ddpd"``), the second says which
 LOCK_CLASS = 0x64647064
 WRITE_LOCK, WRITER_LOCK, MIGRATE_LOCK = 1, 2, 3
+#: first key of each host's writer lock (``b"ddph"``); the second is :func:`_host_key`
+HOST_LOCK_CLASS = 0x64647068
+#: rows of the feed kept (seconds): a host away longer reads its index afresh
+FEED_KEPT = 3600.0
 
 _COUNTER_NAMES = ["files", "errors", "groups", "duplicates", *(f"duplicates_{t.value}" for t in Tier)]
 
@@ -118,6 +123,41 @@ _OWED_BY_AUDIT = (
     "  JOIN audit a ON a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
     "  WHERE d.id = {file} ORDER BY a.id DESC LIMIT 1), 1)"
 )
+
+#: :data:`_OWED_BY_AUDIT` where an audit row names its file by host and path
+_OWED_BY_AUDIT_HOST = _OWED_BY_AUDIT.replace("AND a.path = d.path", "AND a.host = d.host AND a.path = d.path")
+
+
+def _feed_triggers() -> list[str]:
+    """Statement-level triggers that append to ``file_changes`` what a statement
+    wrote to ``files`` or ``matches`` (see p005)."""
+    out = []
+    lock = f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {WRITE_LOCK});"
+    by = "current_setting('dedupd.host', true)"
+    for table, rows in (
+        ("files", "SELECT id, host, 'file', {by} FROM {rows}"),
+        # a match names its duplicate; the feed names the duplicate's host,
+        # which acts on it (a file gone with its match: '')
+        ("matches", "SELECT r.file_id, COALESCE((SELECT f.host FROM files f WHERE f.id = r.file_id), ''),"
+                    " 'match', {by} FROM {rows} r"),
+    ):
+        for event, ref, source in (
+            ("INSERT", "NEW TABLE AS new_rows", "new_rows"),
+            ("UPDATE", "NEW TABLE AS new_rows", "new_rows"),
+            ("DELETE", "OLD TABLE AS old_rows", "old_rows"),
+        ):
+            name = f"file_changes_{table}_{event.lower()}"
+            select = rows.format(by=by, rows=source)
+            out.append(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {lock}"
+                f" INSERT INTO file_changes (file_id, host, kind, by_host) {select}; RETURN NULL; END $$"
+            )
+            out.append(
+                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {ref}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+            )
+    return out
+
 
 #: The schema, in order; each entry is applied once, in one transaction, and
 #: recorded in ``dedupd_migrations``.  The first is the SQLite store's schema as
@@ -244,6 +284,59 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             " FOR EACH STATEMENT EXECUTE FUNCTION counters_audit_insert()",
         ],
     ),
+    # Several hosts in one store (SQLite's m016 adds the same columns).  Files,
+    # intents, audit rows, crash counts, scanned roots and daemon rows are named
+    # by host and path.  What a store held before was one host's: the host that
+    # opens it first after the upgrade takes it (``%(host)s``).  The owed flag's
+    # functions compare hosts as well as paths.  And ``file_changes``, the feed
+    # through which each host's in-memory index learns of the others' files.
+    (
+        "p005_hosts",
+        [
+            *(
+                statement
+                for table in ("files", "audit", "intents", "daemon", "crashes", "scanned_roots")
+                for statement in (
+                    f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+                    f"UPDATE {table} SET host = %(host)s",
+                )
+            ),
+            "ALTER TABLE audit ADD COLUMN original_host TEXT",
+            "DROP INDEX idx_files_path",
+            "CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)",
+            "CREATE UNIQUE INDEX idx_daemon_host ON daemon (host)",
+            "ALTER TABLE crashes DROP CONSTRAINT crashes_pkey",
+            "ALTER TABLE crashes ADD PRIMARY KEY (host, path)",
+            "ALTER TABLE scanned_roots DROP CONSTRAINT scanned_roots_pkey",
+            "ALTER TABLE scanned_roots ADD PRIMARY KEY (host, path)",
+            "CREATE OR REPLACE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " NEW.owed := " + _OWED_BY_AUDIT_HOST.format(file="NEW.file_id", original="NEW.original_id") + ";"
+            " RETURN NEW; END $$",
+            "CREATE OR REPLACE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+            " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
+            " WHERE file_id IN (SELECT id FROM files WHERE host = NEW.host AND path = NEW.path AND sha256 = NEW.sha256)"
+            " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
+            " RETURN NULL; END $$",
+            "CREATE OR REPLACE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE matches SET owed = "
+            + _OWED_BY_AUDIT_HOST.format(file="matches.file_id", original="matches.original_id")
+            + " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
+            # The feed: one row per file row or match written, numbered in the
+            # order the writes committed.  Its triggers take the store's write
+            # lock before they number (every writer's transaction already holds
+            # it: this covers any that does not), and the lock is held to the
+            # commit, so a transaction that numbers after another commits after
+            # it: a reader that has seen number n has seen everything before n.
+            "CREATE TABLE file_changes (rev BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " file_id BIGINT NOT NULL, host TEXT NOT NULL, kind TEXT NOT NULL, by_host TEXT,"
+            " at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))",
+            *_feed_triggers(),
+            # the feed's rows below this were dropped (a host whose mark is below it reads its index afresh)
+            "CREATE TABLE file_changes_pruned (below BIGINT NOT NULL)",
+            "INSERT INTO file_changes_pruned (below) VALUES (0)",
+        ],
+    ),
 ]
 
 
@@ -324,8 +417,8 @@ class PostgresStore(SqlStore):
     _SEEN = "pg_temp.seen"
     _UNSEEN = "NOT EXISTS (SELECT 1 FROM pg_temp.seen s WHERE s.id = files.id)"
 
-    def __init__(self, url: PostgresUrl, pool: ConnectionPool, conn: psycopg.Connection[Any]) -> None:
-        super().__init__()
+    def __init__(self, url: PostgresUrl, pool: ConnectionPool, conn: psycopg.Connection[Any], host: str) -> None:
+        super().__init__(host)
         self.url = url
         self.path = Path(str(url))  # for messages only: there is no file
         self._pool = pool
@@ -335,16 +428,19 @@ class PostgresStore(SqlStore):
         self._pipe: psycopg.Pipeline | None = None  # the outermost one's pipeline
 
     @classmethod
-    def open(cls, url: PostgresUrl, *, readonly: bool = False) -> PostgresStore:
-        """Connect to the store at ``url``, creating and migrating its tables unless ``readonly``."""
+    def open(cls, url: PostgresUrl, *, readonly: bool = False, host: str | None = None) -> PostgresStore:
+        """Connect to the store at ``url``, creating and migrating its tables unless
+        ``readonly``, as the host ``host`` (default: this machine's name)."""
         pool = _pools.acquire(url)
         try:
             conn = pool.getconn(timeout=30)
         except Exception as exc:  # psycopg_pool.PoolTimeout, or a connection error inside it
             _pools.release(url)
             raise StoreUnavailable(f"{url}: {exc}") from exc
-        store = cls(url, pool, conn)
+        store = cls(url, pool, conn, host or this_host())
         try:
+            # the feed's triggers name the host that wrote (reset with the connection)
+            conn.execute("SELECT set_config('dedupd.host', %s, false)", [store.host])
             if readonly:
                 conn.execute("SET default_transaction_read_only = on")
                 if not store._migrated("files"):
@@ -371,8 +467,8 @@ class PostgresStore(SqlStore):
                 if name in done:
                     continue
                 for statement in statements:
-                    if "%(names)s" in statement:
-                        self._conn.execute(statement, {"names": _COUNTER_NAMES})
+                    if "%(" in statement:
+                        self._conn.execute(statement, {"names": _COUNTER_NAMES, "host": self.host})
                     else:
                         self._conn.execute(statement.encode())  # no parameters: sent as it is
                 self._conn.execute(
@@ -396,7 +492,7 @@ class PostgresStore(SqlStore):
 
     def reader(self) -> PostgresStore:
         """Another, read-only connection to this store (for another thread)."""
-        return PostgresStore.open(self.url, readonly=True)
+        return PostgresStore.open(self.url, readonly=True, host=self.host)
 
     def close(self) -> None:
         if self._pool is None:
@@ -405,7 +501,7 @@ class PostgresStore(SqlStore):
         if self._writer and not self._conn.closed:
             # now, not when the pool resets the connection (on a thread of its own)
             try:
-                self._x("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, WRITER_LOCK])
+                self._x("SELECT pg_advisory_unlock(%s, %s)", [HOST_LOCK_CLASS, _host_key(self.host)])
             except psycopg.Error:
                 pass  # a lost connection holds no lock; the pool throws it away
             self._writer = False
@@ -415,11 +511,17 @@ class PostgresStore(SqlStore):
     # --- locking -----------------------------------------------------------
 
     def lock_writer(self) -> None:
-        """Become this store's only writer process, or raise StoreLockedError."""
-        row = self._x("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, WRITER_LOCK]).fetchone()
+        """Become this host's only writer process in the store, or raise
+        StoreLockedError.  Each host has its own writer (its daemon or scan): the
+        lock is keyed by the host's name, so daemons of several hosts share the
+        store, each writing beside the others (their transactions take turns on
+        the store's write lock)."""
+        row = self._x("SELECT pg_try_advisory_lock(%s, %s)", [HOST_LOCK_CLASS, _host_key(self.host)]).fetchone()
         if not row or not row[0]:
             pid = self.writer_pid()
-            raise StoreLockedError(f"{self.url} (another 'dedupd run' or 'dedupd scan' is its writer, pid {pid})")
+            raise StoreLockedError(
+                f"{self.url} (another 'dedupd run' or 'dedupd scan' is host {self.host!r}'s writer, pid {pid})"
+            )
         self._writer = True
 
     def _where(self) -> str:
@@ -432,7 +534,7 @@ class PostgresStore(SqlStore):
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
             " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [LOCK_CLASS, WRITER_LOCK],
+            [HOST_LOCK_CLASS, _host_key(self.host)],
         ).fetchone()
         if row is None:
             return None
@@ -530,6 +632,7 @@ class PostgresStore(SqlStore):
         from dedupd.store.transfer import copy_postgres_to_sqlite  # noqa: PLC0415 - transfer imports this module
 
         copy = Store.open(dest)
+        copy.host = self.host  # the copy holds every host's rows: this one's are its own
         try:
             copy_postgres_to_sqlite(self, copy)
         except BaseException as exc:
@@ -597,10 +700,54 @@ class PostgresStore(SqlStore):
     def require_sound(self) -> None:
         """PostgreSQL checks its own pages as it reads them; nothing to do at start."""
 
+    # --- the feed: what other hosts wrote -----------------------------------------
+
+    def feed_mark(self) -> int:
+        """Where the feed is now: :meth:`changes_after` this mark returns what
+        is written from here on.  Taken before the index is read, so that what
+        is written while it is read comes again (an index takes a file twice
+        alike)."""
+        return int(self._one("SELECT COALESCE(MAX(rev), 0) FROM file_changes")[0])
+
+    def changes_after(self, mark: int) -> tuple[int, list[tuple[int, str, str]]] | None:
+        """What other hosts wrote to files and matches after ``mark``: the new
+        mark and (file id, the file's host, ``file`` or ``match``) in the order
+        it was committed; None when rows after ``mark`` were pruned (the caller
+        reads its index afresh).  One range of the feed's key: what a second's
+        worth of other hosts' work costs, at any size of store."""
+        pruned = int(self._one("SELECT below FROM file_changes_pruned")[0])
+        if mark < pruned:
+            return None
+        # this host's own rows too, in the same statement: the new mark is the
+        # last row read, never one committed after the read
+        rows = self._x(
+            "SELECT rev, file_id, host, kind, by_host FROM file_changes WHERE rev > %s ORDER BY rev", [mark]
+        ).fetchall()
+        last = int(rows[-1][0]) if rows else mark
+        return last, [(int(r[1]), str(r[2]), str(r[3])) for r in rows if r[4] != self.host]
+
+    def prune_changes(self, kept: float = FEED_KEPT) -> int:
+        """Drop feed rows older than ``kept`` seconds; how many went."""
+        with self.atomic():
+            row = self._x(
+                "WITH gone AS (DELETE FROM file_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s"
+                " RETURNING rev) SELECT COUNT(*), MAX(rev) FROM gone",
+                [kept],
+            ).fetchone()
+            assert row is not None
+            if row[0]:
+                self._x("UPDATE file_changes_pruned SET below = GREATEST(below, %s)", [row[1]])
+        return int(row[0])
+
     def quick_check(self) -> str | None:
         """None: the server answers (page damage is reported by the server as it reads)."""
         self._x("SELECT 1")
         return None
+
+
+def _host_key(host: str) -> int:
+    """The second key of a host's writer lock: its name's CRC-32, as a positive 32-bit integer."""
+    return zlib.crc32(host.encode()) & 0x7FFFFFFF
 
 
 @functools.lru_cache(maxsize=256)

@@ -617,3 +617,22 @@ WHEN NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL BEGIN
     AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);
 END;"""
     )
+
+
+@migrations()
+def m016_hosts(db: sqlite_utils.Database) -> None:
+    # A store several hosts share (PostgreSQL, p005) names each file, intent,
+    # audit row, crash count, scanned root and daemon row by its host as well as
+    # its path: two hosts may both have /srv/photos/a.jpg.  A SQLite store is
+    # one host's, and every row of it has host '' (`dedupd migrate` gives them
+    # the host's name in the shared store); the columns are here so that the
+    # two backends keep one schema and one set of queries.
+    for table in ("files", "audit", "intents", "daemon"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE audit ADD COLUMN original_host TEXT")  # NULL: the original is on `host`
+    db.execute("DROP INDEX idx_files_path")
+    db.execute("CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)")
+    db.execute("CREATE UNIQUE INDEX idx_daemon_host ON daemon (host)")
+    for table in ("crashes", "scanned_roots"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''")
+        db.table(table).transform(pk=("host", "path"))

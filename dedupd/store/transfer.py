@@ -65,9 +65,17 @@ def copy_sqlite_to_postgres(
             if not have:
                 copied[table] = 0
                 continue
-            chosen = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
+            # a SQLite store is one host's (host ''): its rows become the migrating host's
+            own = "'" + dest.host.replace("'", "''") + "'"
+            chosen = ", ".join(
+                f"{own} AS host" if c == "host" else c if c in have else f"NULL AS {c}" for c in columns
+            )
             rows = source.db.execute(f"SELECT {chosen} FROM {table} ORDER BY rowid")
             n = 0
+            if table in ("files", "matches"):
+                # the feed is for what hosts write as they run: a copy would add a
+                # row per file; other hosts read their index afresh instead (below)
+                dest._x(f"ALTER TABLE {table} DISABLE TRIGGER file_changes_{table}_insert")
             if table == "audit":
                 # it marks the matches an audit row settles, and the matches come
                 # after it: nothing to mark yet (each match's own trigger reads the
@@ -83,6 +91,8 @@ def copy_sqlite_to_postgres(
                         progress(table, n)
             if table == "audit":
                 dest._x("ALTER TABLE audit ENABLE TRIGGER matches_owed_audit")
+            if table in ("files", "matches"):
+                dest._x(f"ALTER TABLE {table} ENABLE TRIGGER file_changes_{table}_insert")
             dest._x(f"ANALYZE {table}")  # the triggers of the tables copied next plan on its real size
             copied[table] = n
             if "id" in columns:  # the next id the identity column gives follows the copied ones
@@ -91,6 +101,8 @@ def copy_sqlite_to_postgres(
                     f" FROM {table}"
                 )
         dest.recount()
+        # a host whose index was read before the copy reads it afresh
+        dest._x("UPDATE file_changes_pruned SET below = (SELECT COALESCE(MAX(rev), 0) + 1 FROM file_changes)")
     return copied
 
 
