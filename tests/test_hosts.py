@@ -1,0 +1,240 @@
+"""Several hosts sharing one PostgreSQL store: each names its own rows, the
+index of each learns of the others' files, and copies that arrive on two hosts at
+once end in one group with one original; two real daemons, a server restart."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dedupd.config import Config
+from dedupd.errors import StoreLockedError
+from dedupd.grouping import Grouping
+from dedupd.models import FileStat, Fingerprint, Hashes, PostgresUrl
+from dedupd.store.postgres import PostgresStore
+
+
+def _fp(n: int, *, sha: str | None = None) -> Fingerprint:
+    """A fingerprint of picture ``n``; ``sha`` gives a copy of it other bytes (a pixel twin)."""
+    return Fingerprint(
+        sha or f"{n:064x}",
+        f"px{n:060x}",
+        Hashes((n * 0x9E3779B97F4A7C15) % (1 << 64), (n * 0xC2B2AE3D27D4EB4F) % (1 << 64), bytes(48)),
+        640,
+        480,
+        "JPEG",
+        31.5,
+    )
+
+
+def _stat(n: int) -> FileStat:
+    return FileStat(dev=1, ino=n, size=1000 + n, mtime_ns=n, ctime_ns=n)
+
+
+@pytest.fixture
+def hosts(pg_url: str) -> Any:
+    """Stores of hosts alpha and beta on one database, each its host's writer."""
+    opened = [PostgresStore.open(PostgresUrl(pg_url), host=name) for name in ("alpha", "beta")]
+    for store in opened:
+        store.lock_writer()
+    yield opened
+    for store in opened:
+        store.close()
+
+
+def test_each_host_has_its_own_rows_lock_and_heartbeat(hosts: Any, pg_url: str) -> None:
+    """Two hosts store one path each as their own file; each finds its own by path and
+    sees the other's as the other host's; a second writer of one host is refused, not
+    of the other; status rows and owed actions are per host."""
+    alpha, beta = hosts
+    second = PostgresStore.open(PostgresUrl(pg_url), host="alpha")
+    try:
+        with pytest.raises(StoreLockedError, match="alpha"):
+            second.lock_writer()
+    finally:
+        second.close()
+    path = Path("/srv/photos/a.jpg")
+    a_id = alpha.upsert_file(path, _stat(1), _fp(1))
+    b_id = beta.upsert_file(path, _stat(2), _fp(1, sha="f" * 64))
+    assert a_id != b_id
+    assert alpha.record_for_path(path).id == a_id and beta.record_for_path(path).id == b_id
+    assert alpha.record(a_id).host is None and alpha.record(b_id).host == "beta"
+    assert beta.record(a_id).host == "alpha" and beta.record(b_id).host is None
+    assert [i for i, _ in alpha.ids_under(Path("/srv"))] == [a_id]
+    assert alpha.count_under(Path("/srv")) == beta.count_under(Path("/srv")) == 1
+    for store in (alpha, beta):
+        store.write_daemon_status(pid=10, started_at=1.0, state="running", data={})
+    assert [(d["host"], d["state"]) for d in alpha.daemon_hosts()] == [("alpha", "running"), ("beta", "running")]
+    assert alpha.read_daemon_status()["host"] == "alpha"
+    from dedupd.models import Distances, Match, Orientation, Tier
+
+    with beta.atomic():
+        beta.set_match(b_id, a_id, Match(Tier.PIXEL, Distances(0, 0, 0.0), 100.0, Orientation.IDENTITY, "r"), tie=False)
+    assert beta.unacted_matches() == [b_id] and alpha.unacted_matches() == []
+    assert [r[0] for r in alpha.groups()] == [path] and [m[0] for m in next(iter(alpha.groups()))[1]] == [
+        Path("beta:/srv/photos/a.jpg")
+    ]
+
+
+def test_the_feed_tells_a_host_what_the_others_wrote(hosts: Any) -> None:
+    """What beta writes reaches alpha's feed in commit order, alpha's own writes do
+    not; after a pruning past alpha's mark the feed says to read the index afresh."""
+    alpha, beta = hosts
+    mark = alpha.feed_mark()
+    own = alpha.upsert_file(Path("/a/1.jpg"), _stat(1), _fp(1))
+    theirs = [beta.upsert_file(Path(f"/b/{n}.jpg"), _stat(n), _fp(n)) for n in (2, 3)]
+    with beta.atomic():
+        beta.delete_file(theirs[0])
+    found = alpha.changes_after(mark)
+    assert found is not None
+    new_mark, changes = found
+    assert changes == [(theirs[0], "beta", "file"), (theirs[1], "beta", "file"), (theirs[0], "beta", "file")]
+    assert own not in {c[0] for c in changes}
+    assert alpha.changes_after(new_mark) == (new_mark, [])
+    beta.upsert_file(Path("/b/4.jpg"), _stat(4), _fp(4))
+    assert beta.prune_changes(kept=-1.0) > 0
+    assert alpha.changes_after(new_mark) is None
+
+
+def test_an_index_learns_of_another_hosts_files(hosts: Any) -> None:
+    """A file beta stores is a candidate in alpha's index after alpha catches up, and
+    leaves it when beta forgets it."""
+    alpha, beta = hosts
+    config = Config()
+    grouping = Grouping(alpha, config)
+    grouping.index  # noqa: B018 - read now, before beta writes
+    fp = _fp(7)
+    b_id = beta.upsert_file(Path("/b/7.jpg"), _stat(7), fp)
+    assert b_id not in grouping.index.candidates(fp, config.match)
+    assert grouping.catch_up() == []  # a file of beta's: nothing for alpha to act on
+    assert b_id in grouping.index.candidates(fp, config.match)
+    with beta.atomic():
+        beta.delete_file(b_id)
+    grouping.catch_up()
+    assert b_id not in grouping.index.candidates(fp, config.match)
+
+
+def test_copies_arriving_on_two_hosts_at_once_make_one_group_with_one_original(hosts: Any) -> None:
+    """Alpha and beta store copies of the same pictures at the same moments (exact
+    copies and pixel twins), each placing its own through its own Grouping: every
+    picture ends as one star with one original, whichever host placed first, and
+    every match beta's placements made on alpha's files comes back to alpha's."""
+    alpha, beta = hosts
+    config = Config()
+    groupings = {store.host: Grouping(store, config) for store in hosts}
+    pictures = range(1, 13)
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+    reported: dict[str, set[int]] = {"alpha": set(), "beta": set()}
+
+    def arrive(store: PostgresStore) -> None:
+        try:
+            start.wait(timeout=30)
+            for n in pictures:
+                # beta's copy of every third picture has other bytes, the same pixels
+                sha = "e" * 60 + f"{n:04x}" if store.host == "beta" and n % 3 == 0 else None
+                with store.atomic():
+                    file_id = store.upsert_file(Path(f"/up/{n}.jpg"), _stat(n), _fp(n, sha=sha))
+                    record = store.record(file_id)
+                    found = groupings[store.host].changed(record, None)
+                reported[store.host].update(d.duplicate.id for d in found)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=arrive, args=(store,)) for store in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for n in pictures:
+        ids = [alpha.record_for_path(Path(f"/up/{n}.jpg")).id, beta.record_for_path(Path(f"/up/{n}.jpg")).id]
+        records = alpha.records(ids)
+        originals = [i for i in ids if records[i].original_id is None]
+        assert len(originals) == 1, (n, records)
+        (duplicate,) = set(ids) - set(originals)
+        assert records[duplicate].original_id == originals[0]
+    # every match on a host's file reaches that host: made by its own placement,
+    # or by the other's and heard of through the feed
+    for store in hosts:
+        reported[store.host].update(d.duplicate.id for d in groupings[store.host].catch_up())
+        own = {store.record_for_path(Path(f"/up/{n}.jpg")) for n in pictures}
+        assert {r.id for r in own if r.original_id is not None} <= reported[store.host]
+
+
+def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path: Path, pg_cluster: Any) -> None:
+    """Two ``dedupd run`` on two roots (hosts alpha and beta) and one PostgreSQL
+    database: copies of the same pictures dropped into both roots at once end with
+    one copy of each picture left, the other quarantined by the daemon whose root it
+    was in, with an audit row naming the original's host; PostgreSQL stopped and
+    started meanwhile, a pair dropped during the outage is handled once it is back,
+    and every file is in its root or in its host's quarantine."""
+    from daemon_helpers import daemon_env, picture, sha256, wait_until, write
+
+    url = pg_cluster.new_database()
+    with daemon_env(tmp_path / "alpha", db=url) as a_env, daemon_env(tmp_path / "beta", db=url) as b_env:
+        envs = {"alpha": a_env, "beta": b_env}
+        daemons = {name: env.start(host=name) for name, env in envs.items()}
+        for daemon in daemons.values():
+            daemon.wait_event("catch_up_finished")
+
+        def drop(n: int) -> None:
+            data = picture(n)
+            for env in envs.values():
+                write(env.root / f"upload {n}.jpg", data)
+
+        def settled(n: int) -> bool:
+            left = [env for env in envs.values() if (env.root / f"upload {n}.jpg").exists()]
+            gone = [env for env in envs.values() if (env.quarantine / f"upload {n}.jpg").exists()]
+            return len(left) == 1 and len(gone) == 1
+
+        for n in (1, 2, 3):
+            drop(n)
+        for n in (1, 2, 3):
+            wait_until(lambda n=n: settled(n), f"one copy of picture {n} quarantined")
+        pg_cluster.halt()
+        try:
+            for daemon in daemons.values():
+                daemon.wait_event("store_unavailable")
+            drop(4)
+        finally:
+            pg_cluster.resume()
+        for daemon in daemons.values():
+            daemon.wait_event("store_available")
+        wait_until(lambda: settled(4), "one copy of the picture dropped during the outage quarantined")
+        # one that reaches beta first and alpha later: alpha's copy is the one moved, by alpha
+        write(b_env.root / "upload 5.jpg", picture(5))
+        seen = PostgresStore.open(PostgresUrl(url), readonly=True, host="beta")
+        try:
+            wait_until(lambda: seen.record_for_path(b_env.root / "upload 5.jpg"), "beta's copy stored")
+        finally:
+            seen.close()
+        write(a_env.root / "upload 5.jpg", picture(5))
+        wait_until(lambda: settled(5), "alpha's later copy quarantined")
+        assert (a_env.quarantine / "upload 5.jpg").exists()
+        moves = a_env.moves()
+        assert len(moves) == 5, moves
+        for row in moves:
+            env = envs[row["host"]]
+            other = "beta" if row["host"] == "alpha" else "alpha"
+            assert Path(row["path"]).parent == env.root and row["original_host"] == other, row
+            assert Path(row["destination"]).parent == env.quarantine, row
+            assert sha256(Path(row["destination"])) == sha256(envs[other].root / Path(row["path"]).name)
+        for n in (1, 2, 3, 4, 5):
+            kept = [env.root / f"upload {n}.jpg" for env in envs.values()]
+            moved = [env.quarantine / f"upload {n}.jpg" for env in envs.values()]
+            assert sum(p.exists() for p in kept + moved) == 2
+            assert {sha256(p) for p in kept + moved if p.exists()} == {sha256(picture(n))}
+        status = a_env.status()
+        assert [h["host"] for h in status["hosts"]] == ["alpha", "beta"], status
+        assert {h["state"] for h in status["hosts"]} == {"running"}
+        for daemon in daemons.values():
+            assert daemon.stop() == 0
+        # each host undoes its own moves only
+        a_env.cli("restore", "--all", "--config", str(a_env.config_path))
+        assert not list(a_env.quarantine.glob("*.jpg"))
+        assert (a_env.root / "upload 5.jpg").exists()
+        assert len(list(b_env.quarantine.glob("*.jpg"))) == sum(1 for r in moves if r["host"] == "beta")
