@@ -79,6 +79,19 @@ def test_each_host_has_its_own_rows_lock_and_heartbeat(hosts: Any, pg_url: str) 
     ]
 
 
+def test_a_host_stuck_in_a_transaction_cannot_hold_the_others_for_long(hosts: Any) -> None:
+    """Every connection of the store has the server end a transaction left idle for
+    two minutes (a host that hangs or loses its network mid-transaction), so the
+    store's write lock, which every host's writes take, is freed by then."""
+    alpha, _ = hosts
+    assert alpha._one("SHOW idle_in_transaction_session_timeout")[0] == "2min"
+    reader = alpha.reader()
+    try:
+        assert reader._one("SHOW idle_in_transaction_session_timeout")[0] == "2min"
+    finally:
+        reader.close()
+
+
 def test_the_feed_tells_a_host_what_the_others_wrote(hosts: Any) -> None:
     """What beta writes reaches alpha's feed in commit order, alpha's own writes do
     not; after a pruning past alpha's mark the feed says to read the index afresh."""

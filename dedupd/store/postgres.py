@@ -62,6 +62,11 @@ WRITE_LOCK, WRITER_LOCK, MIGRATE_LOCK = 1, 2, 3
 HOST_LOCK_CLASS = 0x64647068
 #: rows of the feed kept (seconds): a host away longer reads its index afresh
 FEED_KEPT = 3600.0
+#: a transaction left open this long by a host that hangs or lost its network
+#: is ended by the server, and the store's write lock with it, so that the other
+#: hosts wait no longer than this (far above any transaction of dedupd's: the
+#: longest re-read a few pictures to verify a file)
+STUCK_AFTER = "120s"
 
 _COUNTER_NAMES = ["files", "errors", "groups", "duplicates", *(f"duplicates_{t.value}" for t in Tier)]
 
@@ -362,7 +367,12 @@ class _Pools:
                     url.url,
                     min_size=1,
                     max_size=8,
-                    kwargs={"autocommit": True, "application_name": f"dedupd:{os.getpid()}"},
+                    kwargs={
+                        "autocommit": True,
+                        "application_name": f"dedupd:{os.getpid()}",
+                        # session defaults, so kept through the pool's DISCARD ALL
+                        "options": f"-c idle_in_transaction_session_timeout={STUCK_AFTER}",
+                    },
                     reset=_reset,
                     # a connection the server dropped (a restart) is not handed out again
                     check=ConnectionPool.check_connection,

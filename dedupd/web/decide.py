@@ -24,6 +24,7 @@ from dedupd.config import Config
 from dedupd.errors import display_path
 from dedupd.grouping import Grouping
 from dedupd.identity import resolve
+from dedupd.models import Record
 from dedupd.restore import resolve_pending_restores
 from dedupd.restore import restore as restore_one
 from dedupd.store import AnyStore
@@ -53,6 +54,9 @@ def not_duplicates(store: AnyStore, config: Config, duplicate_id: int, original_
     dup, orig = store.record(duplicate_id), store.record(original_id)
     if dup is None or orig is None or dup.fingerprint is None or orig.fingerprint is None:
         return Decided(False, "one of the files is no longer in the store")
+    elsewhere = _elsewhere(dup, orig)
+    if elsewhere:
+        return Decided(False, elsewhere)
     try:
         done = decisions.ignore_pair(store, config, orig.path, dup.path, decided_by=by)
     except OSError as exc:
@@ -61,6 +65,16 @@ def not_duplicates(store: AnyStore, config: Config, duplicate_id: int, original_
     if done.decision_id is None:
         return Decided(True, "already recorded as not duplicates")
     return Decided(True, f"kept both: not duplicates (decision #{done.decision_id})")
+
+
+def _elsewhere(*records: Record) -> str | None:
+    """Why a decision about these files is not this host's to make: one is
+    another host's (a store several hosts share), whose files are read and
+    named only there.  None when all are this host's."""
+    for record in records:
+        if record.host is not None:
+            return f"{display_path(record.path.name)} is on host {record.host}: decide on that host's review page"
+    return None
 
 
 def keep_all(store: AnyStore, config: Config, original_id: int, *, by: str) -> Decided:
@@ -86,6 +100,9 @@ def choose_original(store: AnyStore, config: Config, original_id: int, chosen_id
             return Decided(False, "one of the files is no longer in the store")
         if chosen.original_id != original_id:
             return Decided(False, "not a duplicate in this group any more (the group changed): reload the page")
+        elsewhere = _elsewhere(chosen, old)
+        if elsewhere:
+            return Decided(False, elsewhere)
         if store.is_chosen(old.fingerprint.sha256):
             store.remove_chosen(old.fingerprint.sha256)
         store.add_chosen(chosen.fingerprint.sha256, by)

@@ -70,6 +70,8 @@ class Images:
         return self._put(key, buf.getvalue())
 
     def _pixels(self, record: Record) -> np.ndarray:
+        if record.host is not None:  # its path names a file on that host, never one here
+            raise ImageUnavailable(f"on host {record.host}: shown on that host's review page")
         try:
             return verification_pixels(
                 record.path,

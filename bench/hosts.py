@@ -1,0 +1,157 @@
+"""One host against two sharing one PostgreSQL store, in one run.
+
+    python bench/hosts.py [--files 2000] [--runs 3]
+
+A throwaway PostgreSQL cluster is started in a temporary directory, as the tests
+do (``tests/pg_cluster.py``: Debian's binaries, a Unix socket, fsync off).  The
+same N synthetic fingerprints (``bench/store_backends.py``'s: every 20th an
+exact copy of the one before) go through ``Pipeline.ingest``, one transaction
+per file (store, catch up with the other host, group, match), into an empty
+database each time:
+
+- one host: one process ingests all N;
+- two hosts: two processes (hosts alpha and beta) ingest N/2 each, at the same
+  time, into the same database; each file's copy may land on the other host.
+
+Printed: files per second for each (all N over the wall time from the first
+file to the last), and the ratio.  Then what a host's look at the feed costs
+(``changes_after``, which every placement runs) when the feed holds
+``--feed-rows`` rows (an hour of a busy site's writes): best of 200 with nothing
+new, and with 10 new rows of another host's.  On this 2-core machine the two processes
+and the server share the cores, so the ratio says what sharing one store costs
+(the store's write lock, which every placement takes, and the feed), not what
+two machines would gain: their fingerprinting, the bulk of a real file's cost,
+runs on each host's own CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import random
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from dedupd.config import Config  # noqa: E402
+from dedupd.models import FileStat, PostgresUrl  # noqa: E402
+from dedupd.pipeline import Fingerprinted, Pipeline  # noqa: E402
+from dedupd.store.postgres import PostgresStore  # noqa: E402
+from store_scale import fingerprint  # noqa: E402
+
+
+def work(count: int) -> list[Fingerprinted]:
+    rng = random.Random(3)
+    out: list[Fingerprinted] = []
+    for i in range(count):
+        fp = fingerprint(rng, i)
+        if i % 20 == 19:
+            fp = out[-1].fingerprint
+        out.append(Fingerprinted(Path(f"/bench/d{i // 500}/img{i:06d}.jpg"), FileStat(1, i + 1, 2_000_000, i), fp))
+    return out
+
+
+def ingest(url: str, host: str, items: list[Fingerprinted], start: object, done: object) -> None:
+    store = PostgresStore.open(PostgresUrl(url), host=host)
+    store.lock_writer()
+    pipeline = Pipeline(store, Config())
+    pipeline.index  # noqa: B018 - read (empty) before the clock starts
+    start.wait()  # type: ignore[attr-defined]
+    for item in items:
+        pipeline.ingest(item)
+    done.put(time.perf_counter())  # type: ignore[attr-defined]
+    store.close()
+
+
+def run(url: str, shares: dict[str, list[Fingerprinted]]) -> float:
+    """Seconds from the start to the last host's last file."""
+    ctx = multiprocessing.get_context("fork")
+    start, done = ctx.Barrier(len(shares) + 1), ctx.Queue()
+    procs = [ctx.Process(target=ingest, args=(url, host, items, start, done)) for host, items in shares.items()]
+    for p in procs:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    ends = [done.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0, p.exitcode
+    return max(ends) - t0
+
+
+def feed(url: str, rows: int) -> None:
+    alpha = PostgresStore.open(PostgresUrl(url), host="alpha")
+    beta = PostgresStore.open(PostgresUrl(url), host="beta")
+    try:
+        beta._x(
+            "INSERT INTO file_changes (file_id, host, kind, by_host) SELECT g, 'beta', 'file', 'beta'"
+            " FROM generate_series(1, %s) g",
+            [rows],
+        )
+        beta._x("ANALYZE file_changes")
+
+        def best(runs: int, before: object = None) -> float:
+            out = float("inf")
+            for _ in range(runs):
+                mark = alpha.feed_mark()
+                if before is not None:
+                    before()  # type: ignore[operator]
+                t = time.perf_counter()
+                found = alpha.changes_after(mark)
+                out = min(out, time.perf_counter() - t)
+                assert found is not None
+            return out * 1000
+
+        def ten() -> None:
+            beta._x(
+                "INSERT INTO file_changes (file_id, host, kind, by_host) SELECT g, 'beta', 'file', 'beta'"
+                " FROM generate_series(1, 10) g"
+            )
+
+        print(f"feed of {rows} rows: a look with nothing new {best(200):.3f} ms, with 10 new rows {best(200, ten):.3f} ms")
+    finally:
+        alpha.close()
+        beta.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--feed-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    logging.disable(logging.CRITICAL)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    import pg_cluster  # noqa: PLC0415
+
+    bin_dir = pg_cluster.binaries()
+    if bin_dir is None:
+        sys.exit("PostgreSQL binaries not found under /usr/lib/postgresql")
+    cluster = pg_cluster.Cluster.start(bin_dir)
+    try:
+        items = work(args.files)
+        one, two = [], []
+        for _ in range(args.runs):
+            one.append(run(cluster.new_database(), {"alpha": items}))
+            # interleaved: consecutive files (a file and its copy) on different hosts
+            two.append(run(cluster.new_database(), {"alpha": items[0::2], "beta": items[1::2]}))
+        best_one, best_two = min(one), min(two)
+        print(f"{args.files} files, best of {args.runs}")
+        print(f"one host:  {args.files / best_one:7.1f} files/s  ({best_one:.2f} s)")
+        print(f"two hosts: {args.files / best_two:7.1f} files/s  ({best_two:.2f} s)")
+        print(f"two / one: {best_one / best_two:.2f}x the rate")
+        feed(cluster.new_database(), args.feed_rows)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
