@@ -117,6 +117,11 @@ def test_every_key_is_parsed_to_its_type(tmp_path: Path) -> None:
     assert cfg.effective_workers() == 3
 
 
+def test_a_host_name_is_kept_as_written(tmp_path: Path) -> None:
+    """``host`` names this machine in a shared store: kept as written (default None: the host name)."""
+    assert load_text(tmp_path, "host: nas-2.example\n").host == "nas-2.example" and Config().host is None
+
+
 def test_effective_config_round_trips_through_yaml(tmp_path: Path) -> None:
     """to_dict() dumped as YAML and loaded again gives the same configuration."""
     cfg = load_text(tmp_path, FULL)
@@ -124,7 +129,7 @@ def test_effective_config_round_trips_through_yaml(tmp_path: Path) -> None:
     assert again == cfg
 
 
-@pytest.mark.parametrize("key", ["db", "quarantine_dir", "audit_jsonl", "polling"])
+@pytest.mark.parametrize("key", ["db", "host", "quarantine_dir", "audit_jsonl", "polling"])
 def test_nullable_keys_accept_null(tmp_path: Path, key: str) -> None:
     """The keys whose default is None accept an explicit null."""
     assert getattr(load_text(tmp_path, f"{key}: null\n"), key) is None
@@ -185,6 +190,9 @@ def test_unknown_key_is_named(tmp_path: Path, text: str, key: str) -> None:
         ("exclude: [3]\n", "exclude"),
         ("db: ''\n", "db"),
         ("keep: []\n", "keep"),
+        ("host: 'nas:1'\n", "host"),
+        ("host: ' nas'\n", "host"),
+        ("host: 7\n", "host"),
     ],
 )
 def test_bad_value_names_its_key(tmp_path: Path, text: str, key: str) -> None:
