@@ -91,6 +91,52 @@ def test_restore_while_the_daemon_runs_is_final(env: Env) -> None:
     assert daemon.stop() == 0
 
 
+def test_readers_work_on_a_store_from_before_hosts(tmp_path: Path, run_cli: RunCli, db_path: Path) -> None:
+    """A store whose migrations stop before hosts were added (as one is until a writer
+    opens it after an upgrade) is read by the read-only commands: groups, errors,
+    status and audit; the first writer then migrates it and its files stay this host's."""
+    import sqlite_utils
+
+    from dedupd.store.sqlite import Store, migrations
+
+    root = tmp_path / "lib"
+    data = H.encode(H.photo(43), "JPEG")
+    _put(root / "a.jpg", data)
+    _put(root / "b.jpg", data)
+    _put(root / "bad.jpg", b"not a picture")
+    # a store as the migrations before m016 leave it, filled with what a scan stores
+    fresh = tmp_path / "old.db"
+    db = sqlite_utils.Database(fresh)
+    migrations.apply(db, stop_before="m016_hosts")
+    db.close()
+    conn = sqlite3.connect(fresh)
+    assert "host" not in {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+    conn.close()
+    assert run_cli("scan", root, db=db_path).returncode == 3  # finished, one file skipped
+    src, dst = sqlite3.connect(db_path), sqlite3.connect(fresh)
+    for table in ("files", "matches", "audit"):
+        columns = [r[1] for r in dst.execute(f"PRAGMA table_info({table})")]
+        rows = src.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+        dst.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+    dst.commit()
+    src.close()
+    dst.close()
+    groups = run_cli("groups", "--format", "json", db=fresh)
+    assert groups.returncode == 0, groups.stderr
+    [group] = json.loads(groups.stdout)
+    assert group["original"] == str(root / "a.jpg") and [d["path"] for d in group["duplicates"]] == [str(root / "b.jpg")]
+    errors = run_cli("errors", db=fresh)
+    assert errors.returncode == 0 and "bad.jpg" in errors.stdout, errors.stdout + errors.stderr
+    status = run_cli("status", "--format", "json", db=fresh)
+    assert status.returncode == 0 and json.loads(status.stdout)["files"] == 2, status.stderr
+    assert run_cli("audit", "--format", "json", db=fresh).returncode == 0
+    store = Store.open(fresh)  # a writer migrates it: its files are this host's
+    try:
+        assert store.record_for_path(root / "a.jpg") is not None
+    finally:
+        store.close()
+
+
 def test_readers_work_on_a_store_no_writer_has_migrated_yet(tmp_path: Path, run_cli: RunCli, db_path: Path) -> None:
     """'dedupd audit' and 'dedupd ignores' (read-only: they cannot migrate) work on a store
     from before decisions and decided_by, as one is until a writer opens it after an upgrade."""

@@ -79,6 +79,40 @@ def test_each_host_has_its_own_rows_lock_and_heartbeat(hosts: Any, pg_url: str) 
     ]
 
 
+def test_a_store_from_before_hosts_becomes_the_first_openers(pg_url: str) -> None:
+    """A PostgreSQL store migrated before hosts were added held one host's files: the
+    host that opens it first after the upgrade finds them as its own (by path, its
+    crash counts too); a second host sees them as that host's."""
+    import psycopg
+
+    from dedupd.store import postgres
+
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE dedupd_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)")
+        for name, statements in postgres.MIGRATIONS[:4]:
+            for statement in statements:
+                if "%(" in statement:
+                    conn.execute(statement, {"names": postgres._COUNTER_NAMES})
+                else:
+                    conn.execute(statement.encode())
+            conn.execute("INSERT INTO dedupd_migrations (name, applied_at) VALUES (%s, 0)", [name])
+        conn.execute(
+            "INSERT INTO files (path, dev, ino, size, mtime_ns, seq, sha256, error) VALUES (%s, 1, 1, 1, 1, 1, 'x', 'corrupt')",
+            [b"/srv/a.jpg"],
+        )
+        conn.execute("INSERT INTO crashes (path, size, mtime_ns, count, at) VALUES (%s, 1, 1, 2, 0)", [b"/srv/a.jpg"])
+    first = PostgresStore.open(PostgresUrl(pg_url), host="nas")
+    second = PostgresStore.open(PostgresUrl(pg_url), host="other")
+    try:
+        found = first.record_for_path(Path("/srv/a.jpg"))
+        assert found is not None and found.host is None
+        assert first.crash_count(Path("/srv/a.jpg"), FileStat(1, 1, 1, 1, 0)) == 2
+        assert second.record_for_path(Path("/srv/a.jpg")) is None and second.record(found.id).host == "nas"
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_host_stuck_in_a_transaction_cannot_hold_the_others_for_long(hosts: Any) -> None:
     """Every connection of the store has the server end a transaction left idle for
     two minutes (a host that hangs or loses its network mid-transaction), so the

@@ -119,6 +119,12 @@ class SqlStore(ABC):
             return False
         return True
 
+    def _hostcol(self, alias: str = "") -> str:
+        """The ``files.host`` column (``alias.host``), or ``''`` in a store no
+        writer has opened since hosts were added (a reader cannot migrate): its
+        files are all one host's, as this connection's '' says."""
+        return f"{alias}host" if self._has("files", "host") else "''"
+
     def _has(self, table: str, column: str | None = None) -> bool:
         """:meth:`_migrated`, asked once per connection while the answer is yes (a
         read-only connection cannot migrate: a store no writer has opened since an
@@ -142,7 +148,7 @@ class SqlStore(ABC):
     # --- files -------------------------------------------------------------
 
     def record_for_path(self, path: Path) -> Record | None:
-        rows = self._records("f.host = ? AND f.path = ?", [self.host, _path_key(path)])
+        rows = self._records(f"{self._hostcol('f.')} = ? AND f.path = ?", [self.host, _path_key(path)])
         return rows[0] if rows else None
 
     def record(self, file_id: int) -> Record | None:
@@ -155,7 +161,7 @@ class SqlStore(ABC):
 
     def records_by_inode(self, st: FileStat) -> list[Record]:
         return self._records(
-            "f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ? AND f.host = ?",
+            f"f.dev = ? AND f.ino = ? AND f.size = ? AND f.mtime_ns = ? AND {self._hostcol('f.')} = ?",
             [st.dev, st.ino, st.size, st.mtime_ns, self.host],
         )
 
@@ -167,7 +173,7 @@ class SqlStore(ABC):
         """Every record whose path is ``root`` or below it."""
         key = _path_key(root).rstrip(b"/")
         for file_id, path in self._sql(
-            "SELECT id, path FROM files WHERE host = ? AND (path = ? OR (path >= ? AND path < ?))",
+            f"SELECT id, path FROM files WHERE {self._hostcol()} = ? AND (path = ? OR (path >= ? AND path < ?))",
             [self.host, key, key + b"/", key + b"0"],  # '0' sorts right after '/'
         ):
             yield file_id, Path(os.fsdecode(path))
@@ -179,7 +185,7 @@ class SqlStore(ABC):
         key = _path_key(root).rstrip(b"/")
         where, low = ("path >= ?", key + b"/") if after is None else ("path > ?", _path_key(after))
         rows = self._sql(
-            f"SELECT id, path FROM files WHERE host = ? AND {where} AND path < ? ORDER BY path LIMIT ?",
+            f"SELECT id, path FROM files WHERE {self._hostcol()} = ? AND {where} AND path < ? ORDER BY path LIMIT ?",
             [self.host, low, key + b"0", limit],  # '0' sorts right after '/'
         ).fetchall()
         return [(file_id, Path(os.fsdecode(path))) for file_id, path in rows]
@@ -187,7 +193,7 @@ class SqlStore(ABC):
     def count_under(self, root: Path) -> int:
         key = _path_key(root).rstrip(b"/")
         row = self._sql(
-            "SELECT COUNT(*) FROM files WHERE host = ? AND (path = ? OR (path >= ? AND path < ?))",
+            f"SELECT COUNT(*) FROM files WHERE {self._hostcol()} = ? AND (path = ? OR (path >= ? AND path < ?))",
             [self.host, key, key + b"/", key + b"0"],
         ).fetchone()
         return int(row[0])
@@ -278,7 +284,7 @@ class SqlStore(ABC):
         return [
             (Path(os.fsdecode(r[0])), r[1], r[2] or "", r[3] or 0.0)
             for r in self._sql(
-                "SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL AND host = ?"
+                f"SELECT path, error, error_detail, indexed_at FROM files WHERE error IS NOT NULL AND {self._hostcol()} = ?"
                 " ORDER BY path",
                 [self.host],
             )
@@ -351,12 +357,12 @@ class SqlStore(ABC):
         like, with their tier; they are not members of its group."""
         rows = self._sql(
             "SELECT o.path, d.path, m.tier, m.phash_distance, m.dhash_distance,"
-            " m.colour_distance, m.similarity, m.orientation, m.reason, m.tie, o.host, d.host"
+            f" m.colour_distance, m.similarity, m.orientation, m.reason, m.tie, {self._hostcol('o.')}, {self._hostcol('d.')}"
             " FROM matches m JOIN files o ON o.id = m.original_id"
             " JOIN files d ON d.id = m.file_id"
             " UNION ALL"
             " SELECT o.path, d.path, s.tier, s.phash_distance, s.dhash_distance,"
-            " s.colour_distance, s.similarity, s.orientation, s.reason, 0, o.host, d.host"
+            f" s.colour_distance, s.similarity, s.orientation, s.reason, 0, {self._hostcol('o.')}, {self._hostcol('d.')}"
             " FROM similar_pairs s JOIN files o ON o.id = s.other_id"
             " JOIN files d ON d.id = s.file_id"
             " ORDER BY 1, 11, 2, 12"
@@ -418,7 +424,7 @@ class SqlStore(ABC):
                 "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
                 # (an expression, not the column: SQLite would walk the host's
                 # files through their index rather than the owed matches through theirs)
-                f" AND {owed}{only} AND (d.host || '') = ?"
+                f" AND {owed}{only} AND ({self._hostcol('d.')} || '') = ?"
                 " ORDER BY m.file_id",
                 [*params, self.host],
             )
@@ -638,13 +644,15 @@ class SqlStore(ABC):
         """Records under ``root`` the scan did not see, in path order and in chunks
         (each one range of the path index; the caller may delete as it goes)."""
         key = _path_key(root).rstrip(b"/")
-        row = self._sql(f"SELECT id FROM files WHERE host = ? AND path = ? AND {self._UNSEEN}", [self.host, key]).fetchone()
+        row = self._sql(
+            f"SELECT id FROM files WHERE {self._hostcol()} = ? AND path = ? AND {self._UNSEEN}", [self.host, key]
+        ).fetchone()
         if row is not None:  # the root itself, a file
             yield row[0], root
         where, low = "path >= ?", key + b"/"
         while True:
             rows = self._sql(
-                f"SELECT id, path FROM files WHERE host = ? AND {where} AND path < ? AND {self._UNSEEN}"
+                f"SELECT id, path FROM files WHERE {self._hostcol()} = ? AND {where} AND path < ? AND {self._UNSEEN}"
                 " ORDER BY path LIMIT ?",
                 [self.host, low, key + b"0", chunk],  # '0' sorts right after '/'
             ).fetchall()
@@ -903,7 +911,7 @@ class SqlStore(ABC):
             for r in self._sql(
                 "SELECT a.id FROM audit a JOIN intents i ON i.id = a.intent_id"
                 " WHERE a.action IN ('quarantine', 'symlink') AND a.outcome = 'done' AND i.state = 'done'"
-                " AND a.host = ? AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+                f" AND {'a.host' if self._has('audit', 'host') else chr(39) * 2} = ? AND a.id < ? ORDER BY a.id DESC LIMIT ?",
                 [self.host, before if before is not None else 1 << 62, limit],
             )
         ]
@@ -914,7 +922,7 @@ class SqlStore(ABC):
         query = (
             "SELECT f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.seq, f.sha256,"
             " f.pixel_digest, f.phash, f.dhash, f.colour, f.width, f.height, f.format,"
-            " f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns, f.host"
+            f" f.detail, f.error, m.original_id, f.variants, f.crop_keys, f.ctime_ns, {self._hostcol('f.')}"
             f" FROM files f LEFT JOIN matches m ON m.file_id = f.id WHERE {where}"
         )
         return [_record_from_row(row, self.host) for row in self._sql(query, params).fetchall()]

@@ -148,7 +148,9 @@ class Store(SqlStore):
 
     def reader(self) -> Store:
         """Another, read-only connection to this store (a snapshot per query, for another thread)."""
-        return Store.open(self.path, readonly=True)
+        other = Store.open(self.path, readonly=True)
+        other.host = self.host  # a dry run's copy of a shared store holds every host's rows
+        return other
 
     def close(self) -> None:
         self.db.close()
