@@ -4,6 +4,7 @@ once end in one group with one original; two real daemons, a server restart."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,9 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
     one copy of each picture left, the other quarantined by the daemon whose root it
     was in, with an audit row naming the original's host; PostgreSQL stopped and
     started meanwhile, a pair dropped during the outage is handled once it is back,
-    and every file is in its root or in its host's quarantine."""
+    and every file is in its root or in its host's quarantine; alpha killed, beta
+    goes on and quarantines a copy of alpha's picture; alpha's restore undoes
+    alpha's moves only."""
     from daemon_helpers import daemon_env, picture, sha256, wait_until, write
 
     url = pg_cluster.new_database()
@@ -278,10 +281,20 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         status = a_env.status()
         assert [h["host"] for h in status["hosts"]] == ["alpha", "beta"], status
         assert {h["state"] for h in status["hosts"]} == {"running"}
-        for daemon in daemons.values():
-            assert daemon.stop() == 0
+        # a host that dies does not stop the other: beta goes on, and matches a copy
+        # against alpha's files while alpha is down
+        write(a_env.root / "upload 6.jpg", picture(6))
+        seen = PostgresStore.open(PostgresUrl(url), readonly=True, host="alpha")
+        try:
+            wait_until(lambda: seen.record_for_path(a_env.root / "upload 6.jpg"), "alpha's file stored")
+        finally:
+            seen.close()
+        daemons["alpha"].kill()
+        shutil.copy(a_env.root / "upload 6.jpg", b_env.root / "again 6.jpg")
+        wait_until(lambda: (b_env.quarantine / "again 6.jpg").exists(), "beta's copy of alpha's picture quarantined")
+        assert daemons["beta"].stop() == 0
         # each host undoes its own moves only
         a_env.cli("restore", "--all", "--config", str(a_env.config_path))
         assert not list(a_env.quarantine.glob("*.jpg"))
         assert (a_env.root / "upload 5.jpg").exists()
-        assert len(list(b_env.quarantine.glob("*.jpg"))) == sum(1 for r in moves if r["host"] == "beta")
+        assert len(list(b_env.quarantine.glob("*.jpg"))) == 1 + sum(1 for r in moves if r["host"] == "beta")
