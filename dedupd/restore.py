@@ -143,6 +143,8 @@ def _home_of(audit: Audit, row: AuditRow) -> Home | str:
     """Where the file of the move ``row`` goes back to, or why it does not."""
     if row.action not in ("quarantine", "symlink") or row.outcome != "done" or row.intent_id is None:
         return "not a completed move: nothing to restore"
+    if row.host != audit.store.host:  # its paths name files on that host (a store several hosts share)
+        return f"a move made on host {row.host}: restore it there"
     intent = audit.intent_for_audit(row.id)
     if intent is None:
         return "no record of where the file went"

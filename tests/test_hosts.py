@@ -294,6 +294,10 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         wait_until(lambda: (b_env.quarantine / "again 6.jpg").exists(), "beta's copy of alpha's picture quarantined")
         assert daemons["beta"].stop() == 0
         # each host undoes its own moves only
+        beta_move = next(r for r in a_env.moves() if r["path"] == str(b_env.root / "again 6.jpg"))
+        assert beta_move["host"] == "beta" and beta_move["original_host"] == "alpha"
+        refused = a_env.cli("restore", str(beta_move["id"]), "--config", str(a_env.config_path), check=False)
+        assert refused.returncode == 3 and "a move made on host beta: restore it there" in refused.stdout, refused
         a_env.cli("restore", "--all", "--config", str(a_env.config_path))
         assert not list(a_env.quarantine.glob("*.jpg"))
         assert (a_env.root / "upload 5.jpg").exists()
