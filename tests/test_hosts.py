@@ -4,12 +4,14 @@ once end in one group with one original; two real daemons, a server restart."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from dedupd.config import Config
 from dedupd.errors import StoreLockedError
@@ -220,8 +222,8 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
     was in, with an audit row naming the original's host; PostgreSQL stopped and
     started meanwhile, a pair dropped during the outage is handled once it is back,
     and every file is in its root or in its host's quarantine; alpha killed, beta
-    goes on and quarantines a copy of alpha's picture; alpha's restore undoes
-    alpha's moves only."""
+    goes on and quarantines a copy of alpha's picture, and lists an edited copy of
+    it as similar without moving it; alpha's restore undoes alpha's moves only."""
     from daemon_helpers import daemon_env, picture, sha256, wait_until, write
 
     url = pg_cluster.new_database()
@@ -292,6 +294,17 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         daemons["alpha"].kill()
         shutil.copy(a_env.root / "upload 6.jpg", b_env.root / "again 6.jpg")
         wait_until(lambda: (b_env.quarantine / "again 6.jpg").exists(), "beta's copy of alpha's picture quarantined")
+        # an edited copy of alpha's picture: alpha's file cannot be read here to verify
+        # it, so it is judged on its hashes alone: similar, listed for review, not moved
+        smaller = b_env.root / "smaller 6.jpg"
+        with Image.open(a_env.root / "upload 6.jpg") as im:
+            im.resize((192, 144), Image.Resampling.LANCZOS).save(smaller, quality=85)
+        found = daemons["beta"].wait_event("similar_found", path=smaller)
+        assert found["other"] == str(a_env.root / "upload 6.jpg") and "on host alpha" in found["reason"], found
+        assert smaller.exists() and not (b_env.quarantine / smaller.name).exists()
+        groups = json.loads(b_env.cli("groups", "--format", "json", "--config", str(b_env.config_path)).stdout)
+        listed = [d for g in groups for d in g["duplicates"] if d["path"] == str(smaller)]
+        assert [(d["tier"]) for d in listed] == ["similar"], groups
         assert daemons["beta"].stop() == 0
         # each host undoes its own moves only
         beta_move = next(r for r in a_env.moves() if r["path"] == str(b_env.root / "again 6.jpg"))
