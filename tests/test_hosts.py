@@ -315,3 +315,53 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         assert not list(a_env.quarantine.glob("*.jpg"))
         assert (a_env.root / "upload 5.jpg").exists()
         assert len(list(b_env.quarantine.glob("*.jpg"))) == 1 + sum(1 for r in moves if r["host"] == "beta")
+
+
+def test_the_review_page_names_another_hosts_files_and_leaves_them_to_it(tmp_path: Path, pg_url: str) -> None:
+    """On beta's review page, a group whose original is alpha's file shows it as on host
+    alpha; its picture is not read here (404, the host named) although a file exists
+    here at the same path; "keep all" is refused, naming the host, and records nothing."""
+    import tqdm
+
+    import helpers as H
+    from dedupd import config as config_module
+    from dedupd.scan import scan
+    from dedupd.web import security
+    from dedupd.web.app import create_app
+
+    tqdm.tqdm.monitor_interval = 0
+    root_a, root_b = tmp_path / "a", tmp_path / "b"
+    data = H.encode(H.photo(21, (320, 240)), "JPEG")
+    for root in (root_a, root_b):
+        root.mkdir()
+        (root / "p.jpg").write_bytes(data)
+    for root, host in ((root_a, "alpha"), (root_b, "beta")):
+        store = PostgresStore.open(PostgresUrl(pg_url), host=host)
+        try:
+            store.lock_writer()
+            scan([root], store, Config(), workers=1, progress=False)
+        finally:
+            store.close()
+    config = config_module.from_mapping({"host": "beta", "roots": [str(root_b)]}, source=None)
+    guard = security.Guard("127.0.0.1", 8765, None)
+    app = create_app(config, PostgresUrl(pg_url), guard, tmp_path / "cache")
+    app.testing = True
+    client = app.test_client()
+    headers = {"Host": "127.0.0.1:8765", "User-Agent": "test"}
+    page = client.get("/groups", headers=headers)
+    assert page.status_code == 200 and "on host alpha" in page.get_data(as_text=True)
+    beta = PostgresStore.open(PostgresUrl(pg_url), host="beta")
+    try:
+        mine = beta.record_for_path(root_b / "p.jpg")
+        assert mine is not None and mine.original_id is not None
+        original = beta.record(mine.original_id)
+        assert original is not None and original.host == "alpha"
+        picture = client.get(f"/thumb/{original.id}/small", headers=headers)
+        assert picture.status_code == 404 and "on host alpha" in picture.get_data(as_text=True)
+        assert client.get(f"/thumb/{mine.id}/small", headers=headers).status_code == 200
+        kept = client.post(f"/groups/{original.id}/keep-all", data={security.CSRF_FIELD: guard.csrf},
+                           headers=headers, follow_redirects=True)  # fmt: skip
+        assert "is on host alpha: decide on that host" in kept.get_data(as_text=True)
+        assert beta.decisions() == [] and beta.record(mine.id).original_id == original.id
+    finally:
+        beta.close()

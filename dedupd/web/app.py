@@ -137,7 +137,7 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
 
     @contextmanager
     def reading() -> Iterator[AnyStore]:
-        store = open_store(db_path, readonly=True)
+        store = open_store(db_path, readonly=True, host=config.host)
         try:
             yield store
         finally:
@@ -145,7 +145,7 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
 
     @contextmanager
     def writing() -> Iterator[AnyStore]:
-        store = open_store(db_path)
+        store = open_store(db_path, host=config.host)
         try:
             # beside a running daemon each write waits its turn; as the only
             # writer, moves an earlier run left half done are settled first
@@ -371,8 +371,7 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
             if decision == "apply":
                 done = decide.apply_files(store, config, file_ids={d for d, _ in pairs}, by=_by())
             else:
-                kept = sum(decide.not_duplicates(store, config, d, o, by=_by()).ok for d, o in pairs)
-                done = decide.Decided(kept > 0, f"kept all: {kept} pairs marked as not duplicates")
+                done = decide.kept_all([decide.not_duplicates(store, config, d, o, by=_by()) for d, o in pairs])
         return _after(done)
 
     return app

@@ -83,8 +83,15 @@ def keep_all(store: AnyStore, config: Config, original_id: int, *, by: str) -> D
     if not members:
         return Decided(False, "this group has no duplicates any more")
     done = [not_duplicates(store, config, member, original_id, by=by) for member in members]
+    return kept_all(done)
+
+
+def kept_all(done: list[Decided]) -> Decided:
+    """What "keep all" came to: how many pairs were marked, and why the others were not."""
     kept = sum(d.ok for d in done)
-    return Decided(kept > 0, f"kept all: {kept} pairs marked as not duplicates")
+    refused = sorted({d.detail for d in done if not d.ok})
+    why = f" ({'; '.join(refused)})" if refused else ""
+    return Decided(kept > 0, f"kept all: {kept} pairs marked as not duplicates{why}")
 
 
 def choose_original(store: AnyStore, config: Config, original_id: int, chosen_id: int, *, by: str) -> Decided:
