@@ -92,7 +92,7 @@ def main() -> None:
             print(f"GET {name:<17} {median_ms(lambda: client.get(url, headers=host), args.repeat):7.1f} ms")
         store = Store.open(db, readonly=True)
         depth = len(originals) - PAGE
-        keyset = median_ms(lambda: store.review_group_page(after=originals[depth - 1], limit=PAGE + 1), args.repeat)
+        keyset = median_ms(lambda: store.review_group_page(after=(originals[depth - 1], 1 << 62), limit=PAGE + 1), args.repeat)
         offset_sql = (
             "SELECT o.id, o.path FROM files o WHERE EXISTS (SELECT 1 FROM matches m WHERE m.original_id = o.id)"
             " ORDER BY o.path LIMIT ? OFFSET ?"

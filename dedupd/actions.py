@@ -225,8 +225,19 @@ class Actor:
             # On another host: not to be read from here, so its being there
             # and its content are the store's word, which that host keeps.  A
             # quarantine stays reversible; a symlink could not point there.
+            host = dup.original.host
+            if dup.original.path == path:
+                # this very file under another host's name: a host renamed (its
+                # old rows), or a directory two hosts both watch
+                return Checked(f"the original is at this file's own path on host {host}: "
+                               "the same file under another host name? never acted on")  # fmt: skip
             if self.config.actions.for_tier(dup.match.tier) is Action.SYMLINK:
-                return Checked(f"the original is on host {dup.original.host}: a symlink here cannot point at it")
+                return Checked(f"the original is on host {host}: a symlink here cannot point at it")
+            now, match = self.store.record(dup.original.id), self.store.match_of(dup.duplicate.id)
+            if now is None or now.fingerprint is None or now.fingerprint.sha256 != ofp.sha256 or now.path != original:
+                return Checked(f"the original on host {host} changed or is gone since the match")
+            if match is None or match[0] != dup.original.id:
+                return Checked("the file's group changed since the match")
             why = identity.changed(path, dup.duplicate.stat, "the file", ctime=False)
             if why:
                 return Checked(why)

@@ -532,7 +532,7 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     if not isinstance(target, PostgresUrl):
         raise errors.InputPathError(f"--to {to}: must be a postgresql:// URL")
     source = Store.open(ctx.db_path, readonly=True)
-    dest = PostgresStore.open(target)
+    dest = PostgresStore.open(target, host=ctx.config.host)  # the copied rows are this host's
     try:
         source.lock_writer()
         dest.lock_writer()

@@ -4,6 +4,7 @@ once end in one group with one original; two real daemons, a server restart."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -83,9 +84,10 @@ def test_each_host_has_its_own_rows_lock_and_heartbeat(hosts: Any, pg_url: str) 
 
 
 def test_a_store_from_before_hosts_becomes_the_first_openers(pg_url: str) -> None:
-    """A PostgreSQL store migrated before hosts were added held one host's files: the
-    host that opens it first after the upgrade finds them as its own (by path, its
-    crash counts too); a second host sees them as that host's."""
+    """A PostgreSQL store migrated before hosts were added held one host's files: a
+    reader before any writer migrated it reads them as they are; the host that opens
+    it first after the upgrade finds them as its own (by path, its crash counts too);
+    a second host sees them as that host's."""
     import psycopg
 
     from dedupd.store import postgres
@@ -104,6 +106,14 @@ def test_a_store_from_before_hosts_becomes_the_first_openers(pg_url: str) -> Non
             [b"/srv/a.jpg"],
         )
         conn.execute("INSERT INTO crashes (path, size, mtime_ns, count, at) VALUES (%s, 1, 1, 2, 0)", [b"/srv/a.jpg"])
+    # read before any writer migrated it: one host's store, read as it is
+    reader = PostgresStore.open(PostgresUrl(pg_url), readonly=True, host="nas")
+    try:
+        found = reader.record_for_path(Path("/srv/a.jpg"))
+        assert found is not None and found.host is None
+        assert [e[0] for e in reader.errors()] == [Path("/srv/a.jpg")]
+    finally:
+        reader.close()
     first = PostgresStore.open(PostgresUrl(pg_url), host="nas")
     second = PostgresStore.open(PostgresUrl(pg_url), host="other")
     try:
@@ -229,6 +239,10 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
     url = pg_cluster.new_database()
     with daemon_env(tmp_path / "alpha", db=url) as a_env, daemon_env(tmp_path / "beta", db=url) as b_env:
         envs = {"alpha": a_env, "beta": b_env}
+        # a picture of each root's own, so that neither root is ever empty (the
+        # daemon pauses actions on a root emptied under it: unmounted?)
+        for n, env in enumerate(envs.values()):
+            write(env.root / "own.jpg", picture(90 + n))
         daemons = {name: env.start(host=name) for name, env in envs.items()}
         for daemon in daemons.values():
             daemon.wait_event("catch_up_finished")
@@ -365,3 +379,124 @@ def test_the_review_page_names_another_hosts_files_and_leaves_them_to_it(tmp_pat
         assert beta.decisions() == [] and beta.record(mine.id).original_id == original.id
     finally:
         beta.close()
+
+
+def test_an_empty_feed_is_no_reason_to_read_the_index_again(hosts: Any) -> None:
+    """After the feed was pruned empty, a host that reads its index takes its mark from
+    the pruning, so its next looks find nothing to read again (no whole-index re-read at
+    every look), and what another host writes next still reaches it."""
+    alpha, beta = hosts
+    beta.upsert_file(Path("/b/1.jpg"), _stat(1), _fp(1))
+    assert beta.prune_changes(kept=-1.0) == 1
+    config = Config()
+    grouping = Grouping(alpha, config)
+    index = grouping.index
+    for _ in range(3):
+        assert grouping.catch_up() == []
+        assert grouping.index is index  # the same index: not read again
+    b_id = beta.upsert_file(Path("/b/2.jpg"), _stat(2), _fp(2))
+    grouping.catch_up()
+    assert grouping.index is index and b_id in index.candidates(_fp(2), config.match)
+
+
+def test_options_in_the_url_are_kept(pg_url: str) -> None:
+    """A store kept in its own schema through the URL's options (search_path) is created
+    and found there; dedupd's own session settings do not replace the URL's."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA library")
+    url = PostgresUrl(pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dlibrary")
+    store = PostgresStore.open(url, host="alpha")
+    try:
+        store.upsert_file(Path("/a.jpg"), _stat(1), _fp(1))
+        assert store._one("SHOW search_path")[0] == "library"
+        assert store._one("SHOW idle_in_transaction_session_timeout")[0] == "2min"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM library.files").fetchone() == (1,)
+        assert conn.execute("SELECT to_regclass('public.files')").fetchone() == (None,)
+
+
+def test_a_renamed_host_does_not_quarantine_its_files_as_copies_of_its_old_rows(tmp_path: Path, pg_url: str) -> None:
+    """A host that scanned its library as 'oldname' and scans it again as 'newname' (a
+    host renamed) finds every file an exact copy of its old self at the same path: none is
+    moved, each skip says why; a real copy beside them is still quarantined."""
+    import tqdm
+
+    import helpers as H
+    from dedupd import config as config_module
+    from dedupd.actions import Actor
+    from dedupd.scan import scan
+
+    tqdm.tqdm.monitor_interval = 0
+    root, quarantine = tmp_path / "photos", tmp_path / "q"
+    root.mkdir()
+    quarantine.mkdir()
+    for n in range(3):
+        (root / f"{n}.jpg").write_bytes(H.encode(H.photo(30 + n, (160, 120)), "JPEG"))
+    for host in ("oldname", "newname"):
+        config = config_module.from_mapping({"host": host, "roots": [str(root)], "quarantine_dir": str(quarantine),
+                                             "actions": {"exact": "quarantine"}}, source=None)  # fmt: skip
+        store = PostgresStore.open(PostgresUrl(pg_url), host=host)
+        try:
+            store.lock_writer()
+            actor = Actor(store, config)
+            scan([root], store, config, on_duplicate=actor.handle, progress=False, workers=1)
+            if host == "newname":
+                assert sorted(p.name for p in root.iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
+                assert not list(quarantine.glob("*.jpg"))
+                skipped = [r for r in store.audit_rows() if r[3] == "skipped"]
+                assert len(skipped) == 3 and all("own path on host oldname" in r[15] for r in skipped), skipped
+                (root / "copy.jpg").write_bytes((root / "0.jpg").read_bytes())
+                scan([root], store, config, on_duplicate=actor.handle, progress=False, workers=1)
+                assert (quarantine / "copy.jpg").exists() and not (root / "copy.jpg").exists()
+        finally:
+            store.close()
+
+
+def test_what_the_actor_does_with_another_hosts_files(tmp_path: Path, hosts: Any) -> None:
+    """The Actor leaves a duplicate that is another host's file to that host (no audit
+    row); a local copy of another host's original is not symlinked (a link here cannot
+    reach it), and not moved once the store says that original changed."""
+    from dataclasses import replace
+
+    from dedupd import config as config_module
+    from dedupd.actions import Actor
+    from dedupd.models import Distances, Duplicate, Match, Orientation, Tier
+
+    alpha, beta = hosts
+    root, quarantine = tmp_path / "root", tmp_path / "q"
+    root.mkdir()
+    quarantine.mkdir()
+    local = root / "copy.jpg"
+    local.write_bytes(b"\xff\xd8 some bytes")
+    st = FileStat.from_path(local)
+    sha = hashlib.sha256(local.read_bytes()).hexdigest()
+    mine = alpha.upsert_file(local, st, _fp(5, sha=sha))
+    theirs = beta.upsert_file(Path("/srv/b/original.jpg"), _stat(9), _fp(5, sha=sha))
+    match = Match(Tier.EXACT, Distances(0, 0, 0.0), 100.0, Orientation.IDENTITY, "identical bytes")
+    with alpha.atomic():
+        alpha.set_match(mine, theirs, match, tie=False)
+    dup = Duplicate(alpha.record(mine), alpha.record(theirs), match, False, "kept by rule first_seen")
+
+    def actor(action: str) -> Actor:
+        return Actor(alpha, config_module.from_mapping(
+            {"roots": [str(root)], "quarantine_dir": str(quarantine), "actions": {"exact": action}}, source=None))  # fmt: skip
+
+    flipped = Duplicate(beta.record(theirs), beta.record(mine), match, False, "r")  # seen from beta: alpha's file
+    assert flipped.duplicate.host is None and Actor(alpha, actor("quarantine").config).handle(
+        replace(flipped, duplicate=replace(flipped.duplicate, host="beta"))) == "elsewhere"  # fmt: skip
+    assert alpha.audit_rows() == []
+    linker = actor("symlink")
+    assert linker.handle(dup) == "skipped" and "symlink here cannot point" in linker.last_result.detail
+    beta.upsert_file(Path("/srv/b/original.jpg"), _stat(10), _fp(6))  # beta's original edited meanwhile
+    mover = actor("quarantine")
+    assert mover.handle(dup) == "skipped" and "changed or is gone" in mover.last_result.detail
+    beta.upsert_file(Path("/srv/b/original.jpg"), _stat(9), _fp(5, sha=sha))  # and put back
+    assert local.exists()
+    assert mover.handle(dup) == "done", mover.last_result
+    assert not local.exists() and (quarantine / "copy.jpg").exists()
+    [done] = [r for r in alpha.audit_rows() if r[3] == "done"]
+    assert done[20:] == ("alpha", "beta")

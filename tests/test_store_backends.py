@@ -261,8 +261,8 @@ def test_review_pages(open_store: Opener) -> None:
             dups.append(dup)
     page = store.review_group_page(limit=2)
     assert [i for i, _ in page] == originals[:2]
-    assert [i for i, _ in store.review_group_page(after=page[-1][1], limit=2)] == originals[2:]
-    assert [i for i, _ in store.review_group_page(before=os.fsencode("/v/c/o.jpg"), limit=2)] == originals[:2]
+    assert [i for i, _ in store.review_group_page(after=(page[-1][1], page[-1][0]), limit=2)] == originals[2:]
+    assert [i for i, _ in store.review_group_page(before=(os.fsencode("/v/c/o.jpg"), 0), limit=2)] == originals[:2]
     assert [i for i, _ in store.review_group_page(tiers=("near",))] == [originals[1], originals[3]]
     assert [i for i, _ in store.review_group_page(folder=Path("/v/b"))] == [originals[1]]
     assert store.review_count(min_similarity=0.9) == 4 and store.review_count(max_similarity=0.9, tiers=("exact",)) == 2
@@ -410,3 +410,16 @@ def test_a_lost_postgresql_connection_is_a_store_error(pg_url: str) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_a_pooled_connection_serves_many_stores_in_turn(open_store: Opener) -> None:
+    """Stores opened and closed one after another in one process (the review page opens
+    one per request) reuse the pool's connections, reset between them, and every one
+    still reads: nothing a previous one left (a prepared statement the reset dropped
+    on the server) is used again."""
+    keep = open_store()
+    keep.upsert_file(Path("/k/a.jpg"), FileStat(1, 1, 1, 1), _fp(1))
+    for _ in range(12):
+        store = open_store(readonly=True)
+        assert store.counts()["files"] == 1 and store.record_for_path(Path("/k/a.jpg")) is not None
+        store.close()

@@ -806,30 +806,31 @@ class SqlStore(ABC):
     def review_group_page(
         self,
         *,
-        after: bytes | None = None,
-        before: bytes | None = None,
+        after: tuple[bytes, int] | None = None,
+        before: tuple[bytes, int] | None = None,
         limit: int = 50,
         tiers: tuple[str, ...] = (),
         folder: Path | None = None,
         min_similarity: float | None = None,
         max_similarity: float | None = None,
     ) -> list[tuple[int, bytes]]:
-        """Originals of groups (id, stored path) in path order: the page after the
-        path ``after`` or, going back, the one before ``before``.  A walk of the
-        path index from that point, each original checked for a member that
-        passes the filter (on ``matches.original_id``'s index)."""
+        """Originals of groups (id, stored path) in path order, then id (hosts
+        sharing a store may have the same path): the page after the original
+        ``after`` (its path and id) or, going back, the one before ``before``.  A
+        walk of the path index from that point, each original checked for a
+        member that passes the filter (on ``matches.original_id``'s index)."""
         members, params = _member_filter(tiers, folder, min_similarity, max_similarity)
         where, order = "TRUE", "ASC"
         if before is not None:
-            where, order = "o.path < ?", "DESC"
-            params = [before, *params]
+            where, order = "(o.path, o.id) < (?, ?)", "DESC"
+            params = [*before, *params]
         elif after is not None:
-            where = "o.path > ?"
-            params = [after, *params]
+            where = "(o.path, o.id) > (?, ?)"
+            params = [*after, *params]
         rows = self._sql(
             f"SELECT o.id, o.path FROM files o WHERE {where} AND EXISTS (SELECT 1 FROM matches m"
             f" JOIN files d ON d.id = m.file_id WHERE m.original_id = o.id{members})"
-            f" ORDER BY o.path {order} LIMIT ?",
+            f" ORDER BY o.path {order}, o.id {order} LIMIT ?",
             [*params, limit],
         ).fetchall()
         out = [(int(r[0]), bytes(r[1])) for r in rows]

@@ -309,6 +309,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE audit ADD COLUMN original_host TEXT",
             "DROP INDEX idx_files_path",
             "CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)",
+            # every host's files in path order (the review page's keyset, with the id)
+            "CREATE INDEX idx_files_path ON files (path, id)",
             "CREATE UNIQUE INDEX idx_daemon_host ON daemon (host)",
             "ALTER TABLE crashes DROP CONSTRAINT crashes_pkey",
             "ALTER TABLE crashes ADD PRIMARY KEY (host, path)",
@@ -370,8 +372,11 @@ class _Pools:
                     kwargs={
                         "autocommit": True,
                         "application_name": f"dedupd:{os.getpid()}",
-                        # session defaults, so kept through the pool's DISCARD ALL
-                        "options": f"-c idle_in_transaction_session_timeout={STUCK_AFTER}",
+                        # no statements prepared behind our back: the pool's DISCARD
+                        # ALL drops them on the server while psycopg would still
+                        # name them ("prepared statement _pg3_0 does not exist" on
+                        # the sixth store opened on a pooled connection)
+                        "prepare_threshold": None,
                     },
                     reset=_reset,
                     # a connection the server dropped (a restart) is not handed out again
@@ -449,12 +454,23 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"{url}: {exc}") from exc
         store = cls(url, pool, conn, host or this_host())
         try:
-            # the feed's triggers name the host that wrote (reset with the connection)
-            conn.execute("SELECT set_config('dedupd.host', %s, false)", [store.host])
+            # the feed's triggers name the host that wrote, and a transaction this
+            # host leaves open cannot hold the others for long (both reset with the
+            # connection; set here rather than as connection options, which would
+            # replace any the URL or PGOPTIONS give, a search_path among them)
+            conn.execute(
+                "SELECT set_config('dedupd.host', %s, false),"
+                " set_config('idle_in_transaction_session_timeout', %s, false)",
+                [store.host, STUCK_AFTER],
+            )
             if readonly:
                 conn.execute("SET default_transaction_read_only = on")
                 if not store._migrated("files"):
                     raise StoreError(f"{url}: no store here yet (run 'dedupd scan' first)")
+                if not store._migrated("files", "host"):
+                    # from before hosts, which no writer has migrated yet: one host's
+                    # store, read as that host's (its rows are all host '' then)
+                    store.host = ""
             else:
                 store._migrate()
         except psycopg.Error as exc:
@@ -717,7 +733,9 @@ class PostgresStore(SqlStore):
         is written from here on.  Taken before the index is read, so that what
         is written while it is read comes again (an index takes a file twice
         alike)."""
-        return int(self._one("SELECT COALESCE(MAX(rev), 0) FROM file_changes")[0])
+        # never below what was pruned (or reset by a migrate): an empty feed is not
+        # "from the start", which changes_after would take for rows lost
+        return int(self._one("SELECT GREATEST(COALESCE(MAX(rev), 0), (SELECT below FROM file_changes_pruned)) FROM file_changes")[0])
 
     def changes_after(self, mark: int) -> tuple[int, list[tuple[int, str, str]]] | None:
         """What other hosts wrote to files and matches after ``mark``: the new
@@ -725,22 +743,27 @@ class PostgresStore(SqlStore):
         it was committed; None when rows after ``mark`` were pruned (the caller
         reads its index afresh).  One range of the feed's key: what a second's
         worth of other hosts' work costs, at any size of store."""
-        pruned = int(self._one("SELECT below FROM file_changes_pruned")[0])
-        if mark < pruned:
-            return None
         # this host's own rows too, in the same statement: the new mark is the
         # last row read, never one committed after the read
         rows = self._x(
             "SELECT rev, file_id, host, kind, by_host FROM file_changes WHERE rev > %s ORDER BY rev", [mark]
         ).fetchall()
+        # read after the rows: a pruning that committed before them shows here
+        pruned = int(self._one("SELECT below FROM file_changes_pruned")[0])
+        if mark < pruned:
+            return None
         last = int(rows[-1][0]) if rows else mark
         return last, [(int(r[1]), str(r[2]), str(r[3])) for r in rows if r[4] != self.host]
 
     def prune_changes(self, kept: float = FEED_KEPT) -> int:
         """Drop feed rows older than ``kept`` seconds; how many went."""
         with self.atomic():
+            # by the key: the rows are numbered in time order, so the old ones are
+            # those below the first row young enough to keep (a walk over what goes)
             row = self._x(
-                "WITH gone AS (DELETE FROM file_changes WHERE at < extract(epoch FROM clock_timestamp()) - %s"
+                "WITH gone AS (DELETE FROM file_changes WHERE rev < COALESCE("
+                " (SELECT rev FROM file_changes WHERE at >= extract(epoch FROM clock_timestamp()) - %s"
+                "  ORDER BY rev LIMIT 1), (SELECT MAX(rev) + 1 FROM file_changes))"
                 " RETURNING rev) SELECT COUNT(*), MAX(rev) FROM gone",
                 [kept],
             ).fetchone()

@@ -634,6 +634,8 @@ def m016_hosts(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE audit ADD COLUMN original_host TEXT")  # NULL: the original is on `host`
     db.execute("DROP INDEX idx_files_path")
     db.execute("CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)")
+    # every host's files in path order (the review page's keyset, with the id)
+    db.execute("CREATE INDEX idx_files_path ON files (path)")
     db.execute("CREATE UNIQUE INDEX idx_daemon_host ON daemon (host)")
     for table in ("crashes", "scanned_roots"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''")

@@ -102,7 +102,8 @@ def copy_sqlite_to_postgres(
                 )
         dest.recount()
         # a host whose index was read before the copy reads it afresh
-        dest._x("UPDATE file_changes_pruned SET below = (SELECT COALESCE(MAX(rev), 0) + 1 FROM file_changes)")
+        # (a number taken from the feed's own sequence: the rows written next come after it)
+        dest._x("UPDATE file_changes_pruned SET below = nextval(pg_get_serial_sequence('file_changes', 'rev'))")
     return copied
 
 

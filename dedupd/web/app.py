@@ -228,7 +228,7 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
             owed = [f for f in files if f.match is not None and not f.tie and _action(config, f.match) is not Action.LOG]
             shown.append((Shown(rec, indexed.get(original_id, 0.0)), files, owed))
         query = filters.query()
-        first, last = (page[0][1], page[-1][1]) if page else (None, None)
+        first, last = (f"{page[0][1].hex()}.{page[0][0]}", f"{page[-1][1].hex()}.{page[-1][0]}") if page else (None, None)
         has_next = (more and before is None) or before is not None
         has_prev = (more and before is not None) or after is not None
         return render_template(
@@ -239,8 +239,8 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
             actions={t: config.actions.for_tier(Tier(t)).value for t in ACTIONABLE},
             counts=counts,
             matching=matching,
-            next_page=_link("groups", query, after=last.hex()) if last is not None and has_next else None,
-            prev_page=_link("groups", query, before=first.hex()) if first is not None and has_prev else None,
+            next_page=_link("groups", query, after=last) if last is not None and has_next else None,
+            prev_page=_link("groups", query, before=first) if first is not None and has_prev else None,
             bulk_query=query,
         )
 
@@ -411,11 +411,14 @@ def _picture(make: Callable[[], bytes], mimetype: str) -> Response:
     return response
 
 
-def _cursor(text: str | None) -> bytes | None:
+def _cursor(text: str | None) -> tuple[bytes, int] | None:
+    """A page's edge as a link carries it: the original's path (hex) and id,
+    ``PATH.ID``; a path alone stands before every file at that path."""
     if not text:
         return None
+    path, _, file_id = text.partition(".")
     try:
-        return bytes.fromhex(text)
+        return bytes.fromhex(path), int(file_id) if file_id else 0
     except ValueError:
         abort(400)
 
