@@ -43,7 +43,6 @@ from pathlib import Path
 import cv2
 import imagehash
 import numpy as np
-import scipy.fftpack
 from PIL import Image, UnidentifiedImageError
 
 from dedupd import errors
@@ -391,7 +390,7 @@ def _crop_keys(im: Image.Image, orientation: int) -> tuple[int, ...]:
         [cv2.resize(grey[y0:y1, x0:x1], (32, 32), interpolation=cv2.INTER_AREA) for x0, y0, x1, y1 in boxes]
     )
     detailed = windows.std(axis=(1, 2)) >= 6.0  # a flat window would match any other flat one
-    blocks = scipy.fftpack.dct(scipy.fftpack.dct(windows[detailed], axis=1), axis=2)[:, :8, :8].reshape(-1, 64)
+    blocks = _dct(_dct(windows[detailed], axis=1), axis=2)[:, :8, :8].reshape(-1, 64)
     bits = (blocks > np.median(blocks, axis=1, keepdims=True)).astype(np.uint8)
     keys = [int.from_bytes(np.packbits(row).tobytes(), "big") for row in bits]
     return tuple(dict.fromkeys(keys))
@@ -542,7 +541,7 @@ def _perceptual(
     orientations cost a few operations on an 8x8 block instead of seven DCTs.
     """
     small = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    block = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)[:8, :8]
+    block = _dct(_dct(small, axis=0), axis=1)[:8, :8]
     ycc = np.asarray(thumb.convert("YCbCr"), dtype=np.float32)
     grid = ycc.reshape(4, THUMB // 4, 4, THUMB // 4, 3).mean(axis=(1, 3))
     base = _hashes_of(block, grid, grey)
@@ -553,6 +552,28 @@ def _perceptual(
         for name, t in VARIANT_TRANSPOSES.items()
     )
     return base, extra
+
+
+
+def _dct(values: np.ndarray, axis: int) -> np.ndarray:
+    """scipy's DCT-II along ``axis``, unnormalised, as ``imagehash.phash`` computes it."""
+    import scipy.fftpack  # noqa: PLC0415 - see load_dct
+
+    out: np.ndarray = scipy.fftpack.dct(values, axis=axis)
+    return out
+
+
+def load_dct() -> None:
+    """Import scipy's FFT package, which the perceptual hashes need.
+
+    It is imported on the first hash rather than with this module: it costs
+    about 0.4 s of CPU (docs/benchmarks.md, "Start-up of a dedupd process"),
+    which a process that imports this module only for its constants and the
+    verifier's pixels (the CLI, the daemon's main process, whose workers
+    hash) should not pay.  A worker calls this before it measures the memory
+    it holds once started (``dedupd.worker.worker_init``).
+    """
+    import scipy.fftpack  # noqa: PLC0415, F401 - about 0.4 s of CPU; only a process that hashes needs it
 
 
 _ODD = np.array([(-1) ** k for k in range(8)], dtype=np.float64)
