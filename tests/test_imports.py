@@ -1,0 +1,82 @@
+"""What each kind of dedupd process imports: scipy only where pictures are hashed.
+
+Importing scipy's FFT package costs about 0.4 s of CPU (docs/benchmarks.md,
+"Start-up of a dedupd process"), paid by every process that imports it; the
+commands that read the store, the daemon's main process and its workers'
+start-up must not bring it back by a top-level import.  Each case is a real
+interpreter, started fresh, so nothing the test process imported counts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import helpers as H
+
+TIMEOUT = 60
+HEAVY = ("scipy", "sqlite_utils", "dedupd.grouping", "dedupd.store", "structlog", "yaml")
+
+
+def loaded_after(steps: list[str], env: dict[str, str], cwd: Path) -> list[dict[str, bool]]:
+    """Run each of ``steps`` in turn in one fresh interpreter; which of HEAVY it holds after each."""
+    probe = "import json, sys\n" + "".join(
+        f"{step}\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))\n" for step in steps
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def imported_by_cli(tmp_path: Path, db: Path, cli_env: dict[str, str], *args: str) -> set[str]:
+    """The modules a real ``python -m dedupd ARGS`` imported while it ran (``-X importtime``)."""
+    env = {**cli_env, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = H.run_dedupd(*args, db=db, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert lines, "no -X importtime output"
+    return {line.rsplit("|", 1)[1].strip() for line in lines}
+
+
+def test_scipy_is_imported_by_a_scan_that_hashes_and_by_no_command_that_does_not(
+    tmp_path: Path, db_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A scan that hashes a new picture imports scipy; ``status``, ``groups`` and a scan
+    of the same, unchanged tree do not."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    H.photo(1, (64, 48)).save(photos / "a.jpg")
+    assert "scipy" in imported_by_cli(tmp_path, db_path, cli_env, "scan", str(photos))
+    for args in (("status",), ("groups",), ("scan", str(photos))):
+        modules = imported_by_cli(tmp_path, db_path, cli_env, *args)
+        assert "dedupd.store" in modules, args  # the command read the store
+        assert "scipy" not in modules, args
+
+
+def test_the_daemons_main_process_does_not_import_scipy(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The modules of ``dedupd run``'s main process (its workers hash) do not import scipy."""
+    [loaded] = loaded_after(["import dedupd.cli, dedupd.daemon, dedupd.pipeline"], cli_env, tmp_path)
+    assert loaded["dedupd.grouping"]  # the probe sees what is imported
+    assert not loaded["scipy"]
+
+
+def test_a_worker_imports_the_hashing_libraries_and_not_the_store(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A fingerprinting worker's module holds no store, grouping, config or logging; its
+    initializer loads scipy before it measures the memory the worker holds."""
+    before, after = loaded_after(["import dedupd.worker", "dedupd.worker.worker_init(0)"], cli_env, tmp_path)
+    assert not any(before.values()), before
+    assert after["scipy"]
+    assert not after["sqlite_utils"]
+    assert not after["dedupd.grouping"]
+
+
+def test_pipeline_hands_workers_the_functions_of_the_worker_module() -> None:
+    """The functions a pool pickles are found in dedupd.worker, so a worker imports only it."""
+    from dedupd import pipeline  # noqa: PLC0415 - the test process may import anything
+
+    for function in (pipeline.fingerprint_job, pipeline.fingerprint_batch, pipeline.worker_init):
+        assert function.__module__ == "dedupd.worker"
