@@ -41,7 +41,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 PHOTOS = next((p for p in (HERE.parent / "shared" / "photos", Path("/work/shared/photos")) if p.is_dir()), None)
-DEFAULT_BASELINE = "7544e76^"
+#: the commit that made scipy's import lazy, found by its subject (a rebase changes its id)
+LAZY_SCIPY = "Start-up: scipy is imported on the first perceptual hash"
 
 
 def children_cpu() -> float:
@@ -139,8 +140,12 @@ def cases(code: Path, base: Path, root: Path) -> dict[str, Callable[[], None]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--baseline", default=DEFAULT_BASELINE)
+    parser.add_argument("--baseline", help="a git revision; default: the parent of the commit that made scipy lazy")
     args = parser.parse_args()
+    if args.baseline is None:
+        found = subprocess.run(["git", "log", "-1", "--format=%h", "--fixed-strings", f"--grep={LAZY_SCIPY}"],
+                               cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        args.baseline = f"{found}^"
     with tempfile.TemporaryDirectory(prefix="dedupd-startup-") as tmp:
         work = Path(tmp)
         old = work / "baseline"
