@@ -217,7 +217,7 @@ class Actor:
             return Checked("outside the watched roots: never acted on")
         if root in self.paused:
             return Checked(f"actions on this root are paused: {self.paused[root]}")
-        if self.store.is_ignored(fp.sha256, ofp.sha256, path_a=path, path_b=original):
+        if self.store.is_ignored(fp.sha256, ofp.sha256, path_a=path, path_b=original, host_b=dup.original.host):
             return Checked("a person marked this pair as not duplicates")
         if self.store.is_kept(fp.sha256, path):
             return Checked(KEPT)

@@ -282,11 +282,21 @@ class Audit:
     # --- ignores ------------------------------------------------------------
 
     def ignore(
-        self, sha_a: str, path_a: Path, sha_b: str, path_b: Path, note: str, decided_by: str | None = None
+        self,
+        sha_a: str,
+        path_a: Path,
+        sha_b: str,
+        path_b: Path,
+        note: str,
+        decided_by: str | None = None,
+        other_host: str | None = None,
     ) -> int | None:
-        """Record that these two files are not duplicates; the decision's id, or None if already recorded."""
+        """Record that these two files are not duplicates (``path_a`` this host's,
+        ``path_b`` on ``other_host``, None: this one); the decision's id, or None
+        if already recorded."""
         return self.store.add_decision(
-            DecisionKind.NOT_DUPLICATES, sha_a, path_a, sha_b, path_b, note=note, decided_by=decided_by
+            DecisionKind.NOT_DUPLICATES, sha_a, path_a, sha_b, path_b, note=note, decided_by=decided_by,
+            other_host=other_host,
         )
 
     def keep(self, sha256: str, path: Path, note: str, decided_by: str | None = None) -> int | None:

@@ -21,7 +21,7 @@ from dedupd.errors import InputPathError
 from dedupd.fileops import sha256_of
 from dedupd.grouping import Grouping
 from dedupd.identity import real_parent
-from dedupd.models import Decision, DecisionKind, Duplicate
+from dedupd.models import Decision, DecisionKind, Duplicate, Record
 from dedupd.store import AnyStore
 
 
@@ -54,6 +54,26 @@ def ignore_pair(store: AnyStore, config: Config, a: Path, b: Path, *, decided_by
                          decided_by=decided_by)  # fmt: skip
         # what they join instead is acted on by 'dedupd apply', or by the daemon at its next start or reload
         regrouped = Grouping(store, config).ignored(sha_a, path_a, sha_b, path_b)
+    return Decided(new, tuple(regrouped))
+
+
+def ignore_across_hosts(store: AnyStore, config: Config, mine: Record, theirs: Record, *,
+                        decided_by: str | None = None) -> Decided:  # fmt: skip
+    """Record that ``mine``, a file of this host, and ``theirs``, another host's
+    (a store several hosts share), are not duplicates; audit it, and undo their
+    pairing.  This host's file is read now (SHA-256; OSError when it cannot be);
+    the other is named as the store knows it, since it cannot be read here."""
+    assert mine.host is None and theirs.host is not None and theirs.fingerprint is not None
+    sha_a, sha_b = sha256_of(mine.path), theirs.fingerprint.sha256
+    trail = Audit(store, config.audit_jsonl)
+    with store.atomic():
+        new = trail.ignore(sha_a, mine.path, sha_b, theirs.path, "marked as not duplicates",
+                           decided_by=decided_by, other_host=theirs.host)  # fmt: skip
+        if new is not None:
+            trail.append(action="ignore", outcome="done", path=mine.path, original=theirs.path, sha256=sha_a,
+                         original_sha256=sha_b, detail=f"a person marked these as not duplicates (decision #{new})",
+                         decided_by=decided_by, original_host=theirs.host)  # fmt: skip
+        regrouped = Grouping(store, config).unpaired(mine.id, theirs.id)
     return Decided(new, tuple(regrouped))
 
 

@@ -268,6 +268,18 @@ class Grouping:
                 self.store.clear_match(file_id)
             return self._settle(freed)
 
+    def unpaired(self, file_id: int, other_id: int) -> list[Duplicate]:
+        """A person said these two files (by id: one may be another host's) are
+        not duplicates: undo their pairing, whichever is the duplicate."""
+        with self.store.atomic():
+            freed = []
+            for a, b in ((file_id, other_id), (other_id, file_id)):
+                known = self.store.match_of(a)
+                if known is not None and known[0] == b:
+                    self.store.clear_match(a)
+                    freed.append(a)
+            return self._settle(freed)
+
     def unignored(self, paths: list[Path]) -> list[Duplicate]:
         """A decision about these files was removed: each one that is an original
         looks for a group again (a duplicate already has one)."""
@@ -650,7 +662,9 @@ class Grouping:
 
     def _is_ignored(self, a: Record, b: Record) -> bool:
         assert a.fingerprint is not None and b.fingerprint is not None
-        return self.store.is_ignored(a.fingerprint.sha256, b.fingerprint.sha256, path_a=a.path, path_b=b.path)
+        return self.store.is_ignored(
+            a.fingerprint.sha256, b.fingerprint.sha256, path_a=a.path, path_b=b.path, host_a=a.host, host_b=b.host
+        )
 
     def _report(self, changed: dict[int, str]) -> list[Duplicate]:
         """The matches as they stand after the operation, one per file whose match changed."""

@@ -77,9 +77,10 @@ class Home:
     move_intent: int | None  # the store's intent of the move, when the store knows it
     audit_id: int | None
     move_state: str | None = None  # that intent's state (done, restored...), when known
+    original_host: str | None = None  # the original's host, when another (a store several hosts share)
 
     @classmethod
-    def of_move(cls, intent: Intent, audit_id: int | None) -> Home:
+    def of_move(cls, intent: Intent, audit_id: int | None, original_host: str | None = None) -> Home:
         """Where the move ``intent`` took a file from, to put it back there."""
         return cls(
             quarantined=intent.destination,
@@ -92,6 +93,7 @@ class Home:
             move_intent=intent.id,
             audit_id=audit_id,
             move_state=intent.state,
+            original_host=original_host,
         )
 
 
@@ -150,7 +152,7 @@ def _home_of(audit: Audit, row: AuditRow) -> Home | str:
         return "no record of where the file went"
     if intent.state == "restored":
         return "already restored"
-    return Home.of_move(intent, row.id)
+    return Home.of_move(intent, row.id, row.original_host)
 
 
 def restore_from_quarantine(
@@ -354,7 +356,8 @@ def _begin(audit: Audit, home: Home, tmp: Path, by_person: bool, decided_by: str
     if by_person:
         audit.keep(home.sha256, home.target, note, decided_by=decided_by)
     if by_person and home.original_sha256 and home.original is not None:
-        audit.ignore(home.sha256, home.target, home.original_sha256, home.original, note, decided_by=decided_by)
+        audit.ignore(home.sha256, home.target, home.original_sha256, home.original, note, decided_by=decided_by,
+                     other_host=home.original_host)  # fmt: skip
     return intent
 
 

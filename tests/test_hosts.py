@@ -334,7 +334,8 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
 def test_the_review_page_names_another_hosts_files_and_leaves_them_to_it(tmp_path: Path, pg_url: str) -> None:
     """On beta's review page, a group whose original is alpha's file shows it as on host
     alpha; its picture is not read here (404, the host named) although a file exists
-    here at the same path; "keep all" is refused, naming the host, and records nothing."""
+    here at the same path; "keep all" records the pair as not duplicates, naming each
+    file's host, and beta's file leaves the group."""
     import tqdm
 
     import helpers as H
@@ -375,8 +376,23 @@ def test_the_review_page_names_another_hosts_files_and_leaves_them_to_it(tmp_pat
         assert client.get(f"/thumb/{mine.id}/small", headers=headers).status_code == 200
         kept = client.post(f"/groups/{original.id}/keep-all", data={security.CSRF_FIELD: guard.csrf},
                            headers=headers, follow_redirects=True)  # fmt: skip
-        assert "is on host alpha: decide on that host" in kept.get_data(as_text=True)
-        assert beta.decisions() == [] and beta.record(mine.id).original_id == original.id
+        assert "kept all: 1 pairs marked as not duplicates" in kept.get_data(as_text=True)
+        [decision] = beta.decisions()
+        assert {decision.path, decision.other_path} == {root_a / "p.jpg", root_b / "p.jpg"}
+        assert beta.record(mine.id).original_id is None  # no longer its copy
+        assert beta.is_ignored(mine.fingerprint.sha256, original.fingerprint.sha256, path_a=mine.path,
+                               path_b=original.path, host_b="alpha")  # fmt: skip
+        # alpha's own file at that path is another file: the decision is not about it
+        alpha = PostgresStore.open(PostgresUrl(pg_url), host="alpha")
+        try:
+            assert not alpha.is_ignored(mine.fingerprint.sha256, original.fingerprint.sha256,
+                                        path_a=root_b / "p.jpg", path_b=root_a / "p.jpg")  # fmt: skip
+            assert alpha.is_ignored(mine.fingerprint.sha256, original.fingerprint.sha256,
+                                    path_a=root_b / "p.jpg", path_b=root_a / "p.jpg", host_a="beta")  # fmt: skip
+        finally:
+            alpha.close()
+        [row] = [r for r in beta.audit_rows() if r[2] == "ignore"]
+        assert row[20:] == ("beta", "alpha")
     finally:
         beta.close()
 
@@ -500,3 +516,34 @@ def test_what_the_actor_does_with_another_hosts_files(tmp_path: Path, hosts: Any
     assert not local.exists() and (quarantine / "copy.jpg").exists()
     [done] = [r for r in alpha.audit_rows() if r[3] == "done"]
     assert done[20:] == ("alpha", "beta")
+
+
+def test_decisions_name_files_by_host(hosts: Any) -> None:
+    """Two hosts with the same paths and the same bytes: a file alpha's person kept, a
+    pair alpha's person marked, and alpha's renames say nothing about beta's files; a
+    decision about a pair across hosts names each file's host."""
+    from dedupd.models import DecisionKind
+
+    alpha, beta = hosts
+    x, y = Path("/p/x.jpg"), Path("/p/y.jpg")
+    sx, sy = "a" * 64, "b" * 64
+    for store in hosts:
+        store.upsert_file(x, _stat(1), _fp(1, sha=sx))
+        store.upsert_file(y, _stat(2), _fp(2, sha=sy))
+    with alpha.atomic():
+        alpha.add_decision(DecisionKind.KEEP, sx, x, note="restored")
+        alpha.add_decision(DecisionKind.NOT_DUPLICATES, sx, x, sy, y, note="not copies")
+    assert alpha.is_kept(sx, x) and not beta.is_kept(sx, x)
+    assert alpha.is_ignored(sx, sy, path_a=x, path_b=y) and not beta.is_ignored(sx, sy, path_a=x, path_b=y)
+    with beta.atomic():
+        beta.add_decision(DecisionKind.NOT_DUPLICATES, sx, x, sy, y, note="not copies either")
+    with alpha.atomic():
+        alpha.move_file(alpha.record_for_path(x).id, Path("/p/renamed.jpg"))
+    assert alpha.is_ignored(sx, sy, path_a=Path("/p/renamed.jpg"), path_b=y)
+    assert beta.is_ignored(sx, sy, path_a=x, path_b=y)  # beta's decision stays with beta's file
+    z = Path("/p/z.jpg")
+    with alpha.atomic():
+        alpha.add_decision(DecisionKind.NOT_DUPLICATES, sy, y, "c" * 64, z, note="across", other_host="beta")
+    assert alpha.is_ignored(sy, "c" * 64, path_a=y, path_b=z, host_b="beta")
+    assert not alpha.is_ignored(sy, "c" * 64, path_a=y, path_b=z)  # z of alpha's own: another file
+    assert beta.is_ignored("c" * 64, sy, path_a=z, path_b=y, host_b="alpha")

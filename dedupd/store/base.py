@@ -119,6 +119,35 @@ class SqlStore(ABC):
             return False
         return True
 
+    def _decided_on(self, side: str) -> str:
+        """The condition "side ``a``/``b`` of a decision is a file of the host
+        given as the next parameter" (any host when it names none: recorded
+        before hosts, or in a store no writer has migrated since)."""
+        if not self._has("decisions", "host_a"):
+            return "? IS NOT NULL"  # takes the parameter, holds for any host
+        return f"(host_{side} IS NULL OR host_{side} = ?)"
+
+    def _hosts_decided(self) -> bool:
+        """Do decisions and files name hosts here (not a store from before hosts, read unmigrated)?"""
+        return self._has("decisions", "host_a") and self._has("files", "host")
+
+    def _same_host(self, decided: str, file_host: str) -> str:
+        """`` AND`` a decision's host column names the host of a file row (or any host)."""
+        return f" AND ({decided} IS NULL OR {decided} = {file_host})" if self._hosts_decided() else ""
+
+    def _pair_decided(self, a: str, b: str) -> str:
+        """A not-duplicates decision covering the pair of file rows aliased ``a`` and ``b``."""
+        side = (
+            "(i.sha_a = {x}.sha256 AND (i.path_a IS NULL OR (i.path_a = {x}.path{hx}))"
+            " AND i.sha_b = {y}.sha256 AND (i.path_b IS NULL OR (i.path_b = {y}.path{hy})))"
+        )
+
+        def one(x: str, y: str) -> str:
+            return side.format(x=x, y=y, hx=self._same_host("i.host_a", f"{x}.host"),
+                               hy=self._same_host("i.host_b", f"{y}.host"))  # fmt: skip
+
+        return f"SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ({one(a, b)} OR {one(b, a)})"
+
     def _hostcol(self, alias: str = "") -> str:
         """The ``files.host`` column (``alias.host``), or ``''`` in a store no
         writer has opened since hosts were added (a reader cannot migrate): its
@@ -254,8 +283,9 @@ class SqlStore(ABC):
         if old is not None and old[1] is not None:
             for side in ("a", "b"):
                 self._sql(
-                    f"UPDATE decisions SET path_{side} = ? WHERE path_{side} = ? AND sha_{side} = ?",
-                    [_path_key(new_path), old[0], old[1]],
+                    f"UPDATE decisions SET path_{side} = ? WHERE path_{side} = ? AND sha_{side} = ?"
+                    f" AND {self._decided_on(side)}",
+                    [_path_key(new_path), old[0], old[1], self.host],
                 )
 
     def delete_file(self, file_id: int) -> list[int]:
@@ -331,17 +361,18 @@ class SqlStore(ABC):
         }
 
     def matched_between(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> list[int]:
-        """The match between these two files (content and path), either way round: [] or [duplicate id]."""
+        """The match between these two files of this host (content and path), either way round: [] or [duplicate id]."""
         a, b = _path_key(path_a), _path_key(path_b)
         return [
             row[0]
             for row in self._sql(
                 "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
                 " JOIN files o ON o.id = m.original_id"
-                " WHERE (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
-                " OR (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
+                " WHERE ((d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?)"
+                " OR (d.sha256 = ? AND d.path = ? AND o.sha256 = ? AND o.path = ?))"
+                f" AND {self._hostcol('d.')} = ? AND {self._hostcol('o.')} = ?"
                 " ORDER BY m.file_id",
-                [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
+                [sha_a, a, sha_b, b, sha_b, b, sha_a, a, self.host, self.host],
             )
         ]
 
@@ -419,9 +450,9 @@ class SqlStore(ABC):
             for row in self._sql(
                 "SELECT m.file_id FROM matches m JOIN files d ON d.id = m.file_id"
                 " JOIN files o ON o.id = m.original_id"
-                f" WHERE NOT EXISTS ({_PAIR_DECIDED.format(a='d', b='o')})"
+                f" WHERE NOT EXISTS ({self._pair_decided('d', 'o')})"
                 " AND NOT EXISTS (SELECT 1 FROM decisions k WHERE k.kind = 'keep'"
-                "  AND k.sha_a = d.sha256 AND k.path_a = d.path)"
+                f"  AND k.sha_a = d.sha256 AND k.path_a = d.path{self._same_host('k.host_a', 'd.host')})"
                 # (an expression, not the column: SQLite would walk the host's
                 # files through their index rather than the owed matches through theirs)
                 f" AND {owed}{only} AND ({self._hostcol('d.')} || '') = ?"
@@ -483,7 +514,16 @@ class SqlStore(ABC):
 
     # --- decisions a person made ------------------------------------------------
 
-    def is_ignored(self, sha_a: str, sha_b: str, *, path_a: Path, path_b: Path) -> bool:
+    def is_ignored(
+        self,
+        sha_a: str,
+        sha_b: str,
+        *,
+        path_a: Path,
+        path_b: Path,
+        host_a: str | None = None,
+        host_b: str | None = None,
+    ) -> bool:
         """Did a person decide that these two files are not duplicates?
 
         A file is named by its content *and* its path.  Content alone (what
@@ -497,23 +537,27 @@ class SqlStore(ABC):
         path, the way it carries the file's record), and nothing else: a new
         copy of either picture elsewhere is another file, grouped as usual.
         Decisions recorded before paths were kept (``path`` NULL) still hold
-        for any file with that content.
+        for any file with that content.  In a store several hosts share, a
+        path is a path on its host (``host_a``, ``host_b``; None: this one's).
         """
         a, b = _path_key(path_a), _path_key(path_b)
+        ha, hb = host_a or self.host, host_b or self.host
+        side = (
+            f"(i.sha_a = ? AND (i.path_a IS NULL OR (i.path_a = ? AND {self._decided_on('a')}))"
+            f" AND i.sha_b = ? AND (i.path_b IS NULL OR (i.path_b = ? AND {self._decided_on('b')})))"
+        )
         row = self._sql(
-            "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
-            "(i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?))"
-            " OR (i.sha_a = ? AND (i.path_a IS NULL OR i.path_a = ?) AND i.sha_b = ? AND (i.path_b IS NULL OR i.path_b = ?)))"
-            " LIMIT 1",
-            [sha_a, a, sha_b, b, sha_b, b, sha_a, a],
+            f"SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ({side} OR {side}) LIMIT 1",
+            [sha_a, a, ha, sha_b, b, hb, sha_b, b, hb, sha_a, a, ha],
         ).fetchone()
         return row is not None
 
     def is_kept(self, sha256: str, path: Path) -> bool:
         """Did a person restore this file (its content at this path), so that it is left alone?"""
         row = self._sql(
-            "SELECT 1 FROM decisions WHERE kind = 'keep' AND sha_a = ? AND path_a = ? LIMIT 1",
-            [sha256, _path_key(path)],
+            f"SELECT 1 FROM decisions WHERE kind = 'keep' AND sha_a = ? AND path_a = ? AND {self._decided_on('a')}"
+            " LIMIT 1",
+            [sha256, _path_key(path), self.host],
         ).fetchone()
         return row is not None
 
@@ -527,31 +571,35 @@ class SqlStore(ABC):
         *,
         note: str,
         decided_by: str | None = None,
+        other_host: str | None = None,
     ) -> int | None:
-        """Record a decision; returns its id, or None when the same one is already recorded."""
+        """Record a decision; returns its id, or None when the same one is already recorded.
+        ``path`` is this host's; ``other_path`` is on ``other_host`` (None: this one)."""
+        host, other = self.host, other_host or self.host
         if kind is DecisionKind.NOT_DUPLICATES:
             assert other_sha256 is not None and other_path is not None
-            if self.is_ignored(sha256, other_sha256, path_a=path, path_b=other_path):
+            if self.is_ignored(sha256, other_sha256, path_a=path, path_b=other_path, host_b=other):
                 return None
             # one order for the same pair, so that a listing shows it once
-            (sha256, path), (other_sha256, other_path) = sorted(
-                [(sha256, path), (other_sha256, other_path)], key=lambda side: (side[0], _path_key(side[1]))
+            (sha256, path, host), (other_sha256, other_path, other) = sorted(
+                [(sha256, path, host), (other_sha256, other_path, other)],
+                key=lambda side: (side[0], _path_key(side[1]), side[2]),
             )
         elif self.is_kept(sha256, path):
             return None
-        return self._insert(
-            "decisions",
-            {
-                "kind": kind.value,
-                "sha_a": sha256,
-                "path_a": _path_key(path),
-                "sha_b": other_sha256,
-                "path_b": None if other_path is None else _path_key(other_path),
-                "decided_at": time.time(),
-                "decided_by": decided_by,
-                "note": note,
-            },
-        )
+        values = {
+            "kind": kind.value,
+            "sha_a": sha256,
+            "path_a": _path_key(path),
+            "sha_b": other_sha256,
+            "path_b": None if other_path is None else _path_key(other_path),
+            "decided_at": time.time(),
+            "decided_by": decided_by,
+            "note": note,
+        }
+        if self._has("decisions", "host_a"):
+            values |= {"host_a": host, "host_b": None if other_path is None else other}
+        return self._insert("decisions", values)
 
     def decisions(self, decision_id: int | None = None) -> list[Decision]:
         """Every decision a person made (or the one with this id), oldest first."""
@@ -931,14 +979,6 @@ class SqlStore(ABC):
 
 # --- the SQL fragments both backends use --------------------------------------
 
-#: a not-duplicates decision covering the pair of file rows aliased {a} and {b}
-_PAIR_DECIDED = (
-    "SELECT 1 FROM decisions i WHERE i.kind = 'not_duplicates' AND ("
-    "(i.sha_a = {a}.sha256 AND (i.path_a IS NULL OR i.path_a = {a}.path)"
-    " AND i.sha_b = {b}.sha256 AND (i.path_b IS NULL OR i.path_b = {b}.path))"
-    " OR (i.sha_a = {b}.sha256 AND (i.path_a IS NULL OR i.path_a = {b}.path)"
-    " AND i.sha_b = {a}.sha256 AND (i.path_b IS NULL OR i.path_b = {a}.path)))"
-)
 
 AUDIT_COLUMNS = (
     "id, at, action, outcome, path, original, tier, phash_distance, dhash_distance,"

@@ -307,6 +307,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 )
             ),
             "ALTER TABLE audit ADD COLUMN original_host TEXT",
+            # a decision names each file by content, path and host (NULL: any host)
+            "ALTER TABLE decisions ADD COLUMN host_a TEXT",
+            "ALTER TABLE decisions ADD COLUMN host_b TEXT",
+            "UPDATE decisions SET host_a = %(host)s WHERE path_a IS NOT NULL",
+            "UPDATE decisions SET host_b = %(host)s WHERE path_b IS NOT NULL",
             "DROP INDEX idx_files_path",
             "CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)",
             # every host's files in path order (the review page's keyset, with the id)

@@ -640,3 +640,8 @@ def m016_hosts(db: sqlite_utils.Database) -> None:
     for table in ("crashes", "scanned_roots"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''")
         db.table(table).transform(pk=("host", "path"))
+    # a decision names each file by content, path and host (NULL: any host, as
+    # one recorded without a path names any file with that content)
+    for side in ("a", "b"):
+        db.execute(f"ALTER TABLE decisions ADD COLUMN host_{side} TEXT")
+        db.execute(f"UPDATE decisions SET host_{side} = '' WHERE path_{side} IS NOT NULL")

@@ -265,7 +265,8 @@ def create_app(config: Config, db_path: StoreLocation, guard: security.Guard, ca
                 new, old = records.get(file_id), records.get(other_id)
                 if new is None or old is None or new.fingerprint is None or old.fingerprint is None:
                     continue
-                ignored = store.is_ignored(new.fingerprint.sha256, old.fingerprint.sha256, path_a=new.path, path_b=old.path)
+                ignored = store.is_ignored(new.fingerprint.sha256, old.fingerprint.sha256, path_a=new.path,
+                                           path_b=old.path, host_a=new.host, host_b=old.host)  # fmt: skip
                 shown.append((Shown(old, indexed.get(other_id, 0.0)), Shown(new, indexed.get(file_id, 0.0), match), ignored))
         last = pairs[-1] if pairs else None
         return render_template(

@@ -54,11 +54,14 @@ def not_duplicates(store: AnyStore, config: Config, duplicate_id: int, original_
     dup, orig = store.record(duplicate_id), store.record(original_id)
     if dup is None or orig is None or dup.fingerprint is None or orig.fingerprint is None:
         return Decided(False, "one of the files is no longer in the store")
-    elsewhere = _elsewhere(dup, orig)
-    if elsewhere:
-        return Decided(False, elsewhere)
+    mine, theirs = (dup, orig) if dup.host is None else (orig, dup)
+    if mine.host is not None:
+        return Decided(False, _elsewhere(mine) or "")
     try:
-        done = decisions.ignore_pair(store, config, orig.path, dup.path, decided_by=by)
+        if theirs.host is not None:  # one file here, one on another host: decided here, for this host's file
+            done = decisions.ignore_across_hosts(store, config, mine, theirs, decided_by=by)
+        else:
+            done = decisions.ignore_pair(store, config, orig.path, dup.path, decided_by=by)
     except OSError as exc:
         return Decided(False, f"{display_path(exc.filename or dup.path)}: {exc.strerror or exc}")
     log.info("pair_kept", path=dup.path, original=orig.path, regrouped=len(done.regrouped), by=by)
