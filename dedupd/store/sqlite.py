@@ -16,13 +16,11 @@ import fcntl
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
 from dedupd.errors import StoreError, StoreLockedError
 from dedupd.models import Tier
@@ -30,6 +28,33 @@ from dedupd.store.base import SqlStore
 
 if TYPE_CHECKING:
     from dedupd.backend import StoreBackend
+
+
+@contextmanager
+def _numpy_hidden() -> Iterator[None]:
+    """Within: ``import numpy`` fails, unless numpy is already imported.
+
+    sqlite-utils imports numpy if it can, only to name the column type of
+    numpy's scalar types when it infers a table's columns from values.  The
+    store never does that (the migrations name every column's type, and
+    values are bound as Python values), but the import costs about 0.2 s of
+    CPU: more than a third of what ``dedupd status`` or ``dedupd audit``
+    costs in all (docs/benchmarks.md, "Start-up of a dedupd process").
+    """
+    if "numpy" in sys.modules:
+        yield
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # None: the import system's "not found"
+    try:
+        yield
+    finally:
+        if sys.modules.get("numpy", False) is None:
+            del sys.modules["numpy"]
+
+
+with _numpy_hidden():
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("dedupd")
 
