@@ -318,6 +318,7 @@ class Actor:
                 # used only when the copy crosses filesystems; named before it can exist
                 temp=fileops.temp_name(dest),
                 root=self.root_of(path),
+                original_host=dup.original.host,
             )
             intent = self.audit.intent(intent_id)
         assert intent is not None
@@ -699,6 +700,7 @@ def _complete(store: AnyStore, audit: Audit, intent: Intent) -> None:
             detail="completed after an interruption (found in quarantine on start)",
             destination=intent.destination,
             intent_id=intent.id,
+            original_host=intent.original_host,
         )
         audit.finish(intent.id, "done", audit_id)
         moved = store.record_for_path(intent.path)

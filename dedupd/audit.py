@@ -58,6 +58,7 @@ class Intent:
     #: copy is placed at before it is renamed into place (a restore)
     work: Path | None = None
     root: Path | None = None  # the watched root ``path`` was under
+    original_host: str | None = None  # the original's host, when another (a store several hosts share)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class Audit:
         work: Path | None = None,
         temp: Path | None = None,
         root: Path | None = None,
+        original_host: str | None = None,
     ) -> int:
         now = time.time()
         return self.store.intent_insert(
@@ -255,6 +257,7 @@ class Audit:
                 "audit_id": None,
                 "work": _b(work),
                 "root": _b(root),
+                "original_host": original_host,
             }
         )
 
@@ -320,4 +323,5 @@ def _intent(r: tuple[Any, ...]) -> Intent:
         audit_id=r[14],
         work=_p(r[15]),
         root=_p(r[16]),
+        original_host=r[18],
     )

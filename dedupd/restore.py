@@ -93,7 +93,7 @@ class Home:
             move_intent=intent.id,
             audit_id=audit_id,
             move_state=intent.state,
-            original_host=original_host,
+            original_host=original_host or intent.original_host,
         )
 
 

@@ -59,10 +59,13 @@ class ActionLane:
 
     @property
     def busy(self) -> frozenset[Path]:
-        """The paths of the move in flight (its duplicate and its original)."""
+        """The paths of the move in flight (its duplicate and its original, when
+        that is this host's: another host's path names no file here)."""
         if self.current is None:
             return frozenset()
         dup = self.current[0].dup
+        if dup.original.host is not None:
+            return frozenset((dup.duplicate.path,))
         return frozenset((dup.duplicate.path, dup.original.path))
 
     @property

@@ -828,7 +828,7 @@ class SqlStore(ABC):
         original: Path | None = None,
     ) -> list[tuple[Any, ...]]:
         """This host's intents in id order, filtered as asked (every filter an indexed column)."""
-        where: list[str] = ["host = ?"]
+        where: list[str] = ["host = ?" if self._has("intents", "host") else "'' = ?"]
         params: list[Any] = [self.host]
         for column, value in (
             ("original", None if original is None else _path_key(original)),
@@ -840,7 +840,10 @@ class SqlStore(ABC):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        query = f"SELECT {INTENT_COLUMNS} FROM intents WHERE {' AND '.join(where)} ORDER BY id"
+        columns = INTENT_COLUMNS
+        if not self._has("intents", "original_host"):  # a reader before any writer migrated the store
+            columns = columns.replace("original_host", "NULL AS original_host")
+        query = f"SELECT {columns} FROM intents WHERE {' AND '.join(where)} ORDER BY id"
         return [tuple(r) for r in self._sql(query, params).fetchall()]
 
     def intent_of_audit(self, audit_id: int) -> int | None:
@@ -987,7 +990,7 @@ AUDIT_COLUMNS = (
 )
 INTENT_COLUMNS = (
     "id, action, state, path, destination, temp, link_target, dev, ino, size, mtime_ns,"
-    " sha256, original, original_sha256, audit_id, work, root, ctime_ns"
+    " sha256, original, original_sha256, audit_id, work, root, ctime_ns, original_host"
 )
 
 _FINGERPRINT_COLUMNS = (

@@ -37,7 +37,7 @@ import functools
 import os
 import threading
 import time
-import zlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 #: first key of every advisory lock dedupd takes (``b"ddpd"``), the second says which
 LOCK_CLASS = 0x64647064
 WRITE_LOCK, WRITER_LOCK, MIGRATE_LOCK = 1, 2, 3
-#: first key of each host's writer lock (``b"ddph"``); the second is :func:`_host_key`
-HOST_LOCK_CLASS = 0x64647068
 #: rows of the feed kept (seconds): a host away longer reads its index afresh
 FEED_KEPT = 3600.0
 #: a transaction left open this long by a host that hangs or lost its network
@@ -307,6 +305,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 )
             ),
             "ALTER TABLE audit ADD COLUMN original_host TEXT",
+            "ALTER TABLE intents ADD COLUMN original_host TEXT",
             # a decision names each file by content, path and host (NULL: any host)
             "ALTER TABLE decisions ADD COLUMN host_a TEXT",
             "ALTER TABLE decisions ADD COLUMN host_b TEXT",
@@ -532,7 +531,7 @@ class PostgresStore(SqlStore):
         if self._writer and not self._conn.closed:
             # now, not when the pool resets the connection (on a thread of its own)
             try:
-                self._x("SELECT pg_advisory_unlock(%s, %s)", [HOST_LOCK_CLASS, _host_key(self.host)])
+                self._x("SELECT pg_advisory_unlock(%s::bigint)", [_host_key(self.host)])
             except psycopg.Error:
                 pass  # a lost connection holds no lock; the pool throws it away
             self._writer = False
@@ -547,7 +546,7 @@ class PostgresStore(SqlStore):
         lock is keyed by the host's name, so daemons of several hosts share the
         store, each writing beside the others (their transactions take turns on
         the store's write lock)."""
-        row = self._x("SELECT pg_try_advisory_lock(%s, %s)", [HOST_LOCK_CLASS, _host_key(self.host)]).fetchone()
+        row = self._x("SELECT pg_try_advisory_lock(%s::bigint)", [_host_key(self.host)]).fetchone()
         if not row or not row[0]:
             pid = self.writer_pid()
             raise StoreLockedError(
@@ -563,9 +562,10 @@ class PostgresStore(SqlStore):
         connection), -1 when it cannot be told, None when nobody holds it."""
         row = self._x(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
-            " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [HOST_LOCK_CLASS, _host_key(self.host)],
+            # a lock on one bigint key shows its high and low halves, and objsubid 1
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
+            " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [(_host_key(self.host) >> 32) & 0xFFFFFFFF, _host_key(self.host) & 0xFFFFFFFF],
         ).fetchone()
         if row is None:
             return None
@@ -784,8 +784,11 @@ class PostgresStore(SqlStore):
 
 
 def _host_key(host: str) -> int:
-    """The second key of a host's writer lock: its name's CRC-32, as a positive 32-bit integer."""
-    return zlib.crc32(host.encode()) & 0x7FFFFFFF
+    """A host's writer lock: one 64-bit key, from its name's SHA-256 (two hosts'
+    names meet on one key with a chance of one in 2**64; on one 32-bit key, one
+    in a few thousand among a hundred hosts).  One-key advisory locks never
+    meet the two-key ones of :data:`LOCK_CLASS`."""
+    return int.from_bytes(hashlib.sha256(b"dedupd writer " + host.encode()).digest()[:8], "big", signed=True)
 
 
 @functools.lru_cache(maxsize=256)

@@ -657,6 +657,7 @@ def m016_hosts(db: sqlite_utils.Database) -> None:
     for table in ("files", "audit", "intents", "daemon"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''")
     db.execute("ALTER TABLE audit ADD COLUMN original_host TEXT")  # NULL: the original is on `host`
+    db.execute("ALTER TABLE intents ADD COLUMN original_host TEXT")  # the same, for a move's record
     db.execute("DROP INDEX idx_files_path")
     db.execute("CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)")
     # every host's files in path order (the review page's keyset, with the id)
