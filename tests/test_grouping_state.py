@@ -30,8 +30,9 @@ from dedupd import config as config_module
 from dedupd.actions import Actor
 from dedupd.restore import restore as restore_one
 from dedupd.audit import Audit
-from dedupd.models import Duplicate
-from dedupd.pipeline import Pipeline, Step, fingerprint_job
+from dedupd.config import Config
+from dedupd.models import Duplicate, FileStat, Fingerprint
+from dedupd.pipeline import Failed, Fingerprinted, Pipeline, Step, fingerprint_job
 from dedupd.store import Store
 
 SOURCES = [
@@ -56,6 +57,24 @@ def blobs() -> list[tuple[str, bytes]]:
         out.append((".jpg", H.encode(base.resize((160, 120), Image.Resampling.LANCZOS), "JPEG", quality=92)))
         out.append((".png", H.encode(base.transpose(Image.Transpose.ROTATE_90), "PNG")))
     return out
+
+
+#: fingerprints by content: the machine brings the same twenty pictures again and again, and a
+#: fingerprint is a function of the bytes alone (``path`` only names a file in errors)
+_FINGERPRINTS: dict[bytes, Fingerprint] = {}
+
+
+def fingerprinted(path: Path, config: Config) -> Fingerprinted | Failed:
+    """What a worker returns for ``path`` (:func:`fingerprint_job`); each content is hashed once,
+    each file's stat is its own."""
+    data = path.read_bytes()
+    known = _FINGERPRINTS.get(data)
+    if known is not None:
+        return Fingerprinted(path, FileStat.from_path(path), known)
+    result = fingerprint_job(path, config.max_pixels, config.max_file_bytes)
+    if isinstance(result, Fingerprinted):
+        _FINGERPRINTS[data] = result.fingerprint
+    return result
 
 
 class GroupingMachine(RuleBasedStateMachine):
@@ -112,8 +131,7 @@ class GroupingMachine(RuleBasedStateMachine):
         if plan.step is Step.RENAMED:
             self.act(self.pipeline.follow_rename(plan).duplicates)
         elif plan.step is Step.FINGERPRINT:
-            result = fingerprint_job(path, self.config.max_pixels, self.config.max_file_bytes)
-            self.act(self.pipeline.ingest(result).duplicates)
+            self.act(self.pipeline.ingest(fingerprinted(path, self.config)).duplicates)
 
     def roots_by_path(self) -> dict[Path, Path]:
         rows = self.store.db.execute(
