@@ -965,8 +965,19 @@ def ignores_remove(decision_id: int, db: StoreLocation | None, config_path: Path
         click.echo(f"{len(done.regrouped)} files regrouped; 'dedupd apply' acts on them")
 
 
+#: Set for the process and its workers unless already set.  dedupd's numpy work is
+#: small (a 3-vector product over a picture's pixels, 2x2 to 4x4 solves) and its
+#: parallelism is a pool of processes, but each OpenBLAS that numpy and scipy load
+#: starts a thread per core, and their start costs up to 0.3 s of CPU per process
+#: (docs/benchmarks.md, "Start-up of a dedupd process").  One thread computes the
+#: same results.
+BLAS_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
+
+
 def main() -> None:
     """Entry point: one handler maps every expected error to a log line and an exit code."""
+    for name, value in BLAS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)  # before numpy loads (no command imports it at the top)
     try:
         cli.main(prog_name="dedupd", standalone_mode=False)
     except click.exceptions.Exit as exc:

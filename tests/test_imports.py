@@ -87,3 +87,22 @@ def test_pipeline_hands_workers_the_functions_of_the_worker_module() -> None:
 
     for function in (pipeline.fingerprint_job, pipeline.fingerprint_batch, pipeline.worker_init):
         assert function.__module__ == "dedupd.worker"
+
+
+def test_the_cli_runs_blas_on_one_thread_unless_told_otherwise(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """``dedupd`` sets OPENBLAS_NUM_THREADS=1 before numpy loads (its workers inherit it); a value
+    already in the environment is kept."""
+    probe = (
+        "import os, sys\nimport dedupd.cli\nloaded = 'numpy' in sys.modules\nsys.argv = ['dedupd', '--version']\n"
+        "try:\n    dedupd.cli.main()\nexcept SystemExit:\n    pass\n"
+        "print(loaded, os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
+    for given, expected in ((None, "False 1"), ("3", "False 3")):
+        env = {k: v for k, v in cli_env.items() if k != "OPENBLAS_NUM_THREADS"}
+        if given is not None:
+            env["OPENBLAS_NUM_THREADS"] = given
+        proc = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == expected
