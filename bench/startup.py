@@ -15,7 +15,9 @@ three scanned photos, one of them twice), the user+system CPU time
   stopped with SIGTERM once it logs ``daemon_ready`` (its main process and
   the children it reaped);
 * ``worker start``: what a fingerprinting worker imports and loads before
-  its first file (the module its functions come from, then its initializer).
+  its first file (the module its functions come from, then its initializer),
+  in the environment it inherits from ``dedupd`` (which sets
+  ``OPENBLAS_NUM_THREADS=1`` in this checkout).
 
 each for ``this checkout`` (the code beside this script) and ``baseline``
 (``--baseline``, a git revision extracted with ``git archive``; by default
@@ -121,8 +123,11 @@ def cases(code: Path, base: Path, root: Path) -> dict[str, Callable[[], None]]:
     module = "dedupd.worker" if (code / "dedupd" / "worker.py").exists() else "dedupd.pipeline"
     worker = f"import {module}; {module}.worker_init(1 << 30)"
 
+    # the environment a worker inherits from the dedupd that starts it
+    inherited = {"OPENBLAS_NUM_THREADS": "1"} if "OPENBLAS_NUM_THREADS" in (code / "dedupd" / "cli.py").read_text() else {}
+
     def worker_start() -> None:
-        env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, **inherited, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
         subprocess.run([sys.executable, "-c", worker], cwd=base, env=env, check=True)
 
     return {
