@@ -315,20 +315,42 @@ class Grouping:
         for file_id in regrouped:
             self._pull_twins_of(file_id, todo)
         placements = 0
+        # files placed that joined nothing, and the placement count then: a file
+        # kept out of its twins' group (a person said it is not a copy of that
+        # group's original) may find a group of them it can join formed by a
+        # later placement of this same settle, and is placed again then
+        alone: dict[int, int] = {}
+        tried_again: collections.Counter[int] = collections.Counter()
         while todo:
-            placements += 1
-            if placements > MAX_PLACEMENTS:  # pragma: no cover - a bug guard
-                log.error("grouping_gave_up", left=len(todo))
-                break
-            file_id, target = todo.popleft()
-            before = len(changed)
-            if target is None:
-                self._place(file_id, changed, todo)
-            else:
-                self._pull(file_id, target, changed, todo)
-            for moved in list(changed)[before:]:
-                self._pull_twins_of(moved, todo)
+            while todo:
+                placements += 1
+                if placements > MAX_PLACEMENTS:  # pragma: no cover - a bug guard
+                    log.error("grouping_gave_up", left=len(todo))
+                    todo.clear()
+                    break
+                file_id, target = todo.popleft()
+                before = len(changed)
+                if target is None:
+                    self._place(file_id, changed, todo)
+                    if len(changed) == before:
+                        alone[file_id] = placements
+                else:
+                    self._pull(file_id, target, changed, todo)
+                for moved in list(changed)[before:]:
+                    self._pull_twins_of(moved, todo)
+            for file_id, when in list(alone.items()):
+                if when < placements and tried_again[file_id] < 3 and self._twins_elsewhere(file_id):
+                    tried_again[file_id] += 1
+                    todo.append((file_id, None))
+            alone.clear()
         return theirs + self._report(changed)
+
+    def _twins_elsewhere(self, file_id: int) -> bool:
+        """Is ``file_id`` an original of nothing that has a group of twins it may join?"""
+        rec = self.store.record(file_id)
+        if rec is None or rec.fingerprint is None or rec.original_id is not None or self.store.duplicates_of(file_id):
+            return False
+        return self._twin_root(rec, {file_id}) is not None
 
     def _place(self, file_id: int, changed: dict[int, str], todo: Todo) -> None:
         rec = self.store.record(file_id)

@@ -335,3 +335,48 @@ def test_grouping_invariants_hold_over_random_histories() -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     run().runTest()
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in SOURCES), reason="the shared photos are not here")
+def test_a_file_kept_out_of_its_twins_group_joins_the_next_group_of_them() -> None:
+    """A history Hypothesis found: a restored copy, marked not a duplicate of one
+    original, is placed while its twins are being pulled into a group it may not
+    join; when a group of them it may join forms later in the same operation, it
+    joins it (twins together), where it was left alone before."""
+    state = GroupingMachine()
+    state.configure(moves='exact_and_pixel')
+    state.arrive_again(blob=14)
+    state.copy(i=40, ref=True)
+    state.remount(i=46)
+    state.restore(i=85)
+    state.arrive_again(blob=10)
+    state.touch(i=95)
+    state.touch(i=64)
+    state.arrive_again(blob=0)
+    state.copy(i=68, ref=True)
+    state.arrive_again(blob=15)
+    state.remount(i=19)
+    state.rename(i=34, ref=False)
+    state.touch(i=55)
+    state.copy(i=75, ref=False)
+    state.remount(i=0)
+    state.touch(i=80)
+    state.restore(i=89)
+    state.copy(i=89, ref=False)
+    state.copy(i=47, ref=False)
+    state.touch(i=27)
+    state.rename(i=33, ref=True)
+    state.arrive_again(blob=2)
+    state.restore(i=19)
+    state.rename(i=11, ref=True)
+    state.arrive_again(blob=14)
+    state.restore(i=5)
+    state.rename(i=2, ref=False)
+    state.arrive_again(blob=16)
+    state.restore(i=6)
+    try:
+        state.twins_share_a_group()
+        state.groups_are_stars()
+        state.every_match_was_reported()
+    finally:
+        state.teardown()
