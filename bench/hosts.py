@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import random
 import sys
 import time
 from pathlib import Path
@@ -51,21 +50,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from dedupd.config import Config  # noqa: E402
-from dedupd.models import FileStat, PostgresUrl  # noqa: E402
+from dedupd.models import PostgresUrl  # noqa: E402
 from dedupd.pipeline import Fingerprinted, Pipeline  # noqa: E402
 from dedupd.store.postgres import PostgresStore  # noqa: E402
-from store_scale import fingerprint  # noqa: E402
-
-
-def work(count: int) -> list[Fingerprinted]:
-    rng = random.Random(3)
-    out: list[Fingerprinted] = []
-    for i in range(count):
-        fp = fingerprint(rng, i)
-        if i % 20 == 19:
-            fp = out[-1].fingerprint
-        out.append(Fingerprinted(Path(f"/bench/d{i // 500}/img{i:06d}.jpg"), FileStat(1, i + 1, 2_000_000, i), fp))
-    return out
+from store_backends import results  # noqa: E402
 
 
 def ingest(url: str, host: str, items: list[Fingerprinted], start: object, done: object) -> None:
@@ -212,7 +200,7 @@ def main() -> None:
         if args.daemons:
             daemons(cluster, args.files, args.runs)
             return
-        items = work(args.files)
+        items = results(args.files)
         one, two = [], []
         for _ in range(args.runs):
             one.append(run(cluster.new_database(), {"alpha": items}))

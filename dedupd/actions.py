@@ -221,40 +221,45 @@ class Actor:
             return Checked("a person marked this pair as not duplicates")
         if self.store.is_kept(fp.sha256, path):
             return Checked(KEPT)
-        if dup.original.host is not None:
-            # On another host: not to be read from here, so its being there
-            # and its content are the store's word, which that host keeps.  A
-            # quarantine stays reversible; a symlink could not point there.
-            host = dup.original.host
-            if dup.original.path == path:
-                # this very file under another host's name: a host renamed (its
-                # old rows), or a directory two hosts both watch
-                return Checked(f"the original is at this file's own path on host {host}: "
-                               "the same file under another host name? never acted on")  # fmt: skip
-            if self.config.actions.for_tier(dup.match.tier) is Action.SYMLINK:
-                return Checked(f"the original is on host {host}: a symlink here cannot point at it")
-            now, match = self.store.record(dup.original.id), self.store.match_of(dup.duplicate.id)
-            if now is None or now.fingerprint is None or now.fingerprint.sha256 != ofp.sha256 or now.path != original:
-                return Checked(f"the original on host {host} changed or is gone since the match")
-            if match is None or match[0] != dup.original.id:
-                return Checked("the file's group changed since the match")
-            why = identity.changed(path, dup.duplicate.stat, "the file", ctime=False)
+        here = dup.original.host is None
+        if not here:
+            why = self._elsewhere_original(dup)
             if why:
                 return Checked(why)
-            if fileops.open_for_writing(path):
-                return Checked("the file is open for writing by another process")
-            return Checked(None)
         # ctime is left to the content check that follows (every tier): a ctime moved
         # by a rename, a chmod or dedupd's own hard link is not a changed picture
-        for p, recorded, what in ((path, dup.duplicate.stat, "the file"), (original, dup.original.stat, "the original")):
+        checks = [(path, dup.duplicate.stat, "the file")] + ([(original, dup.original.stat, "the original")] if here else [])
+        for p, recorded, what in checks:
             why = identity.changed(p, recorded, what, ctime=False)
             if why:
                 return Checked(why)
-        if identity.same_file(path, original) or identity.real_parent(path) == identity.real_parent(original):
+        if here and (identity.same_file(path, original) or identity.real_parent(path) == identity.real_parent(original)):
             return Checked("the file and its original are one file under two names: never acted on")
         if fileops.open_for_writing(path):
             return Checked("the file is open for writing by another process")
         return Checked(None)
+
+    def _elsewhere_original(self, dup: Duplicate) -> str | None:
+        """Why a copy here of an original on another host is not acted on, or None.
+
+        That original cannot be read from here, so its being there and its
+        content are the store's word, which its host keeps: read again now.
+        A quarantine stays reversible; a symlink could not point there."""
+        host, ofp = dup.original.host, dup.original.fingerprint
+        assert ofp is not None
+        if dup.original.path == dup.duplicate.path:
+            # this very file under another host's name: a host renamed (its old
+            # rows), or a directory two hosts both watch
+            return (f"the original is at this file's own path on host {host}: "
+                    "the same file under another host name? never acted on")  # fmt: skip
+        if self.config.actions.for_tier(dup.match.tier) is Action.SYMLINK:
+            return f"the original is on host {host}: a symlink here cannot point at it"
+        now, match = self.store.record(dup.original.id), self.store.match_of(dup.duplicate.id)
+        if now is None or now.fingerprint is None or now.fingerprint.sha256 != ofp.sha256 or now.path != dup.original.path:
+            return f"the original on host {host} changed or is gone since the match"
+        if match is None or match[0] != dup.original.id:
+            return "the file's group changed since the match"
+        return None
 
     def _check_copy(self, dest: Path, linked: bool, dup: Duplicate) -> str | None:
         """Why the copy just placed (or the original) is not what was checked, or None.

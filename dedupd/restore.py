@@ -80,7 +80,7 @@ class Home:
     original_host: str | None = None  # the original's host, when another (a store several hosts share)
 
     @classmethod
-    def of_move(cls, intent: Intent, audit_id: int | None, original_host: str | None = None) -> Home:
+    def of_move(cls, intent: Intent, audit_id: int | None) -> Home:
         """Where the move ``intent`` took a file from, to put it back there."""
         return cls(
             quarantined=intent.destination,
@@ -93,7 +93,7 @@ class Home:
             move_intent=intent.id,
             audit_id=audit_id,
             move_state=intent.state,
-            original_host=original_host or intent.original_host,
+            original_host=intent.original_host,
         )
 
 
@@ -152,7 +152,7 @@ def _home_of(audit: Audit, row: AuditRow) -> Home | str:
         return "no record of where the file went"
     if intent.state == "restored":
         return "already restored"
-    return Home.of_move(intent, row.id, row.original_host)
+    return Home.of_move(intent, row.id)
 
 
 def restore_from_quarantine(

@@ -252,6 +252,14 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
             for env in envs.values():
                 write(env.root / f"upload {n}.jpg", data)
 
+        def stored(host: str, path: Path) -> None:
+            """Wait until ``host``'s daemon has stored ``path``."""
+            seen = PostgresStore.open(PostgresUrl(url), readonly=True, host=host)
+            try:
+                wait_until(lambda: seen.record_for_path(path), f"{path.name} stored by {host}")
+            finally:
+                seen.close()
+
         def settled(n: int) -> bool:
             left = [env for env in envs.values() if (env.root / f"upload {n}.jpg").exists()]
             gone = [env for env in envs.values() if (env.quarantine / f"upload {n}.jpg").exists()]
@@ -273,11 +281,7 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         wait_until(lambda: settled(4), "one copy of the picture dropped during the outage quarantined")
         # one that reaches beta first and alpha later: alpha's copy is the one moved, by alpha
         write(b_env.root / "upload 5.jpg", picture(5))
-        seen = PostgresStore.open(PostgresUrl(url), readonly=True, host="beta")
-        try:
-            wait_until(lambda: seen.record_for_path(b_env.root / "upload 5.jpg"), "beta's copy stored")
-        finally:
-            seen.close()
+        stored("beta", b_env.root / "upload 5.jpg")
         write(a_env.root / "upload 5.jpg", picture(5))
         wait_until(lambda: settled(5), "alpha's later copy quarantined")
         assert (a_env.quarantine / "upload 5.jpg").exists()
@@ -300,11 +304,7 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         # a host that dies does not stop the other: beta goes on, and matches a copy
         # against alpha's files while alpha is down
         write(a_env.root / "upload 6.jpg", picture(6))
-        seen = PostgresStore.open(PostgresUrl(url), readonly=True, host="alpha")
-        try:
-            wait_until(lambda: seen.record_for_path(a_env.root / "upload 6.jpg"), "alpha's file stored")
-        finally:
-            seen.close()
+        stored("alpha", a_env.root / "upload 6.jpg")
         daemons["alpha"].kill()
         shutil.copy(a_env.root / "upload 6.jpg", b_env.root / "again 6.jpg")
         wait_until(lambda: (b_env.quarantine / "again 6.jpg").exists(), "beta's copy of alpha's picture quarantined")
