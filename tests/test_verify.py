@@ -155,6 +155,32 @@ def test_pictures_that_differ_in_one_region_are_never_near(name: str, fmt: str) 
             assert "differs" in verdict.reason
 
 
+def corner_caption(im: Image.Image) -> Image.Image:
+    """Opaque white words in the bottom-right corner, 5% of the height: where and how
+    large a text watermark would be, but nothing of the picture shows through them."""
+    out = im.copy()
+    draw = ImageDraw.Draw(out)
+    text = "\u00a9 Example Photo 2024"
+    f = font(max(8, round(im.height * 0.05)))
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=f)
+    margin = round(min(im.size) * 0.02)
+    draw.text((im.width - margin - x1, im.height - margin - y1), text, font=f, fill=(255, 255, 255))
+    return out
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Storm.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize("name", ["Storm.jpg", "Garden.jpg", "RainDrops.jpg", "umang_by_Abhishek_Mudgal.jpg"])
+def test_an_opaque_corner_caption_on_a_real_photo_is_never_near(name: str) -> None:
+    """Thin opaque words where a watermark would be are a change, not a watermark: at the compared
+    size their stroke edges fit a translucent layer, and a rule trusting that would call them near."""
+    with Image.open(H.PHOTOS / name) as im:
+        im.draft("RGB", (im.width // 4, im.height // 4))
+        old = im.convert("RGB")
+    verdict = judge(corner_caption(old), old, "JPEG", quality=90)
+    assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
+    assert "bottom-right" in verdict.reason
+
+
 def test_similar_reason_says_how_much_and_where() -> None:
     """A copy changed in one corner is similar, with the share of the frame and the corner named."""
     old = H.photo(26, (640, 480))
