@@ -49,6 +49,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+try:
+    from dedupd import _near
+except ImportError:  # not built (no C compiler at install): the numpy loops, same answers
+    _near = None  # type: ignore[assignment]
+
+#: whether the compiled loops of ``_near.c`` are there
+COMPILED = _near is not None
+
 if TYPE_CHECKING:
     from dedupd.config import MatchSettings
     from dedupd.models import Fingerprint
@@ -114,6 +122,22 @@ def _radii(layout: Layout, limit: int) -> tuple[int, ...]:
     return tuple(radii)
 
 
+@functools.cache
+def _plan(layout: Layout, radii: tuple[int, ...]) -> tuple[I64, I64]:
+    """What the compiled lookup needs of a layout: per chunk (shift, width,
+    first bucket, first mask, end of its masks), and the masks one after another."""
+    rows: list[tuple[int, int, int, int, int]] = []
+    masks: list[I64] = []
+    base = start = 0
+    for (shift, width), radius in zip(layout, radii, strict=True):
+        chunk = _masks(width, radius) if radius >= 0 else np.zeros(0, dtype=np.int64)
+        rows.append((shift, width, base, start, start + len(chunk)))
+        start += len(chunk)
+        masks.append(chunk)
+        base += 1 << width
+    return np.array(rows, dtype=np.int64).reshape(-1, 5), np.concatenate(masks)
+
+
 def _chunk(hashes: U64, shift: int, width: int) -> I64:
     """The ``width`` bits of each hash from bit ``shift`` up."""
     return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
@@ -166,6 +190,7 @@ class _Table:
         *,
         copies: bool,
         tail_share: int,
+        compiled: bool,
     ) -> None:
         self.hashes: U64 = np.zeros(capacity, dtype=np.uint64)
         self.owners: U32 = np.zeros(capacity, dtype=np.uint32)  # file ids
@@ -193,6 +218,7 @@ class _Table:
         self.wide_from = wide_from
         self.copies = copies
         self.tail_share = tail_share
+        self.compiled = compiled and COMPILED
 
     @property
     def nbytes(self) -> int:
@@ -375,6 +401,8 @@ class _Table:
         (32 more bits) is, and of those the ones whose full hash is. Each
         entry is only checked against the probe whose bucket held it.
         """
+        if self.compiled:
+            return self._compiled(probes, limit)
         found = self._buckets(probes, limit)
         if found is None:
             return None
@@ -398,6 +426,27 @@ class _Table:
         near &= self.alive[positions]
         hits: I64 = positions[near]
         return hits
+
+    def _compiled(self, probes: U64, limit: int) -> I64 | None:
+        """:meth:`_multi_index` by the compiled loops: the same buckets, the same
+        tests and the same fallback to a linear scan, in one call that asks
+        for each bucket's entries several buckets before it tests them."""
+        radii = _radii(self.layout, limit)
+        if self.sealed < self.linear_below or any(
+            _volume(width, r) > _MAX_MASKS for (_, width), r in zip(self.layout, radii, strict=True)
+        ):
+            return None
+        plan, masks = _plan(self.layout, radii)
+        count = len(probes)
+        # the numpy path's test, buckets plus entries against a share of a scan
+        share = self.max_share * count * self.sealed - count * len(masks)
+        budget = min(share, float(1 << 62))
+        assert _near is not None
+        found = _near.near(
+            np.ascontiguousarray(probes, dtype=np.uint64), plan, masks, self.offsets, self.offsets.itemsize,
+            self.sketch, self.sketch.itemsize, self.order, self.hashes, self.alive, limit, math.floor(budget),
+        )
+        return None if found is None else np.frombuffer(found, dtype=np.int64)
 
     def _buckets(self, probes: U64, limit: int) -> tuple[I64, I64, I64] | None:
         """The non-empty buckets to visit: where each starts in the layout, its
@@ -431,6 +480,10 @@ class _Table:
         return self.sealed * len(probes) if found is None else int(found[1].sum())
 
     def _linear(self, probes: U64, limit: int, start: int, end: int) -> I64:
+        if self.compiled:
+            assert _near is not None
+            scanned = _near.scan(self.hashes, self.alive, np.ascontiguousarray(probes, dtype=np.uint64), start, end, limit)
+            return np.frombuffer(scanned, dtype=np.int64)
         keys = probes[:, None]
         found = []
         for lo in range(start, end, _BLOCK):
@@ -449,9 +502,10 @@ class HashIndex:
 
     ``seal_min``, ``linear_below``, ``max_share`` and ``wide_from`` tune when
     the tables are resealed, when a lookup scans linearly and from what size
-    a table is cut into three chunks rather than four; they change the cost
-    of a lookup, never its answer (the tests turn them down to exercise
-    every path).
+    a table is cut into three chunks rather than four; ``compiled=False``
+    takes the numpy loops where the compiled ones (``_near.c``) are built.
+    They change the cost of a lookup, never its answer (the tests turn them
+    down to exercise every path).
     """
 
     def __init__(
@@ -462,6 +516,7 @@ class HashIndex:
         linear_below: int = 4096,
         max_share: float = 0.25,
         wide_from: int = _WIDE_FROM,
+        compiled: bool = True,
     ) -> None:
         self._tuning = (seal_min, linear_below, max_share, wide_from)
         # The pHashes take the 17 probes of a lookup, the crop keys one. The
@@ -470,8 +525,8 @@ class HashIndex:
         # up to 3.1 ms a lookup for a tail of an eighth), and at an eighth of
         # the crop keys (at ten million: 2.2 s every 139,000 files, a pause in
         # the ingest, against up to 1.9 ms a lookup).
-        self._main = _Table(capacity, *self._tuning, copies=True, tail_share=64)
-        self._crops = _Table(0, *self._tuning, copies=False, tail_share=8)
+        self._main = _Table(capacity, *self._tuning, copies=True, tail_share=64, compiled=compiled)
+        self._crops = _Table(0, *self._tuning, copies=False, tail_share=8, compiled=compiled)
 
     def __len__(self) -> int:
         return self._main.live

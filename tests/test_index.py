@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -147,6 +148,8 @@ def test_empty_index_finds_nothing() -> None:
 EAGER = {"seal_min": 2, "linear_below": 0, "max_share": float("inf")}
 #: the same, with the tables cut into three wide chunks (what a million files get)
 WIDE = EAGER | {"wide_from": 0}
+#: the numpy loops, where the compiled ones are built
+NUMPY = {"compiled": False}
 
 
 @settings(max_examples=150, deadline=None)
@@ -156,13 +159,15 @@ WIDE = EAGER | {"wide_from": 0}
     flips=st.lists(st.integers(0, 63), max_size=16),
     max_distance=st.integers(0, 15),
     wide=st.booleans(),
+    compiled=st.booleans(),
 )
 def test_multi_index_search_equals_brute_force(
-    ops: list[tuple[str, int, int]], probe: int, flips: list[int], max_distance: int, wide: bool
+    ops: list[tuple[str, int, int]], probe: int, flips: list[int], max_distance: int, wide: bool, compiled: bool
 ) -> None:
     """Through sealing, tombstones, reseals and the unsealed tail, the chunk-bucket
-    search returns exactly what the brute-force scan returns, in four chunks or three."""
-    index = HashIndex(capacity=4, **(WIDE if wide else EAGER))  # type: ignore[arg-type]
+    search returns exactly what the brute-force scan returns, in four chunks or
+    three, by the compiled loops or by numpy."""
+    index = HashIndex(capacity=4, compiled=compiled, **(WIDE if wide else EAGER))  # type: ignore[arg-type]
     reference = replay(index, ops)
     assert len(index) == len(reference)
     probes = [probe] + [near(h, flips) for h in list(reference.values())[:4]]
@@ -179,7 +184,8 @@ FILES = st.dictionaries(IDS, st.tuples(U64, st.lists(U64, max_size=9).map(tuple)
 
 @settings(max_examples=100, deadline=None)
 @given(files=FILES, new=st.tuples(U64, st.lists(U64, max_size=9).map(tuple)),
-       flips=st.lists(st.integers(0, 63), max_size=12), tuning=st.sampled_from([{}, EAGER, WIDE]),
+       flips=st.lists(st.integers(0, 63), max_size=12),
+       tuning=st.sampled_from([{}, EAGER, WIDE, EAGER | NUMPY, WIDE | NUMPY]),
        bulk=st.booleans())
 def test_candidates_equal_brute_force_with_crop_keys(
     files: dict[int, tuple[int, tuple[int, ...]]], new: tuple[int, tuple[int, ...]], flips: list[int],
@@ -188,7 +194,7 @@ def test_candidates_equal_brute_force_with_crop_keys(
     """candidates() proposes exactly the files whose pHash is near one of the new
     picture's keys, or one of whose crop keys is near the new pHash, whether the
     index was built in bulk or file by file, searched linearly or by chunks
-    (four or three)."""
+    (four or three), by the compiled loops or by numpy."""
     if bulk:
         index = HashIndex.build(((i, h, keys) for i, (h, keys) in files.items()), **tuning)  # type: ignore[arg-type]
     else:
@@ -282,3 +288,84 @@ def test_bulk_load_from_a_real_store_equals_adding_file_by_file(tmp_path: Path) 
         assert loaded.candidates(probe, settings) == by_hand.candidates(probe, settings)
         assert loaded.candidates(probe, settings)  # itself, at least
     store.close()
+
+
+# --- the compiled loops (dedupd/_near.c) ---------------------------------------
+
+needs_compiled = pytest.mark.skipif(not index_module.COMPILED, reason="dedupd._near is not built here")
+
+
+@needs_compiled
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 400),
+    limit=st.integers(0, 16),
+    max_share=st.sampled_from([0.0, 0.05, 0.25, 1.0, float("inf")]),
+    wide=st.booleans(),
+    dead=st.integers(0, 50),
+)
+def test_compiled_lookup_equals_numpy_and_a_linear_scan(
+    seed: int, size: int, limit: int, max_share: float, wide: bool, dead: int
+) -> None:
+    """On tables of clustered hashes (so that buckets are uneven and hits common),
+    with dead entries and a tail, the compiled loops give exactly the positions
+    of a linear scan, and fall back to a scan exactly when the numpy path does,
+    in the pHash table's layout (whole hashes) and the crop table's (sketches)."""
+    rng = random.Random(seed)
+    centres = [rng.getrandbits(64) for _ in range(5)]
+
+    def nearby() -> int:  # the flips anywhere, or within 16 bits (a distance in one chunk or sketch)
+        low = rng.choice([0, rng.randrange(49)])
+        return near(rng.choice(centres), rng.sample(range(low, low + 16 if low else 64), rng.randint(0, 14)))
+
+    values = [nearby() for _ in range(size)]
+    tuning = {"seal_min": 1 << 20, "linear_below": 0, "max_share": max_share, "wide_from": 0 if wide else 1 << 22}
+    index = HashIndex.build(((i + 1, v, (v ^ 1, v ^ 3)) for i, v in enumerate(values)), **tuning)  # type: ignore[arg-type]
+    for fid in rng.sample(range(1, size + 1), min(dead, size)):
+        index.remove(fid)
+    for fid in range(size + 1, size + 6):  # unsealed: the tail
+        index.add_fingerprint(fid, _fingerprint(near(rng.choice(centres), [fid % 64]), (rng.choice(centres),)))
+    probes = np.array([nearby() for _ in range(4)], dtype=np.uint64)
+    for table in (index._main, index._crops):
+        table.compiled = True
+        fast = table._multi_index(probes, limit)
+        fast_all = table.within(probes, limit)
+        table.compiled = False
+        slow = table._multi_index(probes, limit)
+        assert (fast is None) == (slow is None)
+        if fast is not None and slow is not None:
+            assert sorted(set(fast.tolist())) == sorted(set(slow.tolist()))
+        live = np.flatnonzero(table.alive[: table.size])
+        expected = {int(p) for p in live if any((int(table.hashes[p]) ^ int(q)).bit_count() <= limit for q in probes)}
+        assert set(fast_all.tolist()) == expected
+
+
+@needs_compiled
+def test_compiled_lookup_refuses_a_layout_that_does_not_fit_its_table() -> None:
+    """Offsets or a plan that point outside the arrays raise an error instead of
+    reading past them (the loops trust nothing they are given)."""
+    near_ = index_module._near
+    assert near_ is not None
+    probes = np.array([5], dtype=np.uint64)
+    masks = np.array([0], dtype=np.int64)
+    sketch = np.zeros(4, dtype=np.uint64)
+    order = np.zeros(4, dtype=np.uint32)
+    hashes = np.zeros(4, dtype=np.uint64)
+    alive = np.ones(4, dtype=np.bool_)
+    offsets = np.array([0, 9] * 8, dtype=np.int64)  # a bucket ending past the four entries
+    plan = np.array([[0, 3, 0, 0, 1]], dtype=np.int64)
+    with pytest.raises(IndexError):
+        near_.near(probes, plan, masks, offsets, 8, sketch, 8, order, hashes, alive, 64, 1 << 40)
+    too_wide = np.array([[0, 40, 0, 0, 1]], dtype=np.int64)
+    with pytest.raises(ValueError):
+        near_.near(probes, too_wide, masks, offsets, 8, sketch, 8, order, hashes, alive, 64, 1 << 40)
+    with pytest.raises(IndexError):
+        near_.scan(hashes, alive, probes, 0, 5, 64)
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="checked where CI installs from a clean clone")
+def test_compiled_loops_are_built_by_the_install() -> None:
+    """A fresh install builds dedupd._near (a C compiler is there), so the
+    lookup is not silently the numpy one, three to four times slower."""
+    assert index_module.COMPILED
