@@ -97,7 +97,7 @@ def test_readers_work_on_a_store_from_before_hosts(tmp_path: Path, run_cli: RunC
     status and audit; the first writer then migrates it and its files stay this host's."""
     import sqlite_utils
 
-    from dedupd.store.sqlite import Store, migrations
+    from dedupd.store.sqlite import Store, schema_migrations
 
     root = tmp_path / "lib"
     data = H.encode(H.photo(43), "JPEG")
@@ -107,7 +107,7 @@ def test_readers_work_on_a_store_from_before_hosts(tmp_path: Path, run_cli: RunC
     # a store as the migrations before m016 leave it, filled with what a scan stores
     fresh = tmp_path / "old.db"
     db = sqlite_utils.Database(fresh)
-    migrations.apply(db, stop_before="m016_hosts")
+    schema_migrations().apply(db, stop_before="m016_hosts")
     db.close()
     conn = sqlite3.connect(fresh)
     assert "host" not in {r[1] for r in conn.execute("PRAGMA table_info(files)")}

@@ -90,17 +90,10 @@ def test_a_store_from_before_hosts_becomes_the_first_openers(pg_url: str) -> Non
     a second host sees them as that host's."""
     import psycopg
 
-    from dedupd.store import postgres
+    import legacy_schema
 
+    legacy_schema.apply_postgres(pg_url, upto=4)  # p001-p004, as dedupd wrote them then
     with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("CREATE TABLE dedupd_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)")
-        for name, statements in postgres.MIGRATIONS[:4]:
-            for statement in statements:
-                if "%(" in statement:
-                    conn.execute(statement, {"names": postgres._COUNTER_NAMES})
-                else:
-                    conn.execute(statement.encode())
-            conn.execute("INSERT INTO dedupd_migrations (name, applied_at) VALUES (%s, 0)", [name])
         conn.execute(
             "INSERT INTO files (path, dev, ino, size, mtime_ns, seq, sha256, error) VALUES (%s, 1, 1, 1, 1, 1, 'x', 'corrupt')",
             [b"/srv/a.jpg"],

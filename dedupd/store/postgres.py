@@ -2,8 +2,8 @@
 
 Selected by a ``postgresql://`` URL as ``db`` (config) or ``--db``; a path keeps
 SQLite (:mod:`dedupd.store.sqlite`), the embedded default.  The tables, their
-columns and the counters are those of the SQLite store (``tests/test_store_backends.py``
-compares the two schemas).  The queries both backends word alike are written once,
+columns and the counters are those of the SQLite store: both are built from one
+description (:mod:`dedupd.store.schema`).  The queries both backends word alike are written once,
 with ``?`` placeholders, in :class:`~dedupd.store.base.SqlStore` (:func:`_pg` gives
 them psycopg's ``%s``); here are the connection pool, locks, transactions, the
 schema and PostgreSQL's own words (``= ANY(array)``, advisory locks, ``pg_temp``).
@@ -27,8 +27,8 @@ process, opened with the first store and closed with the last.  Credentials
 come from the URL or libpq's environment (``PGPASSFILE``, ``PGPASSWORD``),
 never from the command line.
 
-The schema is described here on its own (:data:`MIGRATIONS`); one description
-for both backends is not done yet.
+The schema is :mod:`dedupd.store.schema`'s, the one description both backends
+apply (:meth:`PostgresStore._migrate`), in PostgreSQL's words.
 """
 
 from __future__ import annotations
@@ -48,16 +48,24 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from dedupd.errors import StoreError, StoreLockedError, StoreUnavailable
-from dedupd.models import PostgresUrl, Tier
+from dedupd.models import PostgresUrl
 from dedupd.store.base import SqlStore, this_host
+from dedupd.store.schema import (
+    LOCK_CLASS,
+    POSTGRES_RECORDED_AS,
+    STEPS,
+    WRITE_LOCK,
+    Step,
+    postgres_statements,
+    steps_for,
+)
 from dedupd.store.sqlite import Store
 
 if TYPE_CHECKING:
     from dedupd.backend import StoreBackend
 
-#: first key of every advisory lock dedupd takes (``b"ddpd"``), the second says which
-LOCK_CLASS = 0x64647064
-WRITE_LOCK, WRITER_LOCK, MIGRATE_LOCK = 1, 2, 3
+#: the second key of each advisory lock dedupd takes (the first is :data:`LOCK_CLASS`)
+WRITER_LOCK, MIGRATE_LOCK = 2, 3
 #: rows of the feed kept (seconds): a host away longer reads its index afresh
 FEED_KEPT = 3600.0
 #: a transaction left open this long by a host that hangs or lost its network
@@ -65,290 +73,6 @@ FEED_KEPT = 3600.0
 #: hosts wait no longer than this (far above any transaction of dedupd's: the
 #: longest re-read a few pictures to verify a file)
 STUCK_AFTER = "120s"
-
-_COUNTER_NAMES = ["files", "errors", "groups", "duplicates", *(f"duplicates_{t.value}" for t in Tier)]
-
-
-def _counter_triggers() -> list[str]:
-    """Statement-level triggers over transition tables that keep ``counters``."""
-    out = []
-    for table, delta in (
-        (
-            "files",
-            # files / errors: +1 per new row, -1 per old row, by its error column
-            "UPDATE counters c SET n = c.n + d.delta FROM ("
-            " SELECT CASE WHEN error IS NULL THEN 'files' ELSE 'errors' END AS name, SUM(s) AS delta"
-            " FROM ({changes}) ch GROUP BY 1) d WHERE c.name = d.name AND d.delta <> 0;",
-        ),
-        (
-            "matches",
-            # duplicates and duplicates_<tier> by row; groups by original: one that
-            # has members now and had none before the statement (or the reverse)
-            "UPDATE counters c SET n = c.n + d.delta FROM ("
-            " SELECT 'duplicates_' || tier AS name, SUM(s) AS delta FROM ({changes}) ch GROUP BY 1"
-            " UNION ALL SELECT 'duplicates', SUM(s) FROM ({changes}) ch) d"
-            " WHERE c.name = d.name AND d.delta <> 0;"
-            " UPDATE counters SET n = n + (SELECT COALESCE(SUM((now.cnt > 0)::int - ((now.cnt - now.net) > 0)::int), 0)"
-            " FROM (SELECT ids.net, (SELECT COUNT(*) FROM matches m WHERE m.original_id = ids.original_id) AS cnt"
-            " FROM (SELECT original_id, SUM(s) AS net FROM ({changes}) ch GROUP BY original_id) ids) now)"
-            " WHERE name = 'groups';",
-        ),
-    ):
-        for event, changes in (
-            ("INSERT", "SELECT *, 1 AS s FROM new_rows"),
-            ("DELETE", "SELECT *, -1 AS s FROM old_rows"),
-            ("UPDATE", "SELECT *, 1 AS s FROM new_rows UNION ALL SELECT *, -1 AS s FROM old_rows"),
-        ):
-            name = f"counters_{table}_{event.lower()}"
-            tables = {
-                "INSERT": "NEW TABLE AS new_rows",
-                "DELETE": "OLD TABLE AS old_rows",
-                "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-            }[event]
-            out.append(
-                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                + delta.format(changes=changes)
-                + " RETURN NULL; END $$"
-            )
-            out.append(
-                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {tables}"
-                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
-            )
-    return out
-
-
-#: Is the action on the match of file {file} to original {original} owed, as far
-#: as the audit says (SQLite's ``_OWED_BY_AUDIT``, with PostgreSQL's booleans)
-_OWED_BY_AUDIT = (
-    "COALESCE((SELECT (a.outcome = 'failed' OR (a.outcome = 'skipped' AND ("
-    "    a.detail LIKE 'circuit breaker%' OR a.detail LIKE 'actions on this root are paused%')))::int"
-    "  FROM files d JOIN files o ON o.id = {original}"
-    "  JOIN audit a ON a.sha256 = d.sha256 AND a.original_sha256 = o.sha256 AND a.path = d.path"
-    "  WHERE d.id = {file} ORDER BY a.id DESC LIMIT 1), 1)"
-)
-
-#: :data:`_OWED_BY_AUDIT` where an audit row names its file by host and path
-_OWED_BY_AUDIT_HOST = _OWED_BY_AUDIT.replace("AND a.path = d.path", "AND a.host = d.host AND a.path = d.path")
-
-
-def _feed_triggers() -> list[str]:
-    """Statement-level triggers that append to ``file_changes`` what a statement
-    wrote to ``files`` or ``matches`` (see p005)."""
-    out = []
-    lock = f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {WRITE_LOCK});"
-    by = "current_setting('dedupd.host', true)"
-    for table, rows in (
-        ("files", "SELECT id, host, 'file', {by} FROM {rows}"),
-        # a match names its duplicate; the feed names the duplicate's host,
-        # which acts on it (a file gone with its match: '')
-        ("matches", "SELECT r.file_id, COALESCE((SELECT f.host FROM files f WHERE f.id = r.file_id), ''),"
-                    " 'match', {by} FROM {rows} r"),
-    ):
-        for event, ref, source in (
-            ("INSERT", "NEW TABLE AS new_rows", "new_rows"),
-            ("UPDATE", "NEW TABLE AS new_rows", "new_rows"),
-            ("DELETE", "OLD TABLE AS old_rows", "old_rows"),
-        ):
-            name = f"file_changes_{table}_{event.lower()}"
-            select = rows.format(by=by, rows=source)
-            out.append(
-                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {lock}"
-                f" INSERT INTO file_changes (file_id, host, kind, by_host) {select}; RETURN NULL; END $$"
-            )
-            out.append(
-                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {ref}"
-                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
-            )
-    return out
-
-
-#: The schema, in order; each entry is applied once, in one transaction, and
-#: recorded in ``dedupd_migrations``.  The first is the SQLite store's schema as
-#: its migrations m001-m012 leave it; a change to one backend's schema is made
-#: to the other's in the same commit (``test_both_backends_have_one_schema``).
-MIGRATIONS: list[tuple[str, list[str]]] = [
-    (
-        "p001_schema_of_sqlite_m012",
-        [
-            "CREATE TABLE files ("
-            " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, path BYTEA NOT NULL,"
-            " dev BIGINT NOT NULL, ino BIGINT NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL,"
-            " seq BIGINT NOT NULL, sha256 TEXT, pixel_digest TEXT, phash BIGINT, dhash BIGINT, colour BYTEA,"
-            " width INTEGER, height INTEGER, format TEXT, detail DOUBLE PRECISION, error TEXT,"
-            " error_detail TEXT, indexed_at DOUBLE PRECISION, variants BYTEA, crop_keys BYTEA, ctime_ns BIGINT)",
-            "CREATE UNIQUE INDEX idx_files_path ON files (path)",
-            "CREATE INDEX idx_files_dev_ino ON files (dev, ino)",
-            "CREATE INDEX idx_files_sha256 ON files (sha256)",
-            "CREATE INDEX idx_files_pixel_digest ON files (pixel_digest)",
-            "CREATE INDEX idx_files_seq ON files (seq)",
-            "CREATE TABLE matches ("
-            " file_id BIGINT PRIMARY KEY REFERENCES files (id), original_id BIGINT REFERENCES files (id),"
-            " tier TEXT, phash_distance INTEGER, dhash_distance INTEGER, colour_distance DOUBLE PRECISION,"
-            " similarity DOUBLE PRECISION, orientation TEXT, reason TEXT, tie INTEGER, matched_at DOUBLE PRECISION)",
-            "CREATE INDEX idx_matches_original_id ON matches (original_id)",
-            "CREATE TABLE audit ("
-            " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, at DOUBLE PRECISION, action TEXT,"
-            " outcome TEXT, path BYTEA, original BYTEA, tier TEXT, phash_distance INTEGER,"
-            " dhash_distance INTEGER, colour_distance DOUBLE PRECISION, similarity DOUBLE PRECISION,"
-            " size BIGINT, sha256 TEXT, original_sha256 TEXT, reason TEXT, detail TEXT, destination BYTEA,"
-            " intent_id BIGINT, restores BIGINT, dedup_key TEXT, decided_by TEXT)",
-            "CREATE UNIQUE INDEX idx_audit_dedup_key ON audit (dedup_key)",
-            "CREATE INDEX idx_audit_at ON audit (at)",
-            "CREATE INDEX idx_audit_sha256_original_sha256 ON audit (sha256, original_sha256)",
-            "CREATE TABLE intents ("
-            " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, created_at DOUBLE PRECISION,"
-            " action TEXT, state TEXT, path BYTEA, destination BYTEA, temp BYTEA, link_target BYTEA,"
-            " dev BIGINT, ino BIGINT, size BIGINT, mtime_ns BIGINT, sha256 TEXT, original BYTEA,"
-            " original_sha256 TEXT, audit_id BIGINT, updated_at DOUBLE PRECISION, work BYTEA, root BYTEA,"
-            " ctime_ns BIGINT)",
-            "CREATE INDEX idx_intents_state ON intents (state)",
-            "CREATE INDEX idx_intents_destination ON intents (destination)",
-            "CREATE INDEX idx_intents_path ON intents (path)",
-            "CREATE INDEX idx_intents_original ON intents (original)",
-            "CREATE TABLE daemon (id INTEGER PRIMARY KEY, pid INTEGER, started_at DOUBLE PRECISION,"
-            " heartbeat_at DOUBLE PRECISION, state TEXT, data TEXT)",
-            "CREATE TABLE counters (name TEXT PRIMARY KEY, n BIGINT NOT NULL)",
-            "CREATE TABLE crashes (path BYTEA PRIMARY KEY, size BIGINT, mtime_ns BIGINT, count INTEGER,"
-            " at DOUBLE PRECISION)",
-            "CREATE TABLE similar_pairs ("
-            " file_id BIGINT NOT NULL REFERENCES files (id) ON DELETE CASCADE,"
-            " other_id BIGINT NOT NULL REFERENCES files (id) ON DELETE CASCADE,"
-            " tier TEXT NOT NULL, phash_distance INTEGER, dhash_distance INTEGER,"
-            " colour_distance DOUBLE PRECISION, similarity DOUBLE PRECISION, orientation TEXT, reason TEXT,"
-            " matched_at DOUBLE PRECISION, PRIMARY KEY (file_id, other_id))",
-            "CREATE INDEX similar_pairs_other ON similar_pairs (other_id)",
-            "CREATE TABLE chosen_originals (sha256 TEXT PRIMARY KEY, decided_at DOUBLE PRECISION, note TEXT)",
-            "CREATE TABLE scanned_roots (path BYTEA PRIMARY KEY, scanned_at DOUBLE PRECISION NOT NULL)",
-            "CREATE TABLE decisions ("
-            " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL,"
-            " sha_a TEXT NOT NULL, path_a BYTEA, sha_b TEXT, path_b BYTEA,"
-            " decided_at DOUBLE PRECISION NOT NULL, decided_by TEXT, note TEXT)",
-            "CREATE INDEX decisions_a ON decisions (sha_a, sha_b)",
-            "CREATE INDEX decisions_path_a ON decisions (path_a)",
-            "CREATE INDEX decisions_path_b ON decisions (path_b)",
-            "INSERT INTO counters (name, n) SELECT unnest(%(names)s::text[]), 0",
-            *_counter_triggers(),
-            # audit rows by action and outcome, for `dedupd status`
-            "CREATE FUNCTION counters_audit_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " INSERT INTO counters (name, n) VALUES ('audit:' || NEW.action || '_' || NEW.outcome, 1)"
-            " ON CONFLICT (name) DO UPDATE SET n = counters.n + 1; RETURN NULL; END $$",
-            "CREATE TRIGGER counters_audit_insert AFTER INSERT ON audit FOR EACH ROW"
-            " EXECUTE FUNCTION counters_audit_insert()",
-        ],
-    ),
-    # SQLite's m013: which exception a crash was (NULL: a worker's death)
-    ("p002_crash_causes", ["ALTER TABLE crashes ADD COLUMN cause TEXT"]),
-    # SQLite's m014: which matches still owe their action, kept as they change
-    # (see there); here a BEFORE trigger sets a match's own flag as it is written
-    (
-        "p003_matches_owed",
-        [
-            "ALTER TABLE matches ADD COLUMN owed INTEGER NOT NULL DEFAULT 1",
-            "UPDATE matches SET owed = " + _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id"),
-            "CREATE INDEX matches_owed ON matches (file_id) WHERE owed = 1",
-            "CREATE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " NEW.owed := " + _OWED_BY_AUDIT.format(file="NEW.file_id", original="NEW.original_id") + ";"
-            " RETURN NEW; END $$",
-            "CREATE TRIGGER matches_owed_own BEFORE INSERT OR UPDATE OF file_id, original_id ON matches"
-            " FOR EACH ROW EXECUTE FUNCTION matches_owed_own()",
-            # the newest audit row of a pair decides (a skipped row without a
-            # detail: owed, as the pass over every match says; SQLite's trigger
-            # would write NULL there and fail)
-            "CREATE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
-            " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
-            " WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)"
-            " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
-            " RETURN NULL; END $$",
-            "CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit FOR EACH ROW"
-            " WHEN (NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL)"
-            " EXECUTE FUNCTION matches_owed_audit()",
-            "CREATE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " UPDATE matches SET owed = "
-            + _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id")
-            + " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
-            "CREATE TRIGGER matches_owed_files AFTER UPDATE OF path, sha256 ON files FOR EACH ROW"
-            " EXECUTE FUNCTION matches_owed_files()",
-        ],
-    ),
-    # The audit counters once per statement, from its transition table, like
-    # the other counters.  Once per row, every audit row of one transaction
-    # updated the same counter row again, and each update walked the chain of
-    # versions the transaction had left before it: quadratic, so that copying
-    # 10,000 audit rows in one transaction (dedupd migrate) took minutes.
-    (
-        "p004_audit_counters_per_statement",
-        [
-            "DROP TRIGGER counters_audit_insert ON audit",
-            "CREATE OR REPLACE FUNCTION counters_audit_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " INSERT INTO counters (name, n) SELECT 'audit:' || action || '_' || outcome, COUNT(*) FROM new_rows"
-            " GROUP BY 1 ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n; RETURN NULL; END $$",
-            "CREATE TRIGGER counters_audit_insert AFTER INSERT ON audit REFERENCING NEW TABLE AS new_rows"
-            " FOR EACH STATEMENT EXECUTE FUNCTION counters_audit_insert()",
-        ],
-    ),
-    # Several hosts in one store (SQLite's m016 adds the same columns).  Files,
-    # intents, audit rows, crash counts, scanned roots and daemon rows are named
-    # by host and path.  What a store held before was one host's: the host that
-    # opens it first after the upgrade takes it (``%(host)s``).  The owed flag's
-    # functions compare hosts as well as paths.  And ``file_changes``, the feed
-    # through which each host's in-memory index learns of the others' files.
-    (
-        "p005_hosts",
-        [
-            *(
-                statement
-                for table in ("files", "audit", "intents", "daemon", "crashes", "scanned_roots")
-                for statement in (
-                    f"ALTER TABLE {table} ADD COLUMN host TEXT NOT NULL DEFAULT ''",
-                    f"UPDATE {table} SET host = %(host)s",
-                )
-            ),
-            "ALTER TABLE audit ADD COLUMN original_host TEXT",
-            "ALTER TABLE intents ADD COLUMN original_host TEXT",
-            # a decision names each file by content, path and host (NULL: any host)
-            "ALTER TABLE decisions ADD COLUMN host_a TEXT",
-            "ALTER TABLE decisions ADD COLUMN host_b TEXT",
-            "UPDATE decisions SET host_a = %(host)s WHERE path_a IS NOT NULL",
-            "UPDATE decisions SET host_b = %(host)s WHERE path_b IS NOT NULL",
-            "DROP INDEX idx_files_path",
-            "CREATE UNIQUE INDEX idx_files_host_path ON files (host, path)",
-            # every host's files in path order (the review page's keyset, with the id)
-            "CREATE INDEX idx_files_path ON files (path, id)",
-            "CREATE UNIQUE INDEX idx_daemon_host ON daemon (host)",
-            "ALTER TABLE crashes DROP CONSTRAINT crashes_pkey",
-            "ALTER TABLE crashes ADD PRIMARY KEY (host, path)",
-            "ALTER TABLE scanned_roots DROP CONSTRAINT scanned_roots_pkey",
-            "ALTER TABLE scanned_roots ADD PRIMARY KEY (host, path)",
-            "CREATE OR REPLACE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " NEW.owed := " + _OWED_BY_AUDIT_HOST.format(file="NEW.file_id", original="NEW.original_id") + ";"
-            " RETURN NEW; END $$",
-            "CREATE OR REPLACE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
-            " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
-            " WHERE file_id IN (SELECT id FROM files WHERE host = NEW.host AND path = NEW.path AND sha256 = NEW.sha256)"
-            " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
-            " RETURN NULL; END $$",
-            "CREATE OR REPLACE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " UPDATE matches SET owed = "
-            + _OWED_BY_AUDIT_HOST.format(file="matches.file_id", original="matches.original_id")
-            + " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
-            # The feed: one row per file row or match written, numbered in the
-            # order the writes committed.  Its triggers take the store's write
-            # lock before they number (every writer's transaction already holds
-            # it: this covers any that does not), and the lock is held to the
-            # commit, so a transaction that numbers after another commits after
-            # it: a reader that has seen number n has seen everything before n.
-            "CREATE TABLE file_changes (rev BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-            " file_id BIGINT NOT NULL, host TEXT NOT NULL, kind TEXT NOT NULL, by_host TEXT,"
-            " at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))",
-            *_feed_triggers(),
-            # the feed's rows below this were dropped (a host whose mark is below it reads its index afresh)
-            "CREATE TABLE file_changes_pruned (below BIGINT NOT NULL)",
-            "INSERT INTO file_changes_pruned (below) VALUES (0)",
-        ],
-    ),
-]
 
 
 class _Pools:
@@ -485,22 +209,36 @@ class PostgresStore(SqlStore):
             raise
         return store
 
-    def _migrate(self) -> None:
+    def _migrate(self, steps: Sequence[Step] = STEPS) -> None:
+        """Apply, in one transaction, the steps of the schema this store has not
+        recorded (:mod:`dedupd.store.schema`), and record them.  A name recorded
+        before the one description (p001-p005) stands for the steps it was
+        (:data:`~dedupd.store.schema.POSTGRES_RECORDED_AS`); one whose steps are
+        all done is recorded too, for a dedupd from before that shares the store."""
         with self._conn.transaction():
             # two daemons starting at once: the second waits, then finds it done
             self._conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_CLASS, MIGRATE_LOCK])
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS dedupd_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)"
             )
-            done = {r[0] for r in self._conn.execute("SELECT name FROM dedupd_migrations")}
-            for name, statements in MIGRATIONS:
-                if name in done:
+            recorded = {r[0] for r in self._conn.execute("SELECT name FROM dedupd_migrations")}
+            done = recorded | {n for name in recorded for n in POSTGRES_RECORDED_AS.get(name, ())}
+            applied = []
+            for each in steps_for("postgres", steps):
+                if each.name in done:
                     continue
-                for statement in statements:
-                    if "%(" in statement:
-                        self._conn.execute(statement, {"names": _COUNTER_NAMES, "host": self.host})
-                    else:
-                        self._conn.execute(statement.encode())  # no parameters: sent as it is
+                for op in each.ops_for("postgres"):
+                    for statement in postgres_statements(op):
+                        if "%(host)s" in statement:
+                            self._conn.execute(statement, {"host": self.host})
+                        else:
+                            self._conn.execute(statement.encode())  # no parameters: sent as it is
+                applied.append(each.name)
+                done.add(each.name)
+            if not applied:
+                return
+            old = [n for n, covers in POSTGRES_RECORDED_AS.items() if n not in recorded and set(covers) <= done]
+            for name in dict.fromkeys([*applied, *old]):
                 self._conn.execute(
                     "INSERT INTO dedupd_migrations (name, applied_at) VALUES (%s, %s)", [name, time.time()]
                 )
