@@ -6,9 +6,10 @@
  * them one after another. These loops read the same layout, with the same
  * tests, but ask for each bucket's cache lines several buckets ahead of
  * the one being tested (a software prefetch), so that the misses overlap
- * instead of queueing. Measured on the pHash table of a million files:
- * 0.35 ms of CPU for 17 probes, against 1.1-1.5 ms for numpy and 0.9 ms
- * for the same loop without the prefetch (docs/benchmarks.md).
+ * instead of queueing. On the pHash table of a million files, testing the
+ * entries of a lookup's 17 probes took 0.35 ms of CPU with the prefetch,
+ * 0.90 ms without it and 1.5 ms in numpy; a whole lookup in the ingest of
+ * a million-file store 0.5 ms against 1.8 ms (docs/benchmarks.md).
  *
  * Arrays come in through the buffer protocol (no numpy headers at build
  * time), are checked against their lengths before every read, and are
@@ -30,7 +31,7 @@
 
 #if defined(__GNUC__)
 #define NEAR_INLINE static inline __attribute__((always_inline))
-#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 0)
+#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #define POPCOUNT(x) __builtin_popcountll(x)
 #else
 #define NEAR_INLINE static inline
@@ -228,7 +229,7 @@ static PyObject *near(PyObject *module, PyObject *args) {
     Py_ssize_t kept = 0;
     int over = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* the bucket of every (chunk, probe, mask), its offsets asked for at once */
+    /* the bucket of every (chunk, probe, mask) */
     Py_ssize_t k = 0;
     for (Py_ssize_t c = 0; c < nchunks && !problem; c++) {
         const int64_t *chunk = plan + 5 * c;
@@ -242,7 +243,6 @@ static PyObject *near(PyObject *module, PyObject *args) {
                     problem = "a bucket outside the offsets";
                     break;
                 }
-                PREFETCH(offsets + bucket * offset_size);
                 spans[k].start = bucket;
                 spans[k].key = key;
                 spans[k].probe = probes[p];

@@ -367,5 +367,5 @@ def test_compiled_lookup_refuses_a_layout_that_does_not_fit_its_table() -> None:
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="checked where CI installs from a clean clone")
 def test_compiled_loops_are_built_by_the_install() -> None:
     """A fresh install builds dedupd._near (a C compiler is there), so the
-    lookup is not silently the numpy one, three to four times slower."""
+    lookup is not silently the numpy one, about three times slower."""
     assert index_module.COMPILED
