@@ -243,8 +243,10 @@ def test_a_column_added_by_one_step_reaches_both_backends(tmp_path: Path, pg_url
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
 def test_every_old_name_stands_for_steps_of_the_description(dialect: str) -> None:
-    """The names PostgreSQL recorded before stand for steps that exist and PostgreSQL
-    runs, in the description's order; the SQLite steps keep SQLite's recorded names."""
+    """Step names are unique; the names PostgreSQL recorded before stand for steps that
+    exist and PostgreSQL runs, in the description's order; the SQLite steps keep
+    SQLite's recorded names, in its order."""
+    assert len({s.name for s in STEPS}) == len(STEPS)  # a name is recorded once: no two steps share one
     names = [s.name for s in steps_for(dialect)]  # type: ignore[arg-type]
     if dialect == "postgres":
         covered = [n for covers in POSTGRES_RECORDED_AS.values() for n in covers]

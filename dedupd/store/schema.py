@@ -396,6 +396,12 @@ _LAST_FAILED = (
     "NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))"
 )
 
+#: the same, or "owed" when the new row says nothing (m015)
+_LAST_FAILED_OR_OWED = (
+    "COALESCE(NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+    "NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')), 1)"
+)
+
 
 def _postgres_feed_triggers() -> tuple[str, ...]:
     """Statement-level triggers that append to ``file_changes`` what a statement
@@ -755,7 +761,10 @@ STEPS: list[Step] = [
         # audit row is written for its pair (the newest row decides), and when its
         # file's path or content changes (the audit names both).
         AddColumn("matches", Column("owed", INT, not_null=True, default=1)),
-        Dialects(sqlite=(f"UPDATE matches SET owed = {_SQLITE_OWED}",), postgres=(f"UPDATE matches SET owed = {_PG_OWED}",)),
+        Dialects(
+            sqlite=(f"UPDATE matches SET owed = {_SQLITE_OWED}",),
+            postgres=(f"UPDATE matches SET owed = {_PG_OWED}",),
+        ),
         Index("matches", ("file_id",), name="matches_owed", where="owed = 1"),
         Dialects(
             sqlite=_sqlite_triggers(
@@ -814,9 +823,9 @@ END;
         Dialects(
             sqlite=(
                 "DROP TRIGGER matches_owed_audit",
-                """CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit
+                f"""CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit
 WHEN NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL BEGIN
-    UPDATE matches SET owed = COALESCE(NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND (NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')), 1)
+    UPDATE matches SET owed = {_LAST_FAILED_OR_OWED}
     WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)
     AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);
 END;""",
