@@ -113,6 +113,16 @@ def compare(
     orientations = [Orientation.IDENTITY]
     orientations += [o for o, d in passing if o is not Orientation.IDENTITY][:2]
     check = verify.verify(pixels[0], pixels[1], orientations, looks_alike=best is not None)
+    if check.tier is not Tier.NEAR and settings.rotations:
+        # the features lined the pictures up by a quarter or half turn: a turn is not an edit's
+        # small rotation, so that alignment cannot say near, yet it can outrank the same turn
+        # tried as an orientation (or the hashes of a flat design did not point at the turn).
+        # Try the turn alone, where the frames' shapes agree.
+        seen = [o for o in _turns_seen(check.angle) if _geometry_agrees(new, old, o)]
+        if seen:
+            turned = verify.verify(pixels[0], pixels[1], seen, looks_alike=best is not None)
+            if turned.tier is Tier.NEAR:
+                check = turned
     d = dict(tried).get(check.orientation, identity)
     if check.tier is None:
         return Verdict(None, check.reason, d)
@@ -171,6 +181,20 @@ def _pixels(record: Record) -> np.ndarray:
 _QUARTER_TURNS = frozenset(
     {Orientation.ROT90, Orientation.ROT270, Orientation.MIRROR_ROT90, Orientation.MIRROR_ROT270}
 )
+
+
+def _turns_seen(angle: float) -> list[Orientation]:
+    """The turns (no mirror: an alignment cannot mirror) an alignment rotated by ``angle`` degrees may be."""
+    a = abs(angle)
+    if abs(a - 90.0) <= TURN_SEEN_SLACK:
+        return [Orientation.ROT90, Orientation.ROT270]
+    if a >= 180.0 - TURN_SEEN_SLACK:
+        return [Orientation.ROT180]
+    return []
+
+
+#: how far (degrees) from a quarter or half turn an alignment may be to point at that turn
+TURN_SEEN_SLACK = 10.0
 
 
 def _geometry_agrees(new: Fingerprint, old: Fingerprint, orientation: Orientation) -> bool:

@@ -115,6 +115,8 @@ class Check:
     new_inside: bool = False
     #: for ``near`` only: the stored picture's content lies inside the new one's frame
     old_inside: bool = False
+    #: the rotation of the alignment found, in degrees (counter-clockwise turns the new picture back)
+    angle: float = 0.0
 
     @property
     def similarity(self) -> float:
@@ -180,7 +182,7 @@ def verify(
     if best is None:  # pragma: no cover - the frame alignment always exists
         return Check(None, Orientation.IDENTITY, "could not align the pictures", 1.0, 255.0)
     orientation, a = best
-    check = _decide(orientation, a, looks_alike)
+    check = replace(_decide(orientation, a, looks_alike), angle=math.degrees(math.atan2(a.matrix[3], a.matrix[0])))
     if check.tier is Tier.NEAR:
         new_inside, old_inside = _contents_inside(a, _grey(_turn(new, orientation)), _grey(old))
         check = replace(check, new_inside=new_inside, old_inside=old_inside)

@@ -248,3 +248,17 @@ def test_light_and_dark_renders_stay_apart_when_one_is_framed() -> None:
     for a, b in ((framed, dark), (dark, framed)):
         verdict = judge(a, b)
         assert verdict.match is None or verdict.match.tier is Tier.SIMILAR, verdict.reason
+
+
+@pytest.mark.skipif(not (PHOTOS / "variants" / "MATE-Stripes-Dark.png").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_180])
+def test_a_turned_copy_of_a_flat_design_is_near(turn: Image.Transpose) -> None:
+    """A resized and turned copy of a flat design is near: its features line the frames up by the turn, and
+    that alignment (not an edit's small rotation) must not outrank the same turn tried as an orientation."""
+    with Image.open(PHOTOS / "variants" / "MATE-Stripes-Dark.png") as im:
+        old = im.copy()  # its stripes are in the alpha channel, composited as the verifier sees them
+    # downscaled to 2.5 MP as bench/dataset.py makes its working copies, then turned
+    small = old.resize((1826, 1369), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    verdict = judge(small.transpose(turn), old)
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
+    assert "rotated" in verdict.reason
