@@ -133,12 +133,19 @@ def candidate_pairs(fps: dict[str, Fingerprint]) -> list[tuple[str, str]]:
     return pairs
 
 
-def grouped(root: Path, fps: dict[str, Fingerprint], paths: list[str]) -> dict[str, tuple[str, str]]:
-    """path -> (its group's original, tier) after a scan through the real pipeline."""
+def grouped(
+    root: Path, fps: dict[str, Fingerprint], paths: list[str]
+) -> tuple[dict[str, tuple[str, str]], set[frozenset[str]]]:
+    """After a scan through the real pipeline: path -> (its group's original,
+    tier), and the pairs (original, file) listed ``similar`` for review.
+
+    Only duplicates are members: a file listed ``similar`` under a group is
+    not in it (it may be another group's original, and that is its group)."""
     from dedupd.models import FileStat
 
     config = Config()
     out: dict[str, tuple[str, str]] = {}
+    similar: set[frozenset[str]] = set()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "eval.db")
         pipeline = Pipeline(store, config)
@@ -148,9 +155,12 @@ def grouped(root: Path, fps: dict[str, Fingerprint], paths: list[str]) -> dict[s
         for original, members in store.groups():
             o = str(original.relative_to(root))
             for path, match, _ in members:
-                out[str(path.relative_to(root))] = (o, match.tier.value)
+                if match.tier is Tier.SIMILAR:
+                    similar.add(frozenset((o, str(path.relative_to(root)))))
+                else:
+                    out[str(path.relative_to(root))] = (o, match.tier.value)
         store.close()
-    return out
+    return out, similar
 
 
 def family(path: str) -> str:
@@ -195,7 +205,7 @@ def lookalikes(root: Path, workers: int, json_out: Path | None) -> None:
                 fps_list.append((new, old, tier, reason))
         else:
             per_family[fam][f"{rel}_{tier or 'different'}"] += 1
-    groups = grouped(root, fps, paths)
+    groups, similar_pairs = grouped(root, fps, paths)
     group_fp = []
     by_root = collections.defaultdict(list)
     for p, (o, tier) in groups.items():
@@ -229,7 +239,8 @@ def lookalikes(root: Path, workers: int, json_out: Path | None) -> None:
         print("  FP(group)", *fp)
     print("\ntrue duplicates (same group after a scan):")
     for a, b, same, tiers in dup_found:
-        print(f"  {'found' if same else 'MISSED':<6} {a}  {b}  {'/'.join(t for t in tiers if t)}")
+        listed = "" if same else " (listed similar, for review)" if frozenset((a, b)) in similar_pairs else ""
+        print(f"  {'found' if same else 'MISSED':<6} {a}  {b}  {'/'.join(t for t in tiers if t)}{listed}")
     if json_out:
         json_out.write_text(json.dumps({
             "families": {k: dict(v) for k, v in per_family.items()}, "false_positives": fps_list,
@@ -279,7 +290,7 @@ def dataset(
             similar_distinct += 1
 
     t3 = time.perf_counter()
-    groups = grouped(data, fps, paths) if full else {}
+    groups = grouped(data, fps, paths)[0] if full else {}
     t_grouped = time.perf_counter() - t3
 
     near: dict[str, list[bool]] = collections.defaultdict(list)
