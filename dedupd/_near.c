@@ -214,12 +214,20 @@ static PyObject *near(PyObject *module, PyObject *args) {
     Py_ssize_t nspans = 0;
     for (Py_ssize_t c = 0; c < nchunks; c++) {
         const int64_t *chunk = plan + 5 * c;
+        /* a chunk's buckets, base + value ^ mask for a value and masks of its width,
+         * must all lie inside the offsets, with the end of the last one */
         if (chunk[1] < 1 || chunk[1] > 32 || chunk[0] < 0 || chunk[0] + chunk[1] > 64 || chunk[3] < 0 ||
-            chunk[4] < chunk[3] || chunk[4] > nmasks) {
+            chunk[4] < chunk[3] || chunk[4] > nmasks || chunk[2] < 0 ||
+            chunk[2] > (int64_t)noffsets - 1 - ((int64_t)1 << chunk[1])) {
             PyErr_SetString(PyExc_ValueError, "a chunk of the plan is out of range");
             goto done;
         }
-        nspans += (chunk[4] - chunk[3]) * nprobes;
+        Py_ssize_t per_probe = (Py_ssize_t)(chunk[4] - chunk[3]);
+        if (per_probe > 0 && nprobes > (PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(span_t) - nspans) / per_probe) {
+            PyErr_SetString(PyExc_MemoryError, "too many buckets for one lookup");
+            goto done;
+        }
+        nspans += per_probe * nprobes;
     }
     spans = PyMem_RawMalloc((size_t)(nspans ? nspans : 1) * sizeof(span_t));
     if (!spans) {
@@ -238,8 +246,12 @@ static PyObject *near(PyObject *module, PyObject *args) {
             int64_t value = (int64_t)((probes[p] >> chunk[0]) & low);
             uint64_t key = sketch_size == 8 ? probes[p] : sketch_of(probes[p], chunk[0], chunk[1]);
             for (int64_t m = chunk[3]; m < chunk[4]; m++) {
+                if (masks[m] < 0 || masks[m] > (int64_t)low) {
+                    problem = "a mask wider than its chunk";
+                    break;
+                }
                 int64_t bucket = chunk[2] + (value ^ masks[m]);
-                if (bucket < 0 || bucket + 1 >= noffsets) {
+                if (bucket < 0 || bucket >= noffsets - 1) {
                     problem = "a bucket outside the offsets";
                     break;
                 }

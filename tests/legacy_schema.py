@@ -290,11 +290,6 @@ def m010_review_chosen_originals(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE chosen_originals (sha256 TEXT PRIMARY KEY, decided_at FLOAT, note TEXT)")
 
 
-
-    def _is_a_backend(store: Store) -> StoreBackend:
-        return store
-
-
 @migrations()
 def m007_safety_identity_and_steps(db: sqlite_utils.Database) -> None:
     # ctime: a file rewritten in place with its size and mtime put back is

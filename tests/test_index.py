@@ -360,6 +360,15 @@ def test_compiled_lookup_refuses_a_layout_that_does_not_fit_its_table() -> None:
     too_wide = np.array([[0, 40, 0, 0, 1]], dtype=np.int64)
     with pytest.raises(ValueError):
         near_.near(probes, too_wide, masks, offsets, 8, sketch, 8, order, hashes, alive, 64, 1 << 40)
+    huge_base = np.array([[0, 3, np.iinfo(np.int64).max, 0, 1]], dtype=np.int64)  # base + value would wrap
+    with pytest.raises(ValueError):
+        near_.near(probes, huge_base, masks, offsets, 8, sketch, 8, order, hashes, alive, 64, 1 << 40)
+    with pytest.raises(IndexError):  # a mask wider than its 3-bit chunk reaches another chunk's buckets
+        near_.near(probes, plan, np.array([8], dtype=np.int64), offsets, 8, sketch, 8, order, hashes, alive, 64, 1 << 40)
+    many = np.tile(np.array([0, 1, 0, 0, 1 << 20], dtype=np.int64), (1 << 20, 1))  # 2^59 buckets: the count would wrap
+    with pytest.raises(MemoryError):
+        near_.near(np.zeros(1 << 19, dtype=np.uint64), many, np.zeros(1 << 20, dtype=np.int64),
+                   np.zeros(3, dtype=np.int64), 8, sketch, 8, order, hashes, alive, 64, 1 << 40)  # fmt: skip
     with pytest.raises(IndexError):
         near_.scan(hashes, alive, probes, 0, 5, 64)
 
