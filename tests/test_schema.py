@@ -253,3 +253,34 @@ def test_every_old_name_stands_for_steps_of_the_description(dialect: str) -> Non
         assert covered == names  # p001-p005 stood for all of it, in order, each once
     else:
         assert names == [m.name for m in legacy_schema.migrations._migrations]
+
+
+def test_two_hosts_opening_a_new_postgresql_store_at_once_build_it_once(pg_cluster: Any) -> None:
+    """Two hosts' daemons started together on an empty database both open it: one
+    migrates under the migration lock, the other finds the steps recorded, and the
+    schema is the one a store opened alone has, each step recorded once."""
+    import threading  # noqa: PLC0415
+
+    alone = pg_cluster.new_database()
+    PostgresStore.open(PostgresUrl(alone), host="alpha").close()
+    for _ in range(3):
+        url = pg_cluster.new_database()
+        barrier = threading.Barrier(2)
+        failures: list[BaseException] = []
+
+        def open_as(host: str, url: str = url, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                PostgresStore.open(PostgresUrl(url), host=host).close()
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_as, args=(h,)) for h in ("alpha", "beta")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not failures, failures
+        names = [n for n, _ in _recorded(url)]
+        assert len(names) == len(set(names))
+        assert postgres_schema(url) == postgres_schema(alone)
