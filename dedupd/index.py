@@ -50,7 +50,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,6 +61,25 @@ import numpy.typing as npt
 try:
     from dedupd import _near
 except ImportError:  # not built (no C compiler at install): the numpy loops, same answers
+    _near = None  # type: ignore[assignment]
+
+
+def built_from_an_older_source(binary: Path, source: Path) -> bool:
+    """Is the compiled module ``binary`` older than its C ``source``?  An editable
+    install builds it once; after a change to the source (a pull, an edit) the
+    old binary would keep loading until ``pip install -e .`` runs again."""
+    return source.is_file() and binary.is_file() and source.stat().st_mtime > binary.stat().st_mtime
+
+
+if _near is not None and built_from_an_older_source(
+    Path(getattr(_near, "__file__", "") or ""), Path(__file__).with_name("_near.c")
+):
+    warnings.warn(
+        "dedupd/_near.c is newer than its compiled module: the numpy loops run instead until "
+        "it is rebuilt (pip install -e .)",
+        RuntimeWarning,
+        stacklevel=1,
+    )
     _near = None  # type: ignore[assignment]
 
 #: whether the compiled loops of ``_near.c`` are there

@@ -378,3 +378,17 @@ def test_compiled_loops_are_built_by_the_install() -> None:
     """A fresh install builds dedupd._near (a C compiler is there), so the
     lookup is not silently the numpy one, about three times slower."""
     assert index_module.COMPILED
+
+
+def test_a_compiled_module_older_than_its_source_is_not_used(tmp_path: Path) -> None:
+    """After the C source changes, the binary an editable install built before is
+    stale: it is refused (the numpy loops run) until it is built again."""
+    source, binary = tmp_path / "_near.c", tmp_path / "_near.so"
+    source.write_text("/* loops */")
+    binary.write_bytes(b"\x7fELF")
+    os.utime(source, (1_000, 1_000))
+    os.utime(binary, (2_000, 2_000))
+    assert not index_module.built_from_an_older_source(binary, source)
+    os.utime(source, (3_000, 3_000))
+    assert index_module.built_from_an_older_source(binary, source)
+    assert not index_module.built_from_an_older_source(binary, tmp_path / "absent.c")  # an install without the source
