@@ -183,6 +183,10 @@ _QUARTER_TURNS = frozenset(
 )
 
 
+#: how far (degrees) from a quarter or half turn an alignment may be to point at that turn
+TURN_SEEN_SLACK = 10.0
+
+
 def _turns_seen(angle: float) -> list[Orientation]:
     """The turns (no mirror: an alignment cannot mirror) an alignment rotated by ``angle`` degrees may be."""
     a = abs(angle)
@@ -191,10 +195,6 @@ def _turns_seen(angle: float) -> list[Orientation]:
     if a >= 180.0 - TURN_SEEN_SLACK:
         return [Orientation.ROT180]
     return []
-
-
-#: how far (degrees) from a quarter or half turn an alignment may be to point at that turn
-TURN_SEEN_SLACK = 10.0
 
 
 def _geometry_agrees(new: Fingerprint, old: Fingerprint, orientation: Orientation) -> bool:
