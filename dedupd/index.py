@@ -152,9 +152,10 @@ def _radii(layout: Layout, limit: int) -> tuple[int, ...]:
 
 @functools.cache
 def _plan(layout: Layout, limit: int) -> tuple[I64, I64] | None:
-    """What the compiled lookup needs of a layout at a distance: per chunk
-    (shift, width, first bucket, first mask, end of its masks), and the masks
-    one after another; None where some chunk would visit too many buckets."""
+    """Which buckets a lookup visits in a layout at a distance, for both the
+    numpy and the compiled loops: per chunk (shift, width, first bucket, first
+    mask, end of its masks), and the masks one after another; None where some
+    chunk would visit too many buckets (a linear scan is cheaper)."""
     radii = _radii(layout, limit)
     if any(_volume(width, r) > _MAX_MASKS for (_, width), r in zip(layout, radii, strict=True)):
         return None
@@ -482,19 +483,18 @@ class _Table:
         """The non-empty buckets to visit: where each starts in the layout, its
         length, and which (chunk, probe) it is for (``chunk * len(probes) +
         probe``); None when a linear scan is cheaper."""
-        radii = _radii(self.layout, limit)
-        if self.sealed < self.linear_below or any(
-            _volume(width, r) > _MAX_MASKS for (_, width), r in zip(self.layout, radii, strict=True)
-        ):
+        planned = _plan(self.layout, limit)
+        if planned is None or self.sealed < self.linear_below:
             return None
+        plan, all_masks = planned
         count = len(probes)
         buckets, which = [], []
-        for c, ((shift, width), radius) in enumerate(zip(self.layout, radii, strict=True)):
-            if radius < 0:
+        for c, (shift, width, base, first, end) in enumerate(plan.tolist()):
+            if first == end:  # a chunk not visited (radius -1)
                 continue
-            masks = _masks(width, radius)
+            masks = all_masks[first:end]
             values = _chunk(probes, shift, width)
-            buckets.append(((values[:, None] ^ masks[None, :]) + int(self.bases[c])).ravel())
+            buckets.append(((values[:, None] ^ masks[None, :]) + base).ravel())
             which.append(np.repeat(np.arange(c * count, (c + 1) * count, dtype=np.int64), len(masks)))
         b = np.concatenate(buckets)
         starts = self.offsets[b].astype(np.int64)
