@@ -64,8 +64,9 @@ from dedupd.store.sqlite import Store
 if TYPE_CHECKING:
     from dedupd.backend import StoreBackend
 
-#: the second key of each advisory lock dedupd takes (the first is :data:`LOCK_CLASS`)
-WRITER_LOCK, MIGRATE_LOCK = 2, 3
+#: the second key of the migration's advisory lock (the first is :data:`LOCK_CLASS`;
+#: 1 is the write lock, 2 was a writer lock before each host had its own key)
+MIGRATE_LOCK = 3
 #: rows of the feed kept (seconds): a host away longer reads its index afresh
 FEED_KEPT = 3600.0
 #: a transaction left open this long by a host that hangs or lost its network

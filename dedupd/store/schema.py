@@ -387,7 +387,6 @@ _PG_OWED_BY_AUDIT_HOST = _PG_OWED_BY_AUDIT.replace(
 
 _SQLITE_OWED = _OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id")
 _PG_OWED = _PG_OWED_BY_AUDIT.format(file="matches.file_id", original="matches.original_id")
-_PG_OWED_HOST = _PG_OWED_BY_AUDIT_HOST.format(file="matches.file_id", original="matches.original_id")
 
 #: the new audit row of a pair says the action failed or was held back (NULL when
 #: it says nothing, which m015 makes "owed")
@@ -401,6 +400,33 @@ _LAST_FAILED_OR_OWED = (
     "COALESCE(NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
     "NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')), 1)"
 )
+
+
+def _pg_owed_functions(*, by_host: bool) -> tuple[str, str, str]:
+    """PostgreSQL's functions that keep ``matches.owed`` (m014), or the same
+    comparing hosts as well as paths (m016, which replaces them): a match's own
+    flag as it is written, the flags an audit row decides, and those of a file
+    whose path or content changed."""
+    create = "CREATE OR REPLACE FUNCTION" if by_host else "CREATE FUNCTION"
+    by_audit = _PG_OWED_BY_AUDIT_HOST if by_host else _PG_OWED_BY_AUDIT
+    same_host = "host = NEW.host AND " if by_host else ""
+    return (
+        f"{create} matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " NEW.owed := " + by_audit.format(file="NEW.file_id", original="NEW.original_id") + ";"
+        " RETURN NEW; END $$",
+        # the newest audit row of a pair decides (a skipped row without a
+        # detail: owed, as the pass over every match says; SQLite's trigger
+        # wrote NULL there and failed until m015)
+        f"{create} matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
+        " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
+        f" WHERE file_id IN (SELECT id FROM files WHERE {same_host}path = NEW.path AND sha256 = NEW.sha256)"
+        " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
+        " RETURN NULL; END $$",
+        f"{create} matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" UPDATE matches SET owed = {by_audit.format(file='matches.file_id', original='matches.original_id')}"
+        " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
+    )
 
 
 def _postgres_feed_triggers() -> tuple[str, ...]:
@@ -435,6 +461,8 @@ def _postgres_feed_triggers() -> tuple[str, ...]:
 
 
 # --- the steps --------------------------------------------------------------------
+
+_PG_OWED_FUNCTIONS = _pg_owed_functions(by_host=False)
 
 _HOST = Column("host", TEXT, not_null=True, default="")
 
@@ -788,26 +816,14 @@ END;
             ),
             # here a BEFORE trigger sets a match's own flag as it is written
             postgres=(
-                "CREATE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                " NEW.owed := " + _PG_OWED_BY_AUDIT.format(file="NEW.file_id", original="NEW.original_id") + ";"
-                " RETURN NEW; END $$",
+                _PG_OWED_FUNCTIONS[0],
                 "CREATE TRIGGER matches_owed_own BEFORE INSERT OR UPDATE OF file_id, original_id ON matches"
                 " FOR EACH ROW EXECUTE FUNCTION matches_owed_own()",
-                # the newest audit row of a pair decides (a skipped row without a
-                # detail: owed, as the pass over every match says; SQLite's trigger
-                # wrote NULL there and failed until m015)
-                "CREATE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
-                " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
-                " WHERE file_id IN (SELECT id FROM files WHERE path = NEW.path AND sha256 = NEW.sha256)"
-                " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
-                " RETURN NULL; END $$",
+                _PG_OWED_FUNCTIONS[1],
                 "CREATE TRIGGER matches_owed_audit AFTER INSERT ON audit FOR EACH ROW"
                 " WHEN (NEW.sha256 IS NOT NULL AND NEW.original_sha256 IS NOT NULL)"
                 " EXECUTE FUNCTION matches_owed_audit()",
-                "CREATE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" UPDATE matches SET owed = {_PG_OWED}"
-                " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
+                _PG_OWED_FUNCTIONS[2],
                 "CREATE TRIGGER matches_owed_files AFTER UPDATE OF path, sha256 ON files FOR EACH ROW"
                 " EXECUTE FUNCTION matches_owed_files()",
             ),
@@ -895,18 +911,7 @@ END;""",
                 "UPDATE decisions SET host_b = %(host)s WHERE path_b IS NOT NULL",
                 # PostgreSQL's owed flag compares hosts as well as paths (SQLite's
                 # triggers do not: every row of a SQLite store is one host's)
-                "CREATE OR REPLACE FUNCTION matches_owed_own() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                " NEW.owed := " + _PG_OWED_BY_AUDIT_HOST.format(file="NEW.file_id", original="NEW.original_id") + ";"
-                " RETURN NEW; END $$",
-                "CREATE OR REPLACE FUNCTION matches_owed_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                " UPDATE matches SET owed = COALESCE((NEW.outcome = 'failed' OR (NEW.outcome = 'skipped' AND ("
-                " NEW.detail LIKE 'circuit breaker%' OR NEW.detail LIKE 'actions on this root are paused%')))::int, 1)"
-                " WHERE file_id IN (SELECT id FROM files WHERE host = NEW.host AND path = NEW.path AND sha256 = NEW.sha256)"
-                " AND original_id IN (SELECT id FROM files WHERE sha256 = NEW.original_sha256);"
-                " RETURN NULL; END $$",
-                "CREATE OR REPLACE FUNCTION matches_owed_files() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" UPDATE matches SET owed = {_PG_OWED_HOST}"
-                " WHERE file_id = NEW.id OR original_id = NEW.id; RETURN NULL; END $$",
+                *_pg_owed_functions(by_host=True),
                 # The feed: one row per file row or match written, numbered in the
                 # order the writes committed.  Its triggers take the store's write
                 # lock before they number (every writer's transaction already holds
