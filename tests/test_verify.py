@@ -4,6 +4,7 @@ pictures that differ in one region are never `near`; edits that keep the picture
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -262,3 +263,43 @@ def test_a_turned_copy_of_a_flat_design_is_near(turn: Image.Transpose) -> None:
     verdict = judge(small.transpose(turn), old)
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
     assert "rotated" in verdict.reason
+
+
+def _hue_turned(im: Image.Image, degrees: float) -> Image.Image:
+    """``im`` with every pixel's hue turned by ``degrees``: its Cb/Cr vector rotated, its luma kept."""
+    ycc = np.asarray(im.convert("YCbCr"), dtype=np.float32)
+    cb, cr = ycc[..., 1] - 128.0, ycc[..., 2] - 128.0
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    ycc[..., 1], ycc[..., 2] = 128.0 + c * cb - s * cr, 128.0 + s * cb + c * cr
+    return Image.fromarray(np.clip(ycc + 0.5, 0, 255).astype(np.uint8), "YCbCr").convert("RGB")
+
+
+def _warmer(im: Image.Image, amount: float) -> Image.Image:
+    """A white-balance edit: red up and blue down by ``amount``."""
+    arr = np.asarray(im.convert("RGB"), dtype=np.float32) * np.array([1 + amount, 1.0, 1 - amount], dtype=np.float32)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.mark.skipif(not (PHOTOS / "Wood.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize(
+    ("photo", "edit", "tier"),
+    [
+        ("Wood.jpg", lambda im: _hue_turned(im, 60), Tier.SIMILAR),
+        ("Storm.jpg", lambda im: _hue_turned(im, 45), Tier.SIMILAR),
+        ("Aqua.jpg", lambda im: _hue_turned(im, -60), Tier.SIMILAR),
+        ("Wood.jpg", lambda im: _hue_turned(im, 5), Tier.NEAR),
+        ("Aqua.jpg", lambda im: _hue_turned(im, -5), Tier.NEAR),
+        ("Aqua.jpg", lambda im: _warmer(im, 0.08), Tier.NEAR),
+    ],
+    ids=["wood-60", "storm-45", "aqua-minus-60", "wood-5", "aqua-minus-5", "aqua-warmer-8pct"],
+)
+def test_a_copy_whose_hue_is_turned_far_is_similar_and_slightly_near(photo: str, edit: Any, tier: Tier) -> None:
+    """A turn of hue is a colourway, not a mild recolour, even on a muted photo whose colours lie along one
+    line (where a per-channel fit of the chroma leaves almost no residual); a turn of 5° or a warmer white
+    balance is a mild edit."""
+    old = Image.open(PHOTOS / photo).convert("RGB")
+    old.thumbnail((1024, 1024))
+    verdict = judge(edit(old), old, "JPEG", quality=92)
+    assert verdict.match is not None and verdict.match.tier is tier, verdict.reason
+    if tier is Tier.SIMILAR:
+        assert "hue turned" in verdict.reason
