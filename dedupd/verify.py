@@ -54,6 +54,15 @@ from dedupd.models import Orientation, Tier
 PIXEL_TOLERANCE = 24.0
 #: share of the local contrast (3x3 range) added to the tolerance at edges
 EDGE_SLACK = 0.25
+#: chroma levels (Cb or Cr, of 255) a pixel may lie outside its neighbourhood's
+#: range in the other picture, once the chroma channels are fitted to each
+#: other as a whole, and still count as the same (applied only where the
+#: colours changed mildly as a whole: otherwise the pair is not near anyway)
+CHROMA_TOLERANCE = 12.0
+#: side (pixels of the compared frame) of the blocks on which colour alone is compared
+CHROMA_BLOCK = 4
+#: a change of colour alone counts in an area at least this many blocks wide and high
+RECOLOURED_AREA = 3
 #: side of the grid cells in which changes are counted (pixels of the compared frame)
 CELL = 16
 #: a cell with at least this many changed pixels differs (isolated specks are noise)
@@ -463,6 +472,12 @@ def _measure(
     r = np.maximum(_outside(yb, ya_fit), _outside(ya_fit, yb))
     differing = (r > PIXEL_TOLERANCE) & valid
     residual = float(np.abs(ya_fit - yb)[valid].mean())
+    ycc_a, ycc_b = _ycrcb(a), _ycrcb(b)
+    chroma, hue = _colour_change(ycc_a, ycc_b, valid)
+    if chroma <= MAX_CHROMA_RESIDUAL and abs(hue) <= MAX_HUE_TURN:
+        # the colours changed mildly as a whole, if at all: a region whose colour alone changed
+        # (an object recoloured with its lightness kept) differs as one whose lightness did
+        differing |= _recoloured(ycc_a, ycc_b, a, b, valid)
 
     overlaid = np.zeros_like(differing)
     if differing.any():
@@ -484,7 +499,6 @@ def _measure(
     cells = int(valid_cell.sum())
     changed_cells = int(hot.sum())
     differs = changed_cells / max(cells, 1)
-    chroma, hue = _colour_change(a, b, valid)
     moved = _moved(ya_fit, yb, valid & ~overlaid) if min(h, w) < SMALL_FRAME else 0.0
     return _Aligned(
         tuple(m.ravel()), method, covered_new, covered_old, residual, changed_cells, cells,
@@ -594,16 +608,70 @@ def _overlay(top: np.ndarray, under: np.ndarray) -> np.ndarray:
     )
 
 
-def _colour_change(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
-    """How the colours of ``b`` differ from ``a``'s over ``valid``.
+def _ycrcb(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YCrCb), dtype=np.float32)
+
+
+def _recoloured(ca: np.ndarray, cb: np.ndarray, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The pixels of areas whose colour differs between two pictures whose colours agree as a whole.
+
+    Judged on blocks of CHROMA_BLOCK pixels, as JPEG keeps its colour at
+    half resolution at most; a block counts where the chroma lies more than
+    CHROMA_TOLERANCE outside the other picture's (``_chroma_outside``), but
+    not where a channel reaches 250 in either picture (brightening a bright
+    colour clips it there and turns its hue), and only as part of an area of at
+    least RECOLOURED_AREA blocks on each side: a palette's bands (GIF) or a
+    re-encode's colour fringes follow edges, an object in another colour has
+    an inside.
+    """
+    h, w = valid.shape
+    rows, cols = h // CHROMA_BLOCK, w // CHROMA_BLOCK
+    if rows < RECOLOURED_AREA or cols < RECOLOURED_AREA:
+        return np.zeros_like(valid)
+
+    def blocks(x: np.ndarray) -> np.ndarray:
+        cut = x[: rows * CHROMA_BLOCK, : cols * CHROMA_BLOCK]
+        return np.asarray(cv2.resize(cut, (cols, rows), interpolation=cv2.INTER_AREA))
+
+    clipped = (np.maximum(a.max(axis=2), b.max(axis=2)) >= 250) & valid
+    usable = (blocks(valid.astype(np.float32)) >= 1.0) & (blocks(clipped.astype(np.float32)) == 0.0)
+    if not usable.any():
+        return np.zeros_like(valid)
+    changed = (_chroma_outside(blocks(ca), blocks(cb), usable) > CHROMA_TOLERANCE) & usable
+    kernel = np.ones((RECOLOURED_AREA, RECOLOURED_AREA), np.uint8)
+    area = cv2.dilate(cv2.erode(changed.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0), kernel)
+    out = np.zeros_like(valid)
+    out[: rows * CHROMA_BLOCK, : cols * CHROMA_BLOCK] = np.kron(area, np.ones((CHROMA_BLOCK, CHROMA_BLOCK), np.uint8)) > 0
+    return out & valid
+
+
+def _chroma_outside(ca: np.ndarray, cb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per pixel, how far the chroma of one picture lies outside the 3x3 neighbourhood range of the
+    other's fitted to it (each channel, each way: the worst).
+
+    The fit is a gain and offset over ``valid``, the gain held to what a mild
+    edit makes: a least-squares gain alone would fit a recoloured region away.
+    In a picture of nearly one colour, the region is most of the variance of
+    the chroma, so the gain that fits the rest best is close to 0.
+    """
+    out = np.zeros(ca.shape[:2], dtype=np.float32)
+    for ch in (1, 2):
+        for x, y in ((ca[..., ch], cb[..., ch]), (cb[..., ch], ca[..., ch])):
+            g, _ = _fit(x[valid], y[valid])
+            g = min(max(g, 1 / MAX_CONTRAST_CHANGE), MAX_CONTRAST_CHANGE)
+            x_fit = x * g + (float(np.median(y[valid])) - g * float(np.median(x[valid])))
+            out = np.maximum(out, np.maximum(_outside(y, x_fit), _outside(x_fit, y)))
+    return out
+
+
+def _colour_change(ca: np.ndarray, cb: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+    """How the colours of ``cb`` differ from ``ca``'s (YCrCb pixels) over ``valid``.
 
     Returns the chroma residual (how far each chroma channel is from a gain
     and offset of the other's, both ways, the worse) and the turn of hue in
     degrees (0 where too few pixels are coloured to say).
     """
     worst = 0.0
-    ca = cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YCrCb).astype(np.float32)
-    cb = cv2.cvtColor(np.clip(b, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YCrCb).astype(np.float32)
     for ch in (1, 2):
         x, y = ca[..., ch][valid], cb[..., ch][valid]
         for p, q in ((x, y), (y, x)):

@@ -303,3 +303,23 @@ def test_a_copy_whose_hue_is_turned_far_is_similar_and_slightly_near(photo: str,
     assert verdict.match is not None and verdict.match.tier is tier, verdict.reason
     if tier is Tier.SIMILAR:
         assert "hue turned" in verdict.reason
+
+
+@pytest.mark.skipif(not (PHOTOS / "Wood.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize(("photo", "share", "degrees"), [
+    ("Wood.jpg", 0.02, 90), ("Aqua.jpg", 0.05, 180), ("TwoWings.jpg", 0.1, 90), ("umang_by_Abhishek_Mudgal.jpg", 0.02, 180),
+])  # fmt: skip
+def test_an_object_recoloured_with_its_lightness_kept_is_never_near(photo: str, share: float, degrees: float) -> None:
+    """A product in another colour, the rest of the photo unchanged: a region whose hue alone changed
+    differs as one whose lightness did, however little the colours of the whole picture moved."""
+    old = Image.open(PHOTOS / photo).convert("RGB")
+    old.thumbnail((1024, 1024))
+    w, h = old.size
+    side = share**0.5
+    box = (int(w * 0.55), int(h * 0.2), int(w * (0.55 + side)), int(h * (0.2 + side)))
+    new = old.copy()
+    new.paste(_hue_turned(old.crop(box), degrees), box[:2])
+    for a, b in ((new, old), (old, new)):
+        verdict = judge(a, b, "JPEG", quality=90)
+        assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
+        assert "differs" in verdict.reason
