@@ -323,3 +323,26 @@ def test_an_object_recoloured_with_its_lightness_kept_is_never_near(photo: str, 
         verdict = judge(a, b, "JPEG", quality=90)
         assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
         assert "differs" in verdict.reason
+
+
+def _invoice(total: str) -> Image.Image:
+    """An A4 page at 300 dpi (2480x3508): 40 priced lines and a total in a 10 pt font."""
+    im = Image.new("RGB", (2480, 3508), (252, 252, 250))
+    d = ImageDraw.Draw(im)
+    f = font(42)
+    for i in range(40):
+        d.text((200, 420 + 62 * i), f"{i + 1:>2}  consulting hours, rate {40 + i}.00", font=f, fill=(30, 30, 30))
+        d.text((1900, 420 + 62 * i), f"{(i * 37) % 900 + 10}.{i:02d}", font=f, fill=(30, 30, 30))
+    d.text((1500, 3000), f"TOTAL DUE: {total}", font=f, fill=(10, 10, 10))
+    return im
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: at the 512 px working size the text of a 300 dpi page is 6 px tall and one changed "
+    "digit is invisible; a second look at a larger size is on branch fine-look, not landed (see the issue note)",
+)
+def test_two_invoices_that_differ_in_the_total_are_not_near() -> None:
+    """Two scanned invoices whose totals differ (1,250.00 and 7,250.00) are different documents."""
+    verdict = judge(_invoice("7,250.00"), _invoice("1,250.00"), "JPEG", quality=90)
+    assert verdict.match is None or verdict.match.tier is not Tier.NEAR, verdict.reason
