@@ -642,7 +642,7 @@ def _recoloured(ca: np.ndarray, cb: np.ndarray, a: np.ndarray, b: np.ndarray, va
     area = cv2.dilate(cv2.erode(changed.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0), kernel)
     out = np.zeros_like(valid)
     out[: rows * CHROMA_BLOCK, : cols * CHROMA_BLOCK] = np.kron(area, np.ones((CHROMA_BLOCK, CHROMA_BLOCK), np.uint8)) > 0
-    return out & valid
+    return np.asarray(out & valid)
 
 
 def _chroma_outside(ca: np.ndarray, cb: np.ndarray, valid: np.ndarray) -> np.ndarray:
