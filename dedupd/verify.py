@@ -280,11 +280,12 @@ def _kind(a: _Aligned) -> str:
 
 def _mild(a: _Aligned) -> bool:
     """The colours differ as a mild edit leaves them: small residual, contrast and turn of hue."""
-    return (
-        a.chroma <= MAX_CHROMA_RESIDUAL
-        and 1 / MAX_CONTRAST_CHANGE <= a.gain <= MAX_CONTRAST_CHANGE
-        and abs(a.hue) <= MAX_HUE_TURN
-    )
+    return _mild_colours(a.chroma, a.hue) and 1 / MAX_CONTRAST_CHANGE <= a.gain <= MAX_CONTRAST_CHANGE
+
+
+def _mild_colours(chroma: float, hue: float) -> bool:
+    """The chroma residual and the turn of hue are within a mild edit's."""
+    return chroma <= MAX_CHROMA_RESIDUAL and abs(hue) <= MAX_HUE_TURN
 
 
 def _rank(a: _Aligned) -> tuple[float, float]:
@@ -474,7 +475,7 @@ def _measure(
     residual = float(np.abs(ya_fit - yb)[valid].mean())
     ycc_a, ycc_b = _ycrcb(a), _ycrcb(b)
     chroma, hue = _colour_change(ycc_a, ycc_b, valid)
-    if chroma <= MAX_CHROMA_RESIDUAL and abs(hue) <= MAX_HUE_TURN:
+    if _mild_colours(chroma, hue):
         # the colours changed mildly as a whole, if at all: a region whose colour alone changed
         # (an object recoloured with its lightness kept) differs as one whose lightness did
         differing |= _recoloured(ycc_a, ycc_b, a, b, valid)
