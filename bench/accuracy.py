@@ -100,7 +100,11 @@ def judge(pairs: list[tuple[str, str]]) -> list[tuple[str, str, str | None, str,
         t0 = time.perf_counter()
         try:
             px = tuple(cache[p] if p in cache else cache.setdefault(p, verification_pixels(_ROOT / p)) for p in (new, old))
-            v = compare(_FPS[new], _FPS[old], config.match, (px[0], px[1]))
+
+            def closer(side: int, new: str = new, old: str = old) -> tuple[Any, Any]:  # the second look
+                return verification_pixels(_ROOT / new, side=side), verification_pixels(_ROOT / old, side=side)
+
+            v = compare(_FPS[new], _FPS[old], config.match, (px[0], px[1]), closer)
         except errors.FileSkipped as exc:
             v = compare(_FPS[new], _FPS[old], config.match)
             v = type(v)(None, f"unreadable: {exc}", v.distances)

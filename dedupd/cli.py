@@ -379,7 +379,11 @@ def compare(a: Path, b: Path, config_path: Path | None, fmt: str) -> None:
             pixels.append(verification_pixels(path, max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes))
         except errors.FileSkipped as exc:
             raise errors.InputPathError(exc.message) from exc
-    verdict = compare_fingerprints(prints[1], prints[0], cfg.match, (pixels[1], pixels[0]))
+    def closer(side: int) -> tuple[Any, Any]:  # the verifier's second look, at a page-like pair
+        new, old = (verification_pixels(p, max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes, side=side) for p in (b, a))
+        return new, old
+
+    verdict = compare_fingerprints(prints[1], prints[0], cfg.match, (pixels[1], pixels[0]), closer)
     m = verdict.match
     d = verdict.distances
     out: dict[str, Any] = {

@@ -510,7 +510,10 @@ class Grouping:
                 break
             verified += 1
             verdict = verdict_for(rec, root, settings)
-            if verdict.match is None or not verdict.match.tier.actionable:
+            if verdict.match is None or verdict.framing_only:
+                # an original the pixels saw differ from this file (in a region, in colour, in
+                # motion: similar) is never joined through a member; one not aligned with it
+                # (a turn the hashes did not propose) or only framed otherwise may be
                 not_near[root.id] = root
             if verdict.match is None:
                 continue

@@ -437,10 +437,12 @@ def verification_pixels(
     expected: FileStat | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    side: int = VERIFY_SIDE,
 ) -> np.ndarray:
     """Re-read ``path`` and return it as the verifier compares it: RGB, as
     displayed (EXIF orientation applied, transparency composited as for the
-    hashes), the longer side at most :data:`VERIFY_SIDE`.
+    hashes), the longer side at most ``side`` (the verifier's working size,
+    :data:`VERIFY_SIDE`, unless it asks for a closer look).
 
     ``expected``: the version that was fingerprinted; a file that changed
     since (size, modification time, inode) raises
@@ -450,11 +452,11 @@ def verification_pixels(
     data, st = read_file(path, max_bytes=max_bytes)
     if expected is not None and st != expected:
         raise errors.FileChangedWhileReading(path, "not the version that was fingerprinted")
-    return verification_pixels_of(data, path=path, max_pixels=max_pixels)
+    return verification_pixels_of(data, path=path, max_pixels=max_pixels, side=side)
 
 
 def verification_pixels_of(
-    data: bytes, *, path: Path = Path("<bytes>"), max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, *, path: Path = Path("<bytes>"), max_pixels: int = DEFAULT_MAX_PIXELS, side: int = VERIFY_SIDE
 ) -> np.ndarray:
     """:func:`verification_pixels` of a file's bytes; ``path`` only names it in errors."""
     try:
@@ -467,7 +469,7 @@ def verification_pixels_of(
             if im.format == "JPEG":
                 orientation = _orientation(im)
                 with _decoding(path):
-                    im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (VERIFY_SIDE, VERIFY_SIDE))
+                    im.draft("RGB" if im.mode not in ("L", "CMYK") else im.mode, (side, side))
                     im.load()
             else:
                 with _decoding(path):
@@ -475,7 +477,7 @@ def verification_pixels_of(
                 orientation = _orientation(im)
             shown = _displayable(im, path)
             w, h = shown.size
-            scale = VERIFY_SIDE / max(w, h)
+            scale = side / max(w, h)
             if scale < 1.0:
                 size = (max(1, round(w * scale)), max(1, round(h * scale)))
                 shown = shown.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)

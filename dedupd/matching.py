@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def compare(
     old: Fingerprint,
     settings: MatchSettings,
     pixels: tuple[np.ndarray, np.ndarray] | None = None,
+    closer: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Verdict:
     """Is ``new`` a copy of ``old``?  The strongest tier that holds, with its reason.
 
@@ -64,6 +66,13 @@ def compare(
     returns them, for the pixel verifier.  Without them only the exact and
     pixel tiers can be decided; a pair whose hashes look alike is at most
     ``similar``, since the hashes cannot see what differs.
+
+    ``closer``: both pictures again, the longer side at most the side it is
+    given, for the verifier's second look at a page-like pair
+    (:func:`~dedupd.verify.second_look_side`).  Without it such a pair is
+    judged at the working size alone (``near`` when nothing differs there);
+    when it raises :class:`~dedupd.errors.FileSkipped`, the pair is
+    ``similar`` at most.
     """
     zero = Distances(0, 0, 0.0)
     if new.sha256 == old.sha256:
@@ -123,11 +132,36 @@ def compare(
             turned = verify.verify(pixels[0], pixels[1], seen, looks_alike=best is not None)
             if turned.tier is Tier.NEAR:
                 check = turned
+    if check.tier is Tier.NEAR and closer is not None:
+        check = _second_look(new, old, pixels, closer, check)
     d = dict(tried).get(check.orientation, identity)
     if check.tier is None:
-        return Verdict(None, check.reason, d)
+        return Verdict(None, check.reason, d, framing_only=check.framing_only)
     match = Match(check.tier, d, check.similarity, check.orientation, check.reason)
-    return Verdict(match, check.reason, d, new_inside=check.new_inside, old_inside=check.old_inside)
+    return Verdict(
+        match, check.reason, d, new_inside=check.new_inside, old_inside=check.old_inside, framing_only=check.framing_only
+    )
+
+
+def _second_look(
+    new: Fingerprint,
+    old: Fingerprint,
+    pixels: tuple[np.ndarray, np.ndarray],
+    closer: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    check: verify.Check,
+) -> verify.Check:
+    side = verify.second_look_side(pixels[0], pixels[1], max(new.width, new.height), max(old.width, old.height))
+    if not side:
+        return check
+    try:
+        fine = closer(side)
+    except errors.FileSkipped as exc:
+        reason = (
+            f"similar at most: a page-like pair is looked at again closer, and {exc.path} could not be "
+            f"re-read ({exc.cause}); at the working size: {check.reason}"
+        )
+        return replace(check, tier=Tier.SIMILAR, reason=reason)
+    return verify.second_look(fine[0], fine[1], pixels[0], pixels[1], check)
 
 
 def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
@@ -152,7 +186,14 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
             return Verdict(None, f"{hashed.reason}; {why}", hashed.distances)
         reason = f"{hashed.match.reason}; {why}"
         return Verdict(replace(hashed.match, reason=reason), reason, hashed.distances)
-    return compare(nf, of, settings, pixels)
+
+    def closer(side: int) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            verification_pixels(new.path, expected=new.stat, side=side),
+            verification_pixels(old.path, expected=old.stat, side=side),
+        )
+
+    return compare(nf, of, settings, pixels, closer)
 
 
 # The last few pictures decoded for the verifier, by path and file version:

@@ -179,6 +179,11 @@ class Verdict:
     new_inside: bool = False
     #: the other picture's content lies inside the new one's frame
     old_inside: bool = False
+    #: pixel-verified, not ``near`` for one reason only: the frames are not one
+    #: inside the other (no crop, pad or turn an edit makes); nothing differs
+    #: where they overlap and the colours agree.  Any other ``similar`` saw
+    #: the pictures differ (content, colour, motion, overlay).
+    framing_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,10 @@ class Check:
     old_inside: bool = False
     #: the rotation of the alignment found, in degrees (counter-clockwise turns the new picture back)
     angle: float = 0.0
+    #: the alignment found (2x3, maps the turned new picture's working pixels onto the stored one's)
+    matrix: tuple[float, ...] | None = None
+    #: not ``near`` only because the frames are not one inside the other: nothing else differs
+    framing_only: bool = False
 
     @property
     def similarity(self) -> float:
@@ -204,7 +208,9 @@ def verify(
     if best is None:  # pragma: no cover - the frame alignment always exists
         return Check(None, Orientation.IDENTITY, "could not align the pictures", 1.0, 255.0)
     orientation, a = best
-    check = replace(_decide(orientation, a, looks_alike), angle=math.degrees(math.atan2(a.matrix[3], a.matrix[0])))
+    check = replace(
+        _decide(orientation, a, looks_alike), angle=math.degrees(math.atan2(a.matrix[3], a.matrix[0])), matrix=a.matrix
+    )
     if check.tier is Tier.NEAR:
         new_inside, old_inside = _contents_inside(a, _grey(_turn(new, orientation)), _grey(old))
         check = replace(check, new_inside=new_inside, old_inside=old_inside)
@@ -258,12 +264,13 @@ def _decide(orientation: Orientation, a: _Aligned, looks_alike: bool) -> Check:
         what = f"strongly recoloured (contrast x{a.gain:.2f}, a mild edit stays within x{MAX_CONTRAST_CHANGE:g})"
     else:
         what = "the frames overlap only in part (a different framing, not a crop)"
+    framing_only = not a.changed_cells and still and a.overlay <= MAX_OVERLAY_SHARE and mild
     if lines_up or looks_alike:
         kind = _kind(a)
         reason = f"similar, not the same picture: {what}: {kind}; aligned: {geometry}; {residual}"
-        return Check(Tier.SIMILAR, orientation, reason, a.differs, a.residual)
+        return Check(Tier.SIMILAR, orientation, reason, a.differs, a.residual, framing_only=framing_only)
     reason = f"different pictures: {what}; {residual}"
-    return Check(None, orientation, reason, a.differs, a.residual)
+    return Check(None, orientation, reason, a.differs, a.residual, framing_only=framing_only)
 
 
 def _kind(a: _Aligned) -> str:
@@ -794,3 +801,149 @@ def _trimmed_inside(m: np.ndarray, gn: np.ndarray, go: np.ndarray) -> bool:
     hn, wn = gn.shape
     tol = 0.01 * max(wn, hn)
     return bool(back[:, 0].min() >= -tol and back[:, 1].min() >= -tol and back[:, 0].max() <= wn + tol and back[:, 1].max() <= hn + tol)
+
+
+# --- the second look: small print -------------------------------------------------
+#
+# At the working size the text of a page or a large screenshot is a few pixels
+# tall: one changed digit (a total of 1,250.00 against 7,250.00) is within
+# the tolerance every edit needs.  A pair judged ``near`` whose pictures are
+# page-like (mostly one flat background) and were reduced at least
+# FINE_GAIN-fold is looked at again, closer: both files re-read with the
+# longer side up to FINE_SIDE, the alignment found carried over, and every
+# mark (ink) of one where the other is blank around it counts.
+
+#: the longer side of the second look (at most the smaller file's own)
+FINE_SIDE = 3072
+#: the second look is taken when it sees at least this many times the working size across
+FINE_GAIN = 2.0
+#: page-like: at least this share of a picture's working pixels is one flat background
+PAGE_BACKGROUND = 0.4
+#: a background pixel is within this many grey levels of the background's level, and so is its 5x5 range
+BACKGROUND_SPREAD = 8
+#: a mark: a pixel this many grey levels from the other picture (after the brightness fit) ...
+MARK_CONTRAST = 64.0
+#: ... where the other picture is blank: its range within BLANK_RADIUS pixels is at most BLANK_RANGE
+#: (a pixel of misregistration at the second look's size is tolerated, after the alignment is refined: an edge
+#: that moved lands next to the other's ink, not on blank paper)
+BLANK_RANGE = 16.0
+BLANK_RADIUS = 1
+#: a change in the small print: at least this many connected mark pixels
+MARK_AREA = 6
+#: cells (second-look pixels) for saying where the marks are and how much of the frame they touch
+MARK_CELL = 64
+#: the alignment carried over is refined (ECC) on both pictures reduced to this longer side: an
+#: error of a third of a working pixel is two pixels at the second look's size
+REFINE_SIDE = 1024
+#: a refinement that moves a corner of the frame by more than this many second-look pixels diverged
+REFINE_LIMIT = 12.0
+
+
+def second_look_side(new: np.ndarray, old: np.ndarray, new_side: int, old_side: int) -> int:
+    """The longer side to look at a ``near`` pair again with, or 0 for no second look.
+
+    ``new``, ``old``: the working pixels; ``new_side``, ``old_side``: each
+    file's own longer side.  Only page-like pictures (documents, screenshots,
+    charts: mostly one flat background with small print on it) reduced at
+    least :data:`FINE_GAIN`-fold are looked at again; a photo's detail is
+    not small print, and its copies are not re-read.
+    """
+    side = min(FINE_SIDE, new_side, old_side)
+    working = max(max(new.shape[:2]), max(old.shape[:2]))
+    if side < FINE_GAIN * working:
+        return 0
+    return side if _page_like(_grey(old)) or _page_like(_grey(new)) else 0
+
+
+def _page_like(grey: np.ndarray) -> bool:
+    """At least :data:`PAGE_BACKGROUND` of the picture is one flat background."""
+    g = grey.astype(np.uint8) if grey.dtype != np.uint8 else grey
+    level = int(np.argmax(np.bincount(g.ravel(), minlength=256)))
+    kernel = np.ones((5, 5), np.uint8)
+    flat = (cv2.dilate(g, kernel) - cv2.erode(g, kernel)) <= BACKGROUND_SPREAD
+    near_level = np.abs(g.astype(np.int16) - level) <= BACKGROUND_SPREAD
+    return float((flat & near_level).mean()) >= PAGE_BACKGROUND
+
+
+def second_look(new: np.ndarray, old: np.ndarray, new_work: np.ndarray, old_work: np.ndarray, check: Check) -> Check:
+    """Look at a ``near`` pair again on larger pixels (``new``, ``old``), with
+    the alignment ``check`` found on the working pixels (``new_work``,
+    ``old_work``) carried over.  ``check`` as it was when no mark of one
+    lies where the other is blank; else ``similar``, saying where."""
+    if check.tier is not Tier.NEAR or check.matrix is None:
+        return check
+    turned, turned_work = _turn(new, check.orientation), _turn(new_work, check.orientation)
+
+    def scaling(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+        # pixel centres: (x + 0.5) * s - 0.5
+        sx, sy = big.shape[1] / small.shape[1], big.shape[0] / small.shape[0]
+        return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
+
+    m = np.vstack([np.array(check.matrix, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+    m_fine = scaling(old, old_work) @ m @ np.linalg.inv(scaling(turned, turned_work))
+    f = min(1.0, REFINE_SIDE / max(*turned.shape[:2], *old.shape[:2]))
+    small_new = cv2.resize(_grey(turned), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    small_old = cv2.resize(_grey(old), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    to_new, to_old = scaling(turned, small_new), scaling(old, small_old)
+    refined = _ecc(small_new, small_old, (np.linalg.inv(to_old) @ m_fine @ to_new)[:2])
+    refined_fine = to_old @ np.vstack([refined, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to_new)
+    h, w = turned.shape[:2]
+    corners = np.array([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [0.0, h, 1.0], [w, h, 1.0]]).T
+    if np.abs((refined_fine - m_fine)[:2] @ corners).max() <= REFINE_LIMIT:
+        m_fine = refined_fine
+    marked, cells, hot, size = _marks(turned, old, m_fine[:2])
+    if not marked:
+        return check
+    reason = (
+        f"similar, not the same picture: looked at again at {size}, {marked} px of marks where the other is "
+        f"blank ({cells:.1%} of the frame, {_where(hot)}): small print or marks changed, a different "
+        f"document or a copy changed in a region; at the working size: {check.reason}"
+    )
+    return replace(check, tier=Tier.SIMILAR, reason=reason, differs=max(check.differs, cells), framing_only=False)
+
+
+def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float, np.ndarray, str]:
+    """Marks (ink) of either picture where the other is blank around them, with
+    ``new`` mapped onto ``old`` by ``m``: how many pixels, the share of
+    :data:`MARK_CELL` cells they touch, those cells, and the compared size."""
+    if abs(float(np.linalg.det(m[:, :2]))) >= 1.0:  # the new picture is the smaller: compare in its frame
+        base, moving, to_base = new, old, _invert(m)
+    else:
+        base, moving, to_base = old, new, m
+    h, w = base.shape[:2]
+    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
+    if shrink < 0.8:  # low-pass before sampling down, like a resize would
+        moving = cv2.GaussianBlur(moving, (0, 0), 0.45 / shrink)
+    warped = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.full(moving.shape[:2], 255, dtype=np.uint8)
+    inside = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    reach = 2 * BLANK_RADIUS + 1
+    valid = cv2.erode(inside, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    size = f"{w}x{h} px"
+    empty = np.zeros((1, 1), dtype=bool)
+    if not valid.any():
+        return 0, 0.0, empty, size
+    ya, yb = warped.astype(np.float32) @ _LUMA, base.astype(np.float32) @ _LUMA
+    step = max(1, int(valid.sum()) // 200_000)  # the fit needs a sample, not every pixel
+    gain, offset = _fit(ya[valid][::step], yb[valid][::step])
+    ya = ya * gain + offset
+    kernel = np.ones((reach, reach), np.uint8)
+
+    def blank(y: np.ndarray) -> np.ndarray:
+        return np.asarray((cv2.dilate(y, kernel) - cv2.erode(y, kernel)) <= BLANK_RANGE)
+
+    mark = (np.abs(ya - yb) >= MARK_CONTRAST) & (blank(ya) | blank(yb)) & valid
+    if mark.any():  # a light watermark's layer over coloured pixels is not a mark
+        ys, xs = np.nonzero(mark)
+        pa, pb = warped[ys, xs].astype(np.float32), base[ys, xs].astype(np.float32)
+        over = _overlay(pa, pb) | _overlay(pb, pa)
+        mark[ys[over], xs[over]] = False
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mark.astype(np.uint8), connectivity=8)
+    big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= MARK_AREA) + 1
+    if big.size == 0:
+        return 0, 0.0, empty, size
+    kept = np.isin(labels, big)
+    rows, cols = -(-h // MARK_CELL), -(-w // MARK_CELL)
+    padded = np.pad(kept, ((0, rows * MARK_CELL - h), (0, cols * MARK_CELL - w)))
+    hot = np.asarray(padded.reshape(rows, MARK_CELL, cols, MARK_CELL).any(axis=(1, 3)))
+    return int(kept.sum()), float(hot.mean()), hot, size

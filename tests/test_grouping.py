@@ -311,3 +311,29 @@ def test_a_reason_through_a_member_names_it_as_safe_text(tmp_path: Path) -> None
     reasons = [m.reason for _, members in pipeline.store.groups() for _, m, _ in members if m.tier.actionable]
     assert any("src\\xff\\u000ax.png (" in r for r in reasons), reasons
     pipeline.store.close()
+
+
+@pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
+def test_a_thumbnail_does_not_bridge_a_change_too_small_for_it(tmp_path: Path) -> None:
+    """A copy with a small dark spot added is similar to the photo (the pixels see the spot) and
+    near its 240 px thumbnail (too small to show it): it stays out of the photo's group, listed
+    similar, not joined through the thumbnail."""
+    with Image.open(H.PHOTOS / "Blinds.jpg") as im:
+        photo = im.convert("RGB").resize((1024, 640), Image.Resampling.LANCZOS)
+    changed = photo.copy()
+    ImageDraw.Draw(changed).ellipse((700, 200, 706, 206), fill=(20, 20, 20))
+    files = [
+        H.save(photo, tmp_path / "photo.png"),
+        H.save(photo.resize((240, 150), Image.Resampling.LANCZOS), tmp_path / "thumb.png"),
+        H.save(changed, tmp_path / "changed.png"),
+    ]
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        for path in files:
+            pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
+    store = pipeline.store
+    acted = {p.name: o.name for o, ms in store.groups() for p, m, _ in ms if m.tier.actionable}
+    assert acted == {"thumb.png": "photo.png"}, acted
+    assert not [e for e in logs if e["event"] == "joined_through_member"]
+    assert [e["other"] for e in logs if e["event"] == "similar_found"] == [files[0]], logs
+    store.close()
