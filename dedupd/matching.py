@@ -134,6 +134,8 @@ def compare(
                 check = turned
     if check.tier is Tier.NEAR and closer is not None:
         check = _second_look(new, old, pixels, closer, check)
+    elif check.tier is Tier.SIMILAR and closer is not None:
+        check = _overlay_look(new, old, pixels, closer, check)
     d = dict(tried).get(check.orientation, identity)
     if check.tier is None:
         return Verdict(None, check.reason, d, framing_only=check.framing_only)
@@ -162,6 +164,26 @@ def _second_look(
         )
         return replace(check, tier=Tier.SIMILAR, reason=reason)
     return verify.second_look(fine[0], fine[1], pixels[0], pixels[1], check)
+
+
+def _overlay_look(
+    new: Fingerprint,
+    old: Fingerprint,
+    pixels: tuple[np.ndarray, np.ndarray],
+    closer: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    check: verify.Check,
+) -> verify.Check:
+    side = verify.overlay_look_side(pixels[0], pixels[1], max(new.width, new.height), max(old.width, old.height), check)
+    if not side:
+        return check
+    try:
+        fine = closer(side)
+    except errors.FileSkipped:
+        return check  # similar, as it was
+    looked = verify.overlay_look(fine[0], fine[1], pixels[0], pixels[1], check)
+    if looked.tier is Tier.NEAR:  # a page under a watermark is still judged on its small print
+        looked = _second_look(new, old, pixels, closer, looked)
+    return looked
 
 
 def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:

@@ -29,6 +29,10 @@ How it decides:
    line up (most of the frame agrees, or the hashes already said they look
    alike): another capture, or a copy changed in a region or strongly
    recoloured.  Otherwise different.
+4. Look again, closer (:func:`second_look`), at a ``near`` pair of page-like
+   pictures reduced at least :data:`FINE_GAIN`-fold: the caller re-reads both
+   larger, and a mark of one where the other is blank (a changed figure in
+   small print) makes the pair ``similar``.
 
 OpenCV (headless) does the feature matching and warping: a 60 MB wheel,
 30 ms to import, a few milliseconds per pair at this size; scikit-image would
@@ -142,6 +146,11 @@ class Check:
     matrix: tuple[float, ...] | None = None
     #: not ``near`` only because the frames are not one inside the other: nothing else differs
     framing_only: bool = False
+    #: ``similar`` only because a few cells differ, with an edit's geometry and colours: a
+    #: watermark may be what differs (:func:`overlay_look` looks closer); those cells, in the
+    #: compared frame (the new picture's when ``base_is_new``, else the stored one's)
+    hot: np.ndarray | None = None
+    base_is_new: bool = False
 
     @property
     def similarity(self) -> float:
@@ -211,6 +220,11 @@ def verify(
     check = replace(
         _decide(orientation, a, looks_alike), angle=math.degrees(math.atan2(a.matrix[3], a.matrix[0])), matrix=a.matrix
     )
+    if (
+        check.tier is Tier.SIMILAR and a.edit_like and a.changed_cells and a.differs <= OVERLAY_LOOK_SHARE
+        and a.moved <= MAX_MOVED_SHARE and a.overlay <= MAX_OVERLAY_SHARE and _mild(a)
+    ):  # fmt: skip
+        check = replace(check, hot=a.hot, base_is_new=a.base_is_new)
     if check.tier is Tier.NEAR:
         new_inside, old_inside = _contents_inside(a, _grey(_turn(new, orientation)), _grey(old))
         check = replace(check, new_inside=new_inside, old_inside=old_inside)
@@ -596,6 +610,21 @@ def _overlay(top: np.ndarray, under: np.ndarray) -> np.ndarray:
     MAX_OVERLAY_ALPHA.  Solved per pixel over its three channels, so it needs
     a pixel with some colour underneath (on grey the layer's opacity cannot
     be told from new content, and the pixel counts as changed)."""
+    alpha, misfit, colour, var = _layer(top, under)
+    return np.asarray(
+        (var >= OVERLAY_MIN_SPREAD**2)
+        & (alpha >= 0.05)
+        & (alpha <= MAX_OVERLAY_ALPHA)
+        & (misfit <= 8.0)
+        & (colour >= -16.0)
+        & (colour <= 271.0)
+    )
+
+
+def _layer(top: np.ndarray, under: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel, the layer of one grey ``c`` at opacity ``alpha`` that best turns ``under``
+    into ``top`` (least squares over the three channels): alpha, the largest misfit of a
+    channel, c, and the spread (variance) of ``under``'s channels."""
     u = under
     d = top - under
     um = u.mean(axis=1, keepdims=True)
@@ -606,14 +635,7 @@ def _overlay(top: np.ndarray, under: np.ndarray) -> np.ndarray:
     fit = dm[:, 0] + alpha * um[:, 0]  # alpha * c
     misfit = np.abs(d - (fit[:, None] - alpha[:, None] * u)).max(axis=1)
     colour = fit / np.maximum(alpha, 1e-6)
-    return np.asarray(
-        (var >= OVERLAY_MIN_SPREAD**2)
-        & (alpha >= 0.05)
-        & (alpha <= MAX_OVERLAY_ALPHA)
-        & (misfit <= 8.0)
-        & (colour >= -16.0)
-        & (colour <= 271.0)
-    )
+    return alpha, misfit, colour, var
 
 
 def _ycrcb(rgb: np.ndarray) -> np.ndarray:
@@ -873,33 +895,59 @@ def second_look(new: np.ndarray, old: np.ndarray, new_work: np.ndarray, old_work
     if check.tier is not Tier.NEAR or check.matrix is None:
         return check
     turned, turned_work = _turn(new, check.orientation), _turn(new_work, check.orientation)
-
-    def scaling(big: np.ndarray, small: np.ndarray) -> np.ndarray:
-        # pixel centres: (x + 0.5) * s - 0.5
-        sx, sy = big.shape[1] / small.shape[1], big.shape[0] / small.shape[0]
-        return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
-
-    m = np.vstack([np.array(check.matrix, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
-    m_fine = scaling(old, old_work) @ m @ np.linalg.inv(scaling(turned, turned_work))
-    f = min(1.0, REFINE_SIDE / max(*turned.shape[:2], *old.shape[:2]))
-    small_new = cv2.resize(_grey(turned), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-    small_old = cv2.resize(_grey(old), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-    to_new, to_old = scaling(turned, small_new), scaling(old, small_old)
-    refined = _ecc(small_new, small_old, (np.linalg.inv(to_old) @ m_fine @ to_new)[:2])
-    refined_fine = to_old @ np.vstack([refined, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to_new)
-    h, w = turned.shape[:2]
-    corners = np.array([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [0.0, h, 1.0], [w, h, 1.0]]).T
-    if np.abs((refined_fine - m_fine)[:2] @ corners).max() <= REFINE_LIMIT:
-        m_fine = refined_fine
-    marked, cells, hot, size = _marks(turned, old, m_fine[:2])
-    if not marked:
-        return check
+    # the alignment found, then others the working size could not tell from it (a content box
+    # trimmed differently, features): a mark counts only where every one of them leaves it
+    marked, cells, hot, size = 0, 0.0, np.zeros((1, 1), dtype=bool), ""
+    for n, matrix in enumerate(_other_alignments(turned_work, old_work, check.matrix)):
+        found = _marks(turned, old, _carried(turned, old, turned_work, old_work, matrix)[:2])
+        if not found[0]:
+            return check
+        if n == 0 or found[0] < marked:
+            marked, cells, hot, size = found
     reason = (
         f"similar, not the same picture: looked at again at {size}, {marked} px of marks where the other is "
         f"blank ({cells:.1%} of the frame, {_where(hot)}): small print or marks changed, a different "
         f"document or a copy changed in a region; at the working size: {check.reason}"
     )
     return replace(check, tier=Tier.SIMILAR, reason=reason, differs=max(check.differs, cells), framing_only=False)
+
+
+def _other_alignments(new: np.ndarray, old: np.ndarray, found: tuple[float, ...]) -> list[tuple[float, ...]]:
+    """``found``, then the whole frame mapped onto the whole frame, then the features'
+    alignment (working pixels, new to old), each once."""
+    sx, sy = old.shape[1] / new.shape[1], old.shape[0] / new.shape[0]
+    frame = (sx, 0.0, (sx - 1) / 2, 0.0, sy, (sy - 1) / 2)
+    out = [tuple(float(v) for v in found), frame]
+    features = _features(_grey(new), _grey(old))
+    if features is not None:
+        out.append(tuple(float(v) for v in features.ravel()))
+    return [m for n, m in enumerate(out) if all(np.abs(np.subtract(m, o)).max() > 1e-3 for o in out[:n])]
+
+
+def _scaling(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """From ``small``'s pixels to ``big``'s, the same picture at two sizes (pixel centres: (x + 0.5) * s - 0.5)."""
+    sx, sy = big.shape[1] / small.shape[1], big.shape[0] / small.shape[0]
+    return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def _carried(
+    new: np.ndarray, old: np.ndarray, new_work: np.ndarray, old_work: np.ndarray, matrix: tuple[float, ...]
+) -> np.ndarray:
+    """The working alignment ``matrix`` (new to old, working pixels) carried over to the larger
+    pixels, refined by ECC on both reduced to :data:`REFINE_SIDE` (kept unless it diverged); 3x3."""
+    m = np.vstack([np.array(matrix, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+    m_fine = _scaling(old, old_work) @ m @ np.linalg.inv(_scaling(new, new_work))
+    f = min(1.0, REFINE_SIDE / max(*new.shape[:2], *old.shape[:2]))
+    small_new = cv2.resize(_grey(new), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    small_old = cv2.resize(_grey(old), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    to_new, to_old = _scaling(new, small_new), _scaling(old, small_old)
+    refined = _ecc(small_new, small_old, (np.linalg.inv(to_old) @ m_fine @ to_new)[:2])
+    refined_fine = to_old @ np.vstack([refined, [0.0, 0.0, 1.0]]) @ np.linalg.inv(to_new)
+    h, w = new.shape[:2]
+    corners = np.array([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [0.0, h, 1.0], [w, h, 1.0]]).T
+    if np.abs((refined_fine - m_fine)[:2] @ corners).max() <= REFINE_LIMIT:
+        return np.asarray(refined_fine)
+    return np.asarray(m_fine)
 
 
 def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float, np.ndarray, str]:
@@ -947,3 +995,192 @@ def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float,
     padded = np.pad(kept, ((0, rows * MARK_CELL - h), (0, cols * MARK_CELL - w)))
     hot = np.asarray(padded.reshape(rows, MARK_CELL, cols, MARK_CELL).any(axis=(1, 3)))
     return int(kept.sum()), float(hot.mean()), hot, size
+
+
+# --- a closer look at a watermark -------------------------------------------------
+#
+# At the working size the strokes of a text watermark are a pixel or two wide:
+# each is an edge, mixed with the picture around it, and a translucent white
+# stroke cannot be told from an opaque one (a caption, which must never be
+# ``near``).  A ``similar`` pair whose only difference is a few cells, with an
+# edit's geometry and colours, is looked at again at up to OVERLAY_SIDE: there
+# the insides of the strokes are pixels of their own, and the picture shows
+# through a watermark's (they fit a translucent layer over what is
+# underneath) and not through a caption's.
+
+#: a pair whose differing cells cover at most this share of the frame may be a watermarked copy
+OVERLAY_LOOK_SHARE = 0.08
+#: the longer side of the closer look at a watermark
+OVERLAY_SIDE = 2048
+#: insides of strokes judged (differing pixels whose 3x3 neighbours all differ, over colour): at least
+OVERLAY_MIN_INSIDE = 200
+#: ``near`` when at least this share of them fit a translucent layer (over the real photos of
+#: the benchmark: a text watermark 0.35-1.00, an opaque caption in its place at most 0.03,
+#: a patch of the picture pasted elsewhere at most 0.56) ...
+OVERLAY_LIGHT_SHARE = 0.75
+#: ... at most this share an opaque one (a layer of opacity at least OPAQUE_ALPHA; a
+#: watermark 0-0.07, a caption 0.75-1.00) ...
+OVERLAY_OPAQUE_SHARE = 0.03
+OPAQUE_ALPHA = 0.85
+#: ... what differs is strokes, not a blob: at most this share of the differing pixels are
+#: insides (a text watermark 0.30-0.77; a shadow or a pasted patch mostly 0.8-0.98) ...
+OVERLAY_STROKE_SHARE = 0.75
+#: ... and every differing cell is explained: at least this many insides judged, half of them
+#: fitting a translucent layer, or fewer judged but next to such a cell (the edge of the same
+#: overlay).  A watermark does not hide a change elsewhere.
+OVERLAY_CELL_JUDGED = 20
+
+
+def overlay_look_side(new: np.ndarray, old: np.ndarray, new_side: int, old_side: int, check: Check) -> int:
+    """The longer side to look at a possibly watermarked pair again with, or 0 for none."""
+    if check.tier is not Tier.SIMILAR or check.hot is None or check.matrix is None:
+        return 0
+    side = min(OVERLAY_SIDE, new_side, old_side)
+    working = max(max(new.shape[:2]), max(old.shape[:2]))
+    return side if side >= FINE_GAIN * working else 0
+
+
+def overlay_look(new: np.ndarray, old: np.ndarray, new_work: np.ndarray, old_work: np.ndarray, check: Check) -> Check:
+    """Look again at a pair that differs only in a few cells, on larger pixels: ``near``
+    when what differs there is the picture seen through a translucent layer (a
+    watermark), judged inside its strokes; else ``check`` as it was."""
+    if check.hot is None or check.matrix is None:
+        return check
+    turned, turned_work = _turn(new, check.orientation), _turn(new_work, check.orientation)
+    m_fine = _carried(turned, old, turned_work, old_work, check.matrix)
+    inside, light, opaque, differing, interior, cell_inside, cell_light = _overlay_stats(
+        turned, old, turned_work, old_work, m_fine, check.hot, check.base_is_new
+    )
+    cell_ok = _cells_explained(check.hot, cell_inside, cell_light)
+    if (
+        inside < OVERLAY_MIN_INSIDE or light < OVERLAY_LIGHT_SHARE * inside
+        or opaque > OVERLAY_OPAQUE_SHARE * inside or not cell_ok
+        or interior > OVERLAY_STROKE_SHARE * differing
+    ):  # fmt: skip
+        return check
+    reason = (
+        f"the same picture under a light overlay (watermark): looked at again, {light / inside:.0%} of "
+        f"{inside} px inside its strokes show the picture through a translucent layer, "
+        f"{opaque / inside:.0%} an opaque one; {_where(check.hot)}"
+    )
+    return replace(check, tier=Tier.NEAR, reason=reason, hot=None)
+
+
+def _cells_explained(hot: np.ndarray, judged: np.ndarray, light: np.ndarray) -> bool:
+    """Every differing cell of ``hot`` (``judged`` and ``light``: per cell, in the order of
+    ``np.nonzero(hot)``) is shown to be under the overlay, or lies next to one that is."""
+    enough = judged >= OVERLAY_CELL_JUDGED
+    if np.any(enough & (2 * light < judged)) or not enough.any():
+        return False
+    shown = np.zeros(hot.shape, dtype=np.uint8)
+    shown[np.nonzero(hot)] = enough.astype(np.uint8)
+    near_shown = cv2.dilate(shown, np.ones((3, 3), np.uint8))[np.nonzero(hot)] > 0
+    return bool(np.all(enough | near_shown))
+
+
+def _overlay_stats(
+    new: np.ndarray, old: np.ndarray, new_work: np.ndarray, old_work: np.ndarray,
+    m: np.ndarray, hot: np.ndarray, base_is_new: bool,
+) -> tuple[int, int, int, int, int, np.ndarray, np.ndarray]:  # fmt: skip
+    """Inside the differing cells ``hot`` (of the compared frame at the working size),
+    with ``new`` mapped onto ``old`` by ``m``: the insides of strokes judged (differing
+    pixels whose 3x3 neighbours all differ, with colour underneath), how many of them fit
+    a translucent layer, how many an opaque one; the pixels whose lightness differs and
+    the insides of those (strokes or a blob); and per differing cell, the insides judged
+    and those fitting a translucent layer.  A pixel differs in lightness or, as at the
+    working size, in colour alone."""
+    if base_is_new:
+        base, base_work, moving, to_base = new, new_work, old, np.linalg.inv(m)[:2]
+    else:
+        base, base_work, moving, to_base = old, old_work, new, m[:2]
+    h, w = base.shape[:2]
+    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
+    if shrink < 0.8:
+        moving = cv2.GaussianBlur(moving, (0, 0), 0.45 / shrink)
+    warped = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.full(moving.shape[:2], 255, dtype=np.uint8)
+    inside_frame = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    valid = cv2.erode(inside_frame, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    # the differing cells, numbered from 1, at this size
+    cells = int(hot.sum())
+    hw, ww = base_work.shape[:2]
+    numbered = np.zeros(hot.shape, dtype=np.int32)
+    numbered[hot] = np.arange(1, cells + 1)
+    cells_work = np.kron(numbered, np.ones((CELL, CELL), dtype=np.int32))[:hw, :ww]
+    cell_of = cv2.resize(cells_work.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    region = (cell_of > 0) & valid
+    none = np.zeros(cells, dtype=np.int64)
+    if not region.any():
+        return 0, 0, 0, 0, 0, none, none
+    ya, yb = warped.astype(np.float32) @ _LUMA, base.astype(np.float32) @ _LUMA
+    step = max(1, int(valid.sum()) // 200_000)
+    gain, offset = _fit(ya[valid][::step], yb[valid][::step])
+    ca, cb = _ycrcb(warped.astype(np.float32)), _ycrcb(base.astype(np.float32))
+    chroma_moved = np.abs(ca[..., 1:] - cb[..., 1:]).max(axis=-1) > CHROMA_TOLERANCE
+    lighter = (np.abs(ya * gain + offset - yb) > PIXEL_TOLERANCE) & region
+    # what the working size saw differ, in lightness or in colour alone
+    differing = lighter | (chroma_moved & region)
+    # strokes or a blob: judged on lightness (colour is at half resolution in most JPEGs)
+    lighter_inside = int((cv2.erode(lighter.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0).sum())
+    ys, xs = np.nonzero(differing)
+    pa, pb = warped[ys, xs].astype(np.float32), base[ys, xs].astype(np.float32)
+    light = _one_layer(_translucent(pa, pb), _translucent(pb, pa))
+    opaque = _opaque(pa, pb) | _opaque(pb, pa)
+    interior = cv2.erode(differing.astype(np.uint8), np.ones((3, 3), np.uint8))[ys, xs] > 0
+    # judged per pixel, over its three channels, so only where there is colour underneath: a
+    # region-wide fit on grey was tried and fits a smooth patch pasted over a smooth area too
+    coloured = (pb.var(axis=1) >= OVERLAY_MIN_SPREAD**2) | (pa.var(axis=1) >= OVERLAY_MIN_SPREAD**2)
+    judged = interior & coloured
+    where = cell_of[ys, xs]
+    cell_judged = np.bincount(where[judged], minlength=cells + 1)[1:]
+    cell_light = np.bincount(where[judged & light], minlength=cells + 1)[1:]
+    return (
+        int(judged.sum()), int((judged & light).sum()), int((judged & opaque).sum()),
+        int(lighter.sum()), lighter_inside, cell_judged, cell_light,
+    )  # fmt: skip
+
+
+def _translucent(top: np.ndarray, under: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which pixels of ``top`` are ``under`` seen through a translucent layer of one grey, as
+    :func:`_overlay` says, except that the layer's grey is held within black and white and its
+    opacity solved again for it (a white layer whose opacity comes out a little low from the
+    colours alone would otherwise read as whiter than white); with each pixel's opacity and grey."""
+    _, _, colour, var = _layer(top, under)
+    c = np.clip(colour, 0.0, 255.0)
+    towards = c[:, None] - under  # top - under = alpha * (c - under)
+    d = top - under
+    alpha = (d * towards).sum(axis=1) / np.maximum((towards**2).sum(axis=1), 1e-6)
+    misfit = np.abs(d - alpha[:, None] * towards).max(axis=1)
+    ok = (var >= OVERLAY_MIN_SPREAD**2) & (alpha >= 0.05) & (alpha <= MAX_OVERLAY_ALPHA) & (misfit <= 8.0)
+    return np.asarray(ok), alpha, c
+
+
+#: a watermark is one layer (or two: a fill and an outline) of one opacity each: a pixel fits it
+#: when its opacity is within this of the median of the pixels whose layer has its grey
+LAYER_ALPHA_SPREAD = 0.1
+
+
+def _one_layer(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The pixels that fit a translucent layer (either picture on top: ``first`` or ``second``
+    from :func:`_translucent`) whose opacity is the one most pixels of that grey have: a layer
+    of white, one of black, one of any other grey, each with one opacity.  A picture's own
+    content pasted or changed fits a layer pixel by pixel now and then, at opacities all over."""
+    ok = first[0] | second[0]
+    alpha = np.where(first[0], first[1], second[1])
+    grey = np.where(first[0], first[2], second[2])
+    kind = np.where(grey >= 224.0, 2, np.where(grey <= 32.0, 0, 1))
+    kept = np.zeros_like(ok)
+    for k in (0, 1, 2):
+        members = ok & (kind == k)
+        if members.any():
+            kept |= members & (np.abs(alpha - float(np.median(alpha[members]))) <= LAYER_ALPHA_SPREAD)
+    return np.asarray(kept)
+
+
+def _opaque(top: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """Which pixels of ``top`` fit an opaque layer of one grey over ``under`` (opacity at
+    least :data:`OPAQUE_ALPHA`), solved as :func:`_overlay` solves a translucent one."""
+    alpha, misfit, _, var = _layer(top, under)
+    return np.asarray((var >= OVERLAY_MIN_SPREAD**2) & (alpha >= OPAQUE_ALPHA) & (misfit <= 8.0))

@@ -423,3 +423,65 @@ def test_a_scan_quarantines_a_copy_of_a_page_and_never_the_changed_one(tmp_path:
     said = run_cli("compare", root / "a_invoice.png", root / "b_invoice_total_changed.jpg", "--format", "json")
     assert said.returncode == 4, said.stdout + said.stderr
     assert "looked at again at" in json.loads(said.stdout)["reason"]
+
+
+# --- a closer look at a watermark ----------------------------------------------------
+
+
+def _watermarked(im: Image.Image, fill: tuple[int, int, int, int], outline: tuple[int, int, int, int] | None) -> Image.Image:
+    """Translucent words in the bottom-right corner, 5% of the height, as a stock site marks a photo."""
+    size = round(im.height * 0.05)
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    text = "\u00a9 Example Photo 2024"
+    stroke = max(1, size // 15) if outline else 0
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font(size), stroke_width=stroke)
+    margin = round(min(im.size) * 0.02)
+    xy = (im.width - margin - x1, im.height - margin - y1)
+    draw.text(xy, text, font=font(size), fill=fill, stroke_width=stroke, stroke_fill=outline)
+    return Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
+
+
+def _full_size(name: str) -> Image.Image:
+    with Image.open(PHOTOS / name) as im:
+        return im.convert("RGB")
+
+
+@pytest.mark.skipif(not (PHOTOS / "FreshFlower.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize(
+    ("name", "fill", "outline"),
+    [
+        ("FreshFlower.jpg", (255, 255, 255, 170), (0, 0, 0, 120)),
+        ("YellowFlower.jpg", (255, 255, 255, 170), (0, 0, 0, 120)),
+        ("Wine_by_Jakkub_Mede.jpg", (255, 255, 255, 170), (0, 0, 0, 120)),
+        ("Storm.jpg", (255, 255, 255, 110), None),
+        ("FreshFlower.jpg", (255, 255, 255, 110), None),
+    ],
+)
+def test_a_photo_under_a_translucent_text_watermark_is_near(
+    name: str, fill: tuple[int, int, int, int], outline: tuple[int, int, int, int] | None
+) -> None:
+    """Looked at again closer, the insides of the watermark's strokes show the photo through them."""
+    old = _full_size(name)
+    verdict = judge(_watermarked(old, fill, outline), old, "JPEG", quality=90)
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
+    assert "under a light overlay (watermark): looked at again" in verdict.reason
+
+
+@pytest.mark.skipif(not (PHOTOS / "Storm.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize("name", ["Storm.jpg", "Garden.jpg", "FreshFlower.jpg", "Wine_by_Jakkub_Mede.jpg"])
+def test_opaque_words_or_a_pasted_patch_on_a_full_size_photo_are_never_near(name: str) -> None:
+    """Where the closer look can judge strokes, an opaque caption (plain, or outlined as the
+    watermark is), a patch of the photo pasted elsewhere, and a watermark beside an added
+    object all stay similar."""
+    old = _full_size(name)
+    outlined = _watermarked(old, (255, 255, 255, 255), (0, 0, 0, 255))
+    w, h = old.size
+    side = round(0.15 * min(w, h))
+    patched = old.copy()
+    patched.paste(old.crop((w // 10, h * 6 // 10, w // 10 + side, h * 6 // 10 + side)), (w * 6 // 10, h * 3 // 10))
+    both = _watermarked(old, (255, 255, 255, 170), (0, 0, 0, 120))
+    ImageDraw.Draw(both).ellipse((w // 4, h // 4, w // 4 + h // 25, h // 4 + h // 25), fill=(200, 40, 40))
+    for new in (corner_caption(old), outlined, patched, both):
+        verdict = judge(new, old, "JPEG", quality=90)
+        assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
