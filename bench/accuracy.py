@@ -253,7 +253,8 @@ def lookalikes(root: Path, workers: int, json_out: Path | None) -> None:
 
 
 def dataset(
-    data: Path, workers: int, json_out: Path | None, full: bool = True, pairs: bool = True, only: list[str] | None = None
+    data: Path, workers: int, json_out: Path | None, full: bool = True, pairs: bool = True, only: list[str] | None = None,
+    scan: bool = True,
 ) -> None:
     manifest = Manifest.load(data)
     by_path = {f["path"]: f for f in manifest.raw["files"]}
@@ -294,7 +295,7 @@ def dataset(
             similar_distinct += 1
 
     t3 = time.perf_counter()
-    groups = grouped(data, fps, paths)[0] if full else {}
+    groups = grouped(data, fps, paths)[0] if full and scan else {}
     t_grouped = time.perf_counter() - t3
 
     near: dict[str, list[bool]] = collections.defaultdict(list)
@@ -379,6 +380,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pairs-only", action="store_true", help="only each copy against its source: skip the candidate and grouped passes")
     ap.add_argument("--grouped-only", action="store_true", help="only the grouped pass (a scan through the pipeline): skip the pairwise and candidate passes")
+    ap.add_argument("--no-grouped", action="store_true", help="the pairwise and candidate passes only: skip the grouped pass (the longest)")
     ap.add_argument("--sources", help="comma-separated words: only the sources whose name contains one, and their copies")
     args = ap.parse_args()
     logs.configure("console", "warning")  # one duplicate_found line per pair would drown the report
@@ -386,7 +388,10 @@ def main() -> None:
         lookalikes(args.lookalikes.resolve(), args.workers, args.json)
     else:
         only = args.sources.split(",") if args.sources else None
-        dataset(args.data, args.workers, args.json, full=not args.pairs_only, pairs=not args.grouped_only, only=only)
+        dataset(
+            args.data, args.workers, args.json, full=not args.pairs_only, pairs=not args.grouped_only, only=only,
+            scan=not args.no_grouped,
+        )
 
 
 if __name__ == "__main__":
