@@ -971,7 +971,8 @@ def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float,
     empty = np.zeros((1, 1), dtype=bool)
     if not valid.any():
         return 0, 0.0, empty, size
-    ya, yb = warped.astype(np.float32) @ _LUMA, base.astype(np.float32) @ _LUMA
+    # grey as uint8 first: a float copy of the RGB pixels would be 12 bytes a pixel at this size
+    ya, yb = _grey(warped).astype(np.float32), _grey(base).astype(np.float32)
     step = max(1, int(valid.sum()) // 200_000)  # the fit needs a sample, not every pixel
     gain, offset = _fit(ya[valid][::step], yb[valid][::step])
     ya = ya * gain + offset
@@ -1112,11 +1113,12 @@ def _overlay_stats(
     none = np.zeros(cells, dtype=np.int64)
     if not region.any():
         return 0, 0, 0, 0, 0, none, none
-    ya, yb = warped.astype(np.float32) @ _LUMA, base.astype(np.float32) @ _LUMA
+    # grey as uint8 first: a float copy of the RGB pixels would be 12 bytes a pixel at this size
+    ya, yb = _grey(warped).astype(np.float32), _grey(base).astype(np.float32)
     step = max(1, int(valid.sum()) // 200_000)
     gain, offset = _fit(ya[valid][::step], yb[valid][::step])
-    ca, cb = _ycrcb(warped.astype(np.float32)), _ycrcb(base.astype(np.float32))
-    chroma_moved = np.abs(ca[..., 1:] - cb[..., 1:]).max(axis=-1) > CHROMA_TOLERANCE
+    apart = cv2.absdiff(cv2.cvtColor(warped, cv2.COLOR_RGB2YCrCb), cv2.cvtColor(base, cv2.COLOR_RGB2YCrCb))
+    chroma_moved = np.maximum(apart[..., 1], apart[..., 2]) > CHROMA_TOLERANCE
     lighter = (np.abs(ya * gain + offset - yb) > PIXEL_TOLERANCE) & region
     # what the working size saw differ, in lightness or in colour alone
     differing = lighter | (chroma_moved & region)

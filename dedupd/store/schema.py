@@ -225,7 +225,9 @@ class Sql:
 @dataclass(frozen=True)
 class Dialects:
     """Each dialect's own statements for one change.  PostgreSQL's may name the
-    opening host as ``%(host)s`` (rows from before hosts become its rows)."""
+    opening host as ``%(host)s`` (rows from before hosts become its rows); such a
+    statement is sent with parameters, so a literal ``%`` in it is written ``%%``
+    (a ``LIKE 'a%'`` becomes ``LIKE 'a%%'``)."""
 
     sqlite: tuple[str, ...] = ()
     postgres: tuple[str, ...] = ()
