@@ -210,6 +210,9 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
         return Verdict(replace(hashed.match, reason=reason), reason, hashed.distances)
 
     def closer(side: int) -> tuple[np.ndarray, np.ndarray]:
+        for record in (new, old):
+            if record.host is not None:  # as in _pixels: never read another host's path here
+                raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here")
         return (
             verification_pixels(new.path, expected=new.stat, side=side),
             verification_pixels(old.path, expected=old.stat, side=side),
