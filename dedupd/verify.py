@@ -962,6 +962,34 @@ def _carried(
     return np.asarray(m_fine)
 
 
+def _warped_onto(base: np.ndarray, moving: np.ndarray, to_base: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``moving`` mapped into ``base``'s frame by ``to_base`` (low-passed first where that
+    shrinks it, as a resize would), and where it covers that frame, ``margin`` pixels in
+    from the edges; None for a degenerate alignment (nothing to compare)."""
+    h, w = base.shape[:2]
+    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
+    if shrink < 1e-3:
+        return None
+    if shrink < 0.8:
+        moving = cv2.GaussianBlur(moving, (0, 0), 0.45 / shrink)
+    warped = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.full(moving.shape[:2], 255, dtype=np.uint8)
+    inside = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    reach = 2 * margin + 1
+    valid = cv2.erode(inside, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    return np.asarray(warped), np.asarray(valid)
+
+
+def _fitted_grey(warped: np.ndarray, base: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both pictures in grey, ``warped``'s brightness and contrast fitted to ``base``'s over
+    ``valid`` (grey taken in 8 bits: a float copy of the RGB would be 12 bytes a pixel at
+    the closer looks' sizes, and the fit needs a sample, not every pixel)."""
+    ya, yb = _grey(warped).astype(np.float32), _grey(base).astype(np.float32)
+    step = max(1, int(valid.sum()) // 200_000)
+    gain, offset = _fit(ya[valid][::step], yb[valid][::step])
+    return ya * gain + offset, yb
+
+
 def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float, np.ndarray, str, int]:
     """Marks (ink) of either picture where the other is blank around them, with
     ``new`` mapped onto ``old`` by ``m``: how many pixels, the share of
@@ -974,24 +1002,13 @@ def _marks(new: np.ndarray, old: np.ndarray, m: np.ndarray) -> tuple[int, float,
     h, w = base.shape[:2]
     size = f"{w}x{h} px"
     empty = np.zeros((1, 1), dtype=bool)
-    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
-    if shrink < 1e-3:  # a degenerate alignment: nothing compared
+    onto = _warped_onto(base, moving, to_base, BLANK_RADIUS)
+    if onto is None or not onto[1].any():  # nothing compared
         return 0, 0.0, empty, size, 0
-    if shrink < 0.8:  # low-pass before sampling down, like a resize would
-        moving = cv2.GaussianBlur(moving, (0, 0), 0.45 / shrink)
-    warped = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    ones = np.full(moving.shape[:2], 255, dtype=np.uint8)
-    inside = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-    reach = 2 * BLANK_RADIUS + 1
-    valid = cv2.erode(inside, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    warped, valid = onto
     compared = int(valid.sum())
-    if not compared:
-        return 0, 0.0, empty, size, 0
-    # grey as uint8 first: a float copy of the RGB pixels would be 12 bytes a pixel at this size
-    ya, yb = _grey(warped).astype(np.float32), _grey(base).astype(np.float32)
-    step = max(1, int(valid.sum()) // 200_000)  # the fit needs a sample, not every pixel
-    gain, offset = _fit(ya[valid][::step], yb[valid][::step])
-    ya = ya * gain + offset
+    ya, yb = _fitted_grey(warped, base, valid)
+    reach = 2 * BLANK_RADIUS + 1
     kernel = np.ones((reach, reach), np.uint8)
 
     def blank(y: np.ndarray) -> np.ndarray:
@@ -1119,15 +1136,10 @@ def _overlay_stats(
     h, w = base.shape[:2]
     cells = int(hot.sum())
     none = np.zeros(cells, dtype=np.int64)
-    shrink = math.sqrt(abs(float(np.linalg.det(to_base[:, :2]))))
-    if shrink < 1e-3:  # a degenerate alignment: nothing to judge
+    onto = _warped_onto(base, moving, to_base, 2)
+    if onto is None:  # a degenerate alignment: nothing to judge
         return 0, 0, 0, 0, 0, none, none, 0
-    if shrink < 0.8:
-        moving = cv2.GaussianBlur(moving, (0, 0), 0.45 / shrink)
-    warped = cv2.warpAffine(moving, to_base, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    ones = np.full(moving.shape[:2], 255, dtype=np.uint8)
-    inside_frame = cv2.warpAffine(ones, to_base, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-    valid = cv2.erode(inside_frame, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    warped, valid = onto
     # the differing cells, numbered from 1, at this size
     hw, ww = base_work.shape[:2]
     numbered = np.zeros(hot.shape, dtype=np.int32)
@@ -1137,13 +1149,10 @@ def _overlay_stats(
     region = (cell_of > 0) & valid
     if not region.any():
         return 0, 0, 0, 0, 0, none, none, 0
-    # grey as uint8 first: a float copy of the RGB pixels would be 12 bytes a pixel at this size
-    ya, yb = _grey(warped).astype(np.float32), _grey(base).astype(np.float32)
-    step = max(1, int(valid.sum()) // 200_000)
-    gain, offset = _fit(ya[valid][::step], yb[valid][::step])
+    ya, yb = _fitted_grey(warped, base, valid)
     apart = cv2.absdiff(cv2.cvtColor(warped, cv2.COLOR_RGB2YCrCb), cv2.cvtColor(base, cv2.COLOR_RGB2YCrCb))
     chroma_moved = np.maximum(apart[..., 1], apart[..., 2]) > CHROMA_TOLERANCE
-    lighter = (np.abs(ya * gain + offset - yb) > PIXEL_TOLERANCE) & region
+    lighter = (np.abs(ya - yb) > PIXEL_TOLERANCE) & region
     # what the working size saw differ, in lightness or in colour alone
     differing = lighter | (chroma_moved & region)
     # strokes or a blob: judged on lightness (colour is at half resolution in most JPEGs)
