@@ -132,10 +132,8 @@ def compare(
             turned = verify.verify(pixels[0], pixels[1], seen, looks_alike=best is not None)
             if turned.tier is Tier.NEAR:
                 check = turned
-    if check.tier is Tier.NEAR and closer is not None:
-        check = _second_look(new, old, pixels, closer, check)
-    elif check.tier is Tier.SIMILAR and closer is not None:
-        check = _overlay_look(new, old, pixels, closer, check)
+    if closer is not None:
+        check = _closer_look(new, old, pixels, closer, check)
     d = dict(tried).get(check.orientation, identity)
     if check.tier is None:
         return Verdict(None, check.reason, d, framing_only=check.framing_only)
@@ -145,14 +143,28 @@ def compare(
     )
 
 
-def _second_look(
+def _closer_look(
     new: Fingerprint,
     old: Fingerprint,
     pixels: tuple[np.ndarray, np.ndarray],
     closer: Callable[[int], tuple[np.ndarray, np.ndarray]],
     check: verify.Check,
 ) -> verify.Check:
-    side = verify.second_look_side(pixels[0], pixels[1], max(new.width, new.height), max(old.width, old.height))
+    """The verifier's closer looks, where ``check`` calls for one: a ``similar`` pair that may be
+    a watermarked copy, then a ``near`` pair of pages (a page under a watermark too)."""
+    sides = (max(new.width, new.height), max(old.width, old.height))
+    if check.tier is Tier.SIMILAR:
+        side = verify.overlay_look_side(*pixels, *sides, check)
+        if not side:
+            return check
+        try:
+            fine = closer(side)
+        except errors.FileSkipped:
+            return check  # similar, as it was
+        check = verify.overlay_look(*fine, *pixels, check)
+    if check.tier is not Tier.NEAR:
+        return check
+    side = verify.second_look_side(*pixels, *sides)
     if not side:
         return check
     try:
@@ -163,27 +175,7 @@ def _second_look(
             f"re-read ({exc.cause}); at the working size: {check.reason}"
         )
         return replace(check, tier=Tier.SIMILAR, reason=reason)
-    return verify.second_look(fine[0], fine[1], pixels[0], pixels[1], check)
-
-
-def _overlay_look(
-    new: Fingerprint,
-    old: Fingerprint,
-    pixels: tuple[np.ndarray, np.ndarray],
-    closer: Callable[[int], tuple[np.ndarray, np.ndarray]],
-    check: verify.Check,
-) -> verify.Check:
-    side = verify.overlay_look_side(pixels[0], pixels[1], max(new.width, new.height), max(old.width, old.height), check)
-    if not side:
-        return check
-    try:
-        fine = closer(side)
-    except errors.FileSkipped:
-        return check  # similar, as it was
-    looked = verify.overlay_look(fine[0], fine[1], pixels[0], pixels[1], check)
-    if looked.tier is Tier.NEAR:  # a page under a watermark is still judged on its small print
-        looked = _second_look(new, old, pixels, closer, looked)
-    return looked
+    return verify.second_look(*fine, *pixels, check)
 
 
 def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
@@ -210,9 +202,8 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
         return Verdict(replace(hashed.match, reason=reason), reason, hashed.distances)
 
     def closer(side: int) -> tuple[np.ndarray, np.ndarray]:
-        for record in (new, old):
-            if record.host is not None:  # as in _pixels: never read another host's path here
-                raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here")
+        _here(new)
+        _here(old)
         return (
             verification_pixels(new.path, expected=new.stat, side=side),
             verification_pixels(old.path, expected=old.stat, side=side),
@@ -228,10 +219,15 @@ _PIXEL_CACHE: OrderedDict[tuple[Path, FileStat], np.ndarray] = OrderedDict()
 _PIXEL_CACHE_SIZE = 8
 
 
-def _pixels(record: Record) -> np.ndarray:
+def _here(record: Record) -> None:
+    """Refuse to read a file of another host: its path names a file on that host, and a
+    file here at the same path is another file."""
     if record.host is not None:
-        # its path names a file on that host; a file here at the same path is another file
         raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here")
+
+
+def _pixels(record: Record) -> np.ndarray:
+    _here(record)
     key = (record.path, record.stat)
     cached = _PIXEL_CACHE.get(key)
     if cached is not None:
