@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import statistics
 import sys
 import time
@@ -33,39 +32,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from dedupd import hashing
 from dedupd.config import MatchSettings
 from dedupd.matching import compare
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 import transforms  # noqa: E402  (bench/transforms.py: the benchmark's own watermark)
+from helpers import corner_words, encode, invoice, pasted  # noqa: E402  (tests/helpers.py: the tests' pages and words)
 
 SETTINGS = MatchSettings()
 Edit = Callable[[Image.Image], Image.Image]
-
-
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def invoice(total: str, line11: str | None = None) -> Image.Image:
-    im = Image.new("RGB", (2480, 3508), (252, 252, 250))
-    d = ImageDraw.Draw(im)
-    f = font(42)
-    for i in range(40):
-        text = line11 if (i == 10 and line11) else f"{i + 1:>2}  consulting hours, rate {40 + i}.00"
-        d.text((200, 420 + 62 * i), text, font=f, fill=(30, 30, 30))
-        d.text((1900, 420 + 62 * i), f"{(i * 37) % 900 + 10}.{i:02d}", font=f, fill=(30, 30, 30))
-    d.text((1500, 3000), f"TOTAL DUE: {total}", font=f, fill=(10, 10, 10))
-    return im
-
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    out = io.BytesIO()
-    im.save(out, fmt, **params)
-    return out.getvalue()
 
 
 def judge(new: bytes, old: bytes, closer: bool) -> tuple[str, float]:
@@ -110,28 +89,6 @@ def pages() -> list[tuple[str, bool, bytes, bytes]]:
     return out
 
 
-def corner_words(im: Image.Image, fill: tuple[int, ...], outline: tuple[int, ...] | None) -> Image.Image:
-    """Words where the benchmark's watermark goes, drawn as an RGBA layer (``fill`` with its alpha)."""
-    size = max(8, round(im.height * 0.05))
-    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    text = "\u00a9 Example Photo 2024"
-    stroke = max(1, size // 15) if outline else 0
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font(size), stroke_width=stroke)
-    margin = round(min(im.size) * 0.02)
-    draw.text((im.width - margin - x1, im.height - margin - y1), text, font=font(size), fill=fill,
-              stroke_width=stroke, stroke_fill=outline)  # fmt: skip
-    return Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
-
-
-def pasted(im: Image.Image) -> Image.Image:
-    w, h = im.size
-    side = round(0.15 * min(w, h))
-    out = im.copy()
-    out.paste(im.crop((w // 10, h * 6 // 10, w // 10 + side, h * 6 // 10 + side)), (w * 6 // 10, h * 3 // 10))
-    return out
-
-
 def with_disc(im: Image.Image) -> Image.Image:
     out = transforms._text_watermark(im)
     w, h = im.size
@@ -141,9 +98,9 @@ def with_disc(im: Image.Image) -> Image.Image:
 
 WATERMARK_EDITS: dict[str, tuple[bool, Edit]] = {
     "watermark: the benchmark's text": (True, transforms._text_watermark),
-    "watermark: plain white, 43%": (True, lambda im: corner_words(im, (255, 255, 255, 110), None)),
-    "not a watermark: opaque white words": (False, lambda im: corner_words(im, (255, 255, 255, 255), None)),
-    "not a watermark: opaque words, outlined": (False, lambda im: corner_words(im, (255, 255, 255, 255), (0, 0, 0, 255))),
+    "watermark: plain white, 43%": (True, lambda im: corner_words(im, (255, 255, 255, 110), None)[0]),
+    "not a watermark: opaque white words": (False, lambda im: corner_words(im, (255, 255, 255, 255), None)[0]),
+    "not a watermark: opaque words, outlined": (False, lambda im: corner_words(im, (255, 255, 255, 255), (0, 0, 0, 255))[0]),
     "not a watermark: the watermark and a red disc": (False, with_disc),
     "not a watermark: a patch pasted": (False, pasted),
 }

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from dedupd import hashing  # noqa: F401  (registers the HEIF opener with Pillow)
 
@@ -123,6 +123,51 @@ def inverted(im: Image.Image) -> Image.Image:
 
 
 # --- files ------------------------------------------------------------------
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def invoice(total: str, line11: str | None = None) -> Image.Image:
+    """An A4 page at 300 dpi (2480x3508): 40 priced lines (the eleventh ``line11`` if
+    given) and a total in a 10 pt font."""
+    im = Image.new("RGB", (2480, 3508), (252, 252, 250))
+    d = ImageDraw.Draw(im)
+    f = font(42)
+    for i in range(40):
+        text = line11 if (i == 10 and line11) else f"{i + 1:>2}  consulting hours, rate {40 + i}.00"
+        d.text((200, 420 + 62 * i), text, font=f, fill=(30, 30, 30))
+        d.text((1900, 420 + 62 * i), f"{(i * 37) % 900 + 10}.{i:02d}", font=f, fill=(30, 30, 30))
+    d.text((1500, 3000), f"TOTAL DUE: {total}", font=f, fill=(10, 10, 10))
+    return im
+
+
+def corner_words(
+    im: Image.Image, fill: tuple[int, ...], outline: tuple[int, ...] | None
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Words in the bottom-right corner, 5% of the height, where a stock site puts its
+    watermark, drawn as an RGBA layer (``fill`` and ``outline`` with their alpha); and the
+    box their ink covers."""
+    size = max(8, round(im.height * 0.05))
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    text = "\u00a9 Example Photo 2024"
+    stroke = max(1, size // 15) if outline else 0
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font(size), stroke_width=stroke)
+    margin = round(min(im.size) * 0.02)
+    x, y = im.width - margin - x1, im.height - margin - y1
+    draw.text((x, y), text, font=font(size), fill=fill, stroke_width=stroke, stroke_fill=outline)
+    return Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB"), (x + x0, y + y0, x + x1, y + y1)
+
+
+def pasted(im: Image.Image) -> Image.Image:
+    """A patch of the picture (15% of its shorter side) pasted elsewhere in it."""
+    w, h = im.size
+    side = round(0.15 * min(w, h))
+    out = im.copy()
+    out.paste(im.crop((w // 10, h * 6 // 10, w // 10 + side, h * 6 // 10 + side)), (w * 6 // 10, h * 3 // 10))
+    return out
 
 
 def encode(im: Image.Image, fmt: str, **params: object) -> bytes:

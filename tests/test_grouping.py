@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw, ImageOps
@@ -251,6 +252,18 @@ def test_two_groups_of_one_picture_merge_when_a_file_near_both_arrives(tmp_path:
     store.close()
 
 
+def _acted_after_ingesting(tmp_path: Path, files: list[Path]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Ingest ``files`` in order; the files acted on (actionable tiers), each with its original,
+    and the log events."""
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        for path in files:
+            pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
+    acted = {p.name: o.name for o, ms in pipeline.store.groups() for p, m, _ in ms if m.tier.actionable}
+    pipeline.store.close()
+    return acted, logs
+
+
 @pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
 def test_a_crop_does_not_bridge_what_it_cut_away(tmp_path: Path) -> None:
     """A crop near both a photo and a copy changed only where the crop cut (a box in the
@@ -264,15 +277,9 @@ def test_a_crop_does_not_bridge_what_it_cut_away(tmp_path: Path) -> None:
         H.save(photo.crop((0, 0, 480, 255)), tmp_path / "top_crop.png"),  # 15% off the bottom
         H.save(changed, tmp_path / "changed.png"),
     ]
-    pipeline = _pipeline(tmp_path)
-    with capture_logs() as logs:
-        for path in files:
-            pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
-    store = pipeline.store
-    acted = {p.name: o.name for o, ms in store.groups() for p, m, _ in ms if m.tier.actionable}
+    acted, logs = _acted_after_ingesting(tmp_path, files)
     assert acted == {"top_crop.png": "photo.png"}, acted
     assert not [e for e in logs if e["event"] == "joined_through_member"]
-    store.close()
 
 
 @pytest.mark.skipif(not (H.PHOTOS / "Blinds.jpg").is_file(), reason="the shared photos are not here")
@@ -327,13 +334,7 @@ def test_a_thumbnail_does_not_bridge_a_change_too_small_for_it(tmp_path: Path) -
         H.save(photo.resize((240, 150), Image.Resampling.LANCZOS), tmp_path / "thumb.png"),
         H.save(changed, tmp_path / "changed.png"),
     ]
-    pipeline = _pipeline(tmp_path)
-    with capture_logs() as logs:
-        for path in files:
-            pipeline.ingest(fingerprint_job(path, 10**8, 10**9))
-    store = pipeline.store
-    acted = {p.name: o.name for o, ms in store.groups() for p, m, _ in ms if m.tier.actionable}
+    acted, logs = _acted_after_ingesting(tmp_path, files)
     assert acted == {"thumb.png": "photo.png"}, acted
     assert not [e for e in logs if e["event"] == "joined_through_member"]
     assert [e["other"] for e in logs if e["event"] == "similar_found"] == [files[0]], logs
-    store.close()

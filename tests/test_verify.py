@@ -37,8 +37,7 @@ def judge(new: Image.Image, old: Image.Image, fmt: str = "PNG", **params: object
     return compare(a[0], b[0], SETTINGS, (a[1], b[1]), closer)
 
 
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+font = H.font
 
 
 # --- pictures that differ in one region -------------------------------------------
@@ -332,18 +331,6 @@ def test_an_object_recoloured_with_its_lightness_kept_is_never_near(photo: str, 
         assert "differs" in verdict.reason
 
 
-def _invoice(total: str) -> Image.Image:
-    """An A4 page at 300 dpi (2480x3508): 40 priced lines and a total in a 10 pt font."""
-    im = Image.new("RGB", (2480, 3508), (252, 252, 250))
-    d = ImageDraw.Draw(im)
-    f = font(42)
-    for i in range(40):
-        d.text((200, 420 + 62 * i), f"{i + 1:>2}  consulting hours, rate {40 + i}.00", font=f, fill=(30, 30, 30))
-        d.text((1900, 420 + 62 * i), f"{(i * 37) % 900 + 10}.{i:02d}", font=f, fill=(30, 30, 30))
-    d.text((1500, 3000), f"TOTAL DUE: {total}", font=f, fill=(10, 10, 10))
-    return im
-
-
 @pytest.mark.parametrize("scale", [1.0, 0.5], ids=["300dpi", "150dpi-copy"])
 def test_two_invoices_that_differ_in_the_total_are_not_near(scale: float) -> None:
     """Two scanned invoices whose totals differ (1,250.00 and 7,250.00) are different
@@ -351,9 +338,9 @@ def test_two_invoices_that_differ_in_the_total_are_not_near(scale: float) -> Non
 
     At the working size the 10 pt text is 6 px tall and the changed digit is
     within the tolerance every edit needs; the second look, closer, sees it."""
-    new = _invoice("7,250.00")
+    new = H.invoice("7,250.00")
     new = new.resize((round(new.width * scale), round(new.height * scale)), Image.Resampling.LANCZOS)
-    verdict = judge(new, _invoice("1,250.00"), "JPEG", quality=90)
+    verdict = judge(new, H.invoice("1,250.00"), "JPEG", quality=90)
     assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
     assert "looked at again at" in verdict.reason and "bottom" in verdict.reason, verdict.reason
 
@@ -382,7 +369,7 @@ def _padded(im: Image.Image, share: float) -> Image.Image:
 def test_copies_of_a_page_stay_near_after_the_second_look(edit: Any, fmt: str, params: dict[str, object]) -> None:
     """The second look does not take a page's edited copy for a changed one: re-encoded,
     halved, cropped, padded, turned a little or a quarter, converted to GIF or grey."""
-    page = _invoice("1,250.00")
+    page = H.invoice("1,250.00")
     verdict = judge(edit(page), page, fmt, **params)
     assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
 
@@ -393,7 +380,7 @@ def test_the_second_look_is_taken_only_at_a_page_like_pair_reduced_enough() -> N
     from dedupd import verify
 
     photo = hashing.verification_pixels_of(H.encode(Image.open(PHOTOS / "Storm.jpg").convert("RGB"), "JPEG"))
-    page = hashing.verification_pixels_of(H.encode(_invoice("1,250.00"), "PNG"))
+    page = hashing.verification_pixels_of(H.encode(H.invoice("1,250.00"), "PNG"))
     assert verify.second_look_side(photo, photo, 4000, 4000) == 0
     assert verify.second_look_side(page, page, 3508, 3508) == verify.FINE_SIDE
     assert verify.second_look_side(page, page, 3508, 1754) == 1754
@@ -405,10 +392,10 @@ def test_a_scan_quarantines_a_copy_of_a_page_and_never_the_changed_one(tmp_path:
     moved; the invoice whose total differs is listed similar, never moved; `compare` says why."""
     root, quarantine = tmp_path / "docs", tmp_path / "q"
     root.mkdir()
-    _invoice("1,250.00").save(root / "a_invoice.png")
-    changed = _invoice("7,250.00")
+    H.invoice("1,250.00").save(root / "a_invoice.png")
+    changed = H.invoice("7,250.00")
     changed.save(root / "b_invoice_total_changed.jpg", quality=90)
-    copy = _invoice("1,250.00")
+    copy = H.invoice("1,250.00")
     copy.resize((1240, 1754), Image.Resampling.LANCZOS).save(root / "c_invoice_copy.jpg", quality=85)
     config = tmp_path / "c.yaml"
     config.write_text(f"quarantine_dir: {quarantine}\nactions: {{near: quarantine}}\n")
@@ -429,17 +416,8 @@ def test_a_scan_quarantines_a_copy_of_a_page_and_never_the_changed_one(tmp_path:
 
 
 def _watermarked(im: Image.Image, fill: tuple[int, int, int, int], outline: tuple[int, int, int, int] | None) -> Image.Image:
-    """Translucent words in the bottom-right corner, 5% of the height, as a stock site marks a photo."""
-    size = round(im.height * 0.05)
-    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    text = "\u00a9 Example Photo 2024"
-    stroke = max(1, size // 15) if outline else 0
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font(size), stroke_width=stroke)
-    margin = round(min(im.size) * 0.02)
-    xy = (im.width - margin - x1, im.height - margin - y1)
-    draw.text(xy, text, font=font(size), fill=fill, stroke_width=stroke, stroke_fill=outline)
-    return Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
+    """Translucent words in the bottom-right corner, as a stock site marks a photo."""
+    return H.corner_words(im, fill, outline)[0]
 
 
 def _full_size(name: str) -> Image.Image:
@@ -477,9 +455,7 @@ def test_opaque_words_or_a_pasted_patch_on_a_full_size_photo_are_never_near(name
     old = _full_size(name)
     outlined = _watermarked(old, (255, 255, 255, 255), (0, 0, 0, 255))
     w, h = old.size
-    side = round(0.15 * min(w, h))
-    patched = old.copy()
-    patched.paste(old.crop((w // 10, h * 6 // 10, w // 10 + side, h * 6 // 10 + side)), (w * 6 // 10, h * 3 // 10))
+    patched = H.pasted(old)
     both = _watermarked(old, (255, 255, 255, 170), (0, 0, 0, 120))
     ImageDraw.Draw(both).ellipse((w // 4, h // 4, w // 4 + h // 25, h // 4 + h // 25), fill=(200, 40, 40))
     for new in (corner_caption(old), outlined, patched, both):
@@ -493,14 +469,8 @@ def test_a_small_change_beside_a_watermark_keeps_the_pair_similar(side: int) -> 
     """A red dot just above the watermark's words, seen at the working size on its own, is
     not hidden by the watermark's translucent layer around it."""
     old = _full_size("Storm.jpg")
-    new = _watermarked(old, (255, 255, 255, 170), (0, 0, 0, 120))
-    # where _watermarked draws the words: the dot 4 px above their ink, half way along
-    size = round(old.height * 0.05)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    x0, y0, x1, y1 = probe.textbbox((0, 0), "\u00a9 Example Photo 2024", font=font(size), stroke_width=size // 15)
-    margin = round(min(old.size) * 0.02)
-    left, top = old.width - margin - x1 + x0, old.height - margin - y1 + y0
-    x, y = left + (x1 - x0) // 2, top
+    new, (x0, top, x1, _) = H.corner_words(old, (255, 255, 255, 170), (0, 0, 0, 120))
+    x, y = (x0 + x1) // 2, top  # the dot 4 px above the words' ink, half way along
     ImageDraw.Draw(new).ellipse((x, y - side - 4, x + side, y - 4), fill=(200, 40, 40))
     alone = old.copy()
     ImageDraw.Draw(alone).ellipse((x, y - side - 4, x + side, y - 4), fill=(200, 40, 40))
