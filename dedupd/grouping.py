@@ -53,8 +53,9 @@ from dedupd.errors import display_path
 from dedupd.hashing import VARIANT_TRANSPOSES
 from dedupd.index import HashIndex
 from dedupd.matching import INVERSE, Decision, choose_original, closeness, compare, verdict_for
-from dedupd.models import Distances, Duplicate, Match, Orientation, Record, Tier
+from dedupd.models import Distances, Duplicate, Match, Orientation, Record, Tier, Verdict
 from dedupd.backend import StoreBackend
+from dedupd.exchange import Exchange
 
 log = structlog.get_logger()
 
@@ -108,6 +109,8 @@ class Grouping:
         #: where the feed of other hosts' writes stood when the index was read
         #: (a store several hosts share; see :meth:`catch_up`)
         self._mark = 0
+        #: the pixels of other hosts' files, asked of them (a store several hosts share)
+        self.exchange = Exchange(store)
 
     def build_index_in_background(self) -> None:
         """Start building the index from a read-only snapshot of the store, beside
@@ -186,6 +189,27 @@ class Grouping:
                 self._index.add_fingerprint(file_id, rec.fingerprint)
         ours = {file_id for file_id, host, kind in changes if host == here and kind == "match"}
         return self._report(dict.fromkeys(sorted(ours), "grouped by another host"))
+
+    def take_answers(self) -> list[Duplicate]:
+        """Place again the files that waited for pixels of another host's files,
+        now that it shared them: verified on pixels this time (see
+        :mod:`dedupd.exchange`).  What their first placement found similar is
+        judged again."""
+        if not self.store.answered():
+            return []  # a read, no write lock taken: most passes of the daemon's loop
+        with self.store.atomic():
+            answers = self.store.answered()
+            self.store.drop_answered(answers)
+            waiting = list(dict.fromkeys(waiting_id for _, _, waiting_id in answers))
+            found = self.store.records(waiting)
+            ids = [
+                file_id for file_id in waiting
+                if file_id in found and found[file_id].fingerprint is not None and found[file_id].original_id is None
+            ]  # fmt: skip
+            for file_id in ids:
+                self.store.clear_similar(file_id, placed_only=True)
+            log.info("placed_again_on_shared_pixels", count=len(ids))
+            return self._settle(ids)
 
     # --- operations ---------------------------------------------------------
 
@@ -310,6 +334,12 @@ class Grouping:
         original chosen), whose twins are pulled the same way.
         """
         theirs = self.catch_up()
+        try:
+            return theirs + self._place_all(ids, regrouped)
+        finally:
+            self.exchange.waiting = None
+
+    def _place_all(self, ids: list[int], regrouped: Iterable[int]) -> list[Duplicate]:
         changed: dict[int, str] = {}
         todo: collections.deque[tuple[int, int | None]] = collections.deque((i, None) for i in ids)
         for file_id in regrouped:
@@ -330,6 +360,7 @@ class Grouping:
                     break
                 file_id, target = todo.popleft()
                 before = len(changed)
+                self.exchange.waiting = file_id  # what another host's pixels are asked for
                 if target is None:
                     self._place(file_id, changed, todo)
                     if len(changed) == before:
@@ -343,7 +374,7 @@ class Grouping:
                     tried_again[file_id] += 1
                     todo.append((file_id, None))
             alone.clear()
-        return theirs + self._report(changed)
+        return self._report(changed)
 
     def _twins_elsewhere(self, file_id: int) -> bool:
         """Is ``file_id`` an original of nothing that has a group of twins it may join?"""
@@ -412,7 +443,7 @@ class Grouping:
             assert root is not None and root.fingerprint is not None
         if (rec.original_id or rec.id) == root.id or self._is_ignored(rec, root):
             return
-        match = _grouping(verdict_for(rec, root, self.config.match).match)
+        match = _grouping(self._verdict(rec, root).match)
         if match is None:
             match = self._twin_match(rec, root)
             if match is None:
@@ -462,7 +493,7 @@ class Grouping:
                 continue
             if self._is_ignored(rec, root) or self._is_ignored(rec, twin):
                 continue
-            match = _grouping(verdict_for(rec, root, self.config.match).match)
+            match = _grouping(self._verdict(rec, root).match)
             if match is not None:
                 return root, match
             known = self.store.match_of(twin.id)
@@ -509,7 +540,7 @@ class Grouping:
                             verified=verified, skipped=len(ordered) - n)
                 break
             verified += 1
-            verdict = verdict_for(rec, root, settings)
+            verdict = self._verdict(rec, root)
             if verdict.match is None or verdict.framing_only:
                 # an original the pixels saw differ from this file (in a region, in colour, in
                 # motion: similar) is never joined through a member; one not aligned with it
@@ -601,10 +632,10 @@ class Grouping:
                          skipped=len(members) - n)
                 break
             verified += 1
-            first = verdict_for(rec, member, settings)
+            first = self._verdict(rec, member)
             if _grouping(first.match) is None:
                 continue
-            second = verdict_for(member, root, settings)
+            second = self._verdict(member, root)
             if _grouping(second.match) is None or not (first.new_inside or second.old_inside):
                 continue
             assert first.match is not None and second.match is not None
@@ -635,7 +666,7 @@ class Grouping:
             if member is None or member.fingerprint is None:
                 self.store.clear_match(member_id)
                 continue
-            verdict = None if self._is_ignored(member, winner) else verdict_for(member, winner, self.config.match)
+            verdict = None if self._is_ignored(member, winner) else self._verdict(member, winner)
             if verdict is None or _grouping(verdict.match) is None:
                 self.store.clear_match(member_id)
                 todo.append((member_id, None))
@@ -684,6 +715,10 @@ class Grouping:
         return choose_original(new, old, self.config)
 
     # --- helpers ------------------------------------------------------------
+
+    def _verdict(self, new: Record, old: Record) -> Verdict:
+        """:func:`~dedupd.matching.verdict_for`, another host's pixels asked of it."""
+        return verdict_for(new, old, self.config.match, self.exchange)
 
     def _is_ignored(self, a: Record, b: Record) -> bool:
         assert a.fingerprint is not None and b.fingerprint is not None

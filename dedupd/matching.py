@@ -13,12 +13,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from dedupd import errors, verify
 from dedupd.config import Config, KeepRule, MatchSettings
-from dedupd.hashing import colour_distance, hamming, verification_pixels
+from dedupd.hashing import VERIFY_SIDE, colour_distance, hamming, verification_pixels
 from dedupd.models import (
     Distances,
     FileStat,
@@ -178,21 +179,32 @@ def _closer_look(
     return verify.second_look(*fine, *pixels, check)
 
 
-def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
+class PixelSource(Protocol):
+    """Where the pixels of another host's file come from (a store several hosts
+    share: :class:`dedupd.exchange.Exchange`)."""
+
+    def pixels(self, record: Record, side: int) -> np.ndarray | None:
+        """``record``'s pixels as :func:`~dedupd.hashing.verification_pixels` gives
+        them at ``side``, or None when they are not to be had yet (asked for)."""
+
+
+def verdict_for(new: Record, old: Record, settings: MatchSettings, elsewhere: PixelSource | None = None) -> Verdict:
     """Is the file ``new`` a copy of the file ``old``?  The one entry point for
     stored files: grouping asks this, never :func:`compare` directly.
 
     Both files are re-read for the pixel verifier (the last few are kept
     decoded).  When one cannot be re-read, or is no longer the version that
     was fingerprinted, the pair is judged on its hashes alone, which never
-    says ``near``.
+    says ``near``.  A file of another host is not read here: its pixels come
+    from ``elsewhere`` (its host shares them when asked), and until they do,
+    the pair is judged on its hashes alone too.
     """
     assert new.fingerprint is not None and old.fingerprint is not None
     nf, of = new.fingerprint, old.fingerprint
     if nf.sha256 == of.sha256 or nf.pixel_digest == of.pixel_digest or min(nf.detail, of.detail) < settings.min_detail:
         return compare(nf, of, settings)
     try:
-        pixels = (_pixels(new), _pixels(old))
+        pixels = (_pixels(new, elsewhere), _pixels(old, elsewhere))
     except errors.FileSkipped as exc:
         hashed = compare(nf, of, settings)
         why = f"could not re-read {exc.path} to verify it ({exc.cause})"
@@ -202,12 +214,7 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings) -> Verdict:
         return Verdict(replace(hashed.match, reason=reason), reason, hashed.distances)
 
     def closer(side: int) -> tuple[np.ndarray, np.ndarray]:
-        _here(new)
-        _here(old)
-        return (
-            verification_pixels(new.path, expected=new.stat, side=side),
-            verification_pixels(old.path, expected=old.stat, side=side),
-        )
+        return _read(new, side, elsewhere), _read(old, side, elsewhere)
 
     return compare(nf, of, settings, pixels, closer)
 
@@ -219,21 +226,28 @@ _PIXEL_CACHE: OrderedDict[tuple[Path, FileStat], np.ndarray] = OrderedDict()
 _PIXEL_CACHE_SIZE = 8
 
 
-def _here(record: Record) -> None:
-    """Refuse to read a file of another host: its path names a file on that host, and a
-    file here at the same path is another file."""
+def _read(record: Record, side: int, elsewhere: PixelSource | None) -> np.ndarray:
+    """``record``'s pixels at ``side``: read here, or shared by its host (another
+    host's path names a file on that host, and a file here at the same path is
+    another file: it is never read)."""
+    if record.host is None:
+        return verification_pixels(record.path, expected=record.stat, side=side)
+    found = elsewhere.pixels(record, side) if elsewhere is not None else None
+    if found is None:
+        asked = "; its pixels were asked of that host" if elsewhere is not None else ""
+        raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here{asked}")
+    return found
+
+
+def _pixels(record: Record, elsewhere: PixelSource | None) -> np.ndarray:
     if record.host is not None:
-        raise errors.FileSkipped(record.path, f"it is on host {record.host}, not here")
-
-
-def _pixels(record: Record) -> np.ndarray:
-    _here(record)
+        return _read(record, VERIFY_SIDE, elsewhere)
     key = (record.path, record.stat)
     cached = _PIXEL_CACHE.get(key)
     if cached is not None:
         _PIXEL_CACHE.move_to_end(key)
         return cached
-    pixels = verification_pixels(record.path, expected=record.stat)
+    pixels = _read(record, VERIFY_SIDE, elsewhere)
     _PIXEL_CACHE[key] = pixels
     while len(_PIXEL_CACHE) > _PIXEL_CACHE_SIZE:
         _PIXEL_CACHE.popitem(last=False)

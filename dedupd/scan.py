@@ -52,6 +52,11 @@ BATCH_BYTES = 1 << 20
 #: duplicates kept for the list printed at the end of a scan (the rest are counted)
 FOUND_KEPT = 10_000
 
+#: at the end of a scan on a store several hosts share: questions of other hosts
+#: answered at most, and the seconds spent on them (the daemon answers the rest)
+SHARE_AT_MOST = 1000
+SHARE_BUDGET = 120.0
+
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -278,6 +283,11 @@ def scan(
                         hand_on(forgotten.duplicates)
                         if on_forgotten is not None:
                             on_forgotten(path)
+        # a store several hosts share: answer what the others asked of this host's
+        # files, and place again the files that waited for pixels of theirs
+        # (dedupd/exchange.py; a host's daemon does both as it runs)
+        pipeline.grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
+        hand_on(pipeline.grouping.take_answers())
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

@@ -211,3 +211,41 @@ def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert [(Path(a["path"]).name, a["outcome"]) for a in json.loads(applied.stdout)["actions"]] == [("a_copy.jpg", "done")]
     assert not (root / "a_copy.jpg").exists() and (root / "sub" / "b_small.jpg").exists()
+
+
+def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
+    tmp_path: Path, run_cli: RunCli, pg_url: str
+) -> None:
+    """``dedupd scan`` on beta finds a half-size copy of alpha's picture only similar
+    (alpha's file is not read on beta) and asks alpha for its pixels; alpha's next scan
+    shares them; beta's next scan places the copy again, verified on them: near, and
+    quarantined by beta (``near: quarantine``), the audit naming alpha's original."""
+    roots = {host: tmp_path / host for host in ("alpha", "beta")}
+    picture = H.photo(60, size=(1024, 768))
+    H.save(picture, roots["alpha"] / "picture.jpg", quality=92)
+    small = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), roots["beta"] / "small.jpg", quality=85)
+    configs = {}
+    for host, root in roots.items():
+        configs[host] = tmp_path / f"{host}.yaml"
+        configs[host].write_text(
+            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
+            "actions:\n  exact: quarantine\n  near: quarantine\n"
+        )
+
+    def scan(host: str) -> str:
+        proc = run_cli("scan", roots[host], "--config", configs[host], db=pg_url)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    scan("alpha")
+    first = scan("beta")
+    assert "duplicates found: none" in first and small.exists(), first  # similar: listed for review
+    scan("alpha")  # shares what beta asked for
+    second = scan("beta")
+    assert "near: 1" in second and "quarantine_done: 1" in second, second
+    assert not small.exists() and (tmp_path / "beta-quarantine" / "small.jpg").exists()
+    audit = run_cli("audit", "--format", "json", "--config", configs["beta"], db=pg_url)
+    assert audit.returncode == 0, audit.stderr
+    (row,) = [r for r in json.loads(audit.stdout) if r["action"] == "quarantine"]
+    assert row["original"] == str(roots["alpha"] / "picture.jpg") and row["original_host"] == "alpha", row
+    assert "on host alpha" not in row["reason"], row  # verified on pixels, not on hashes

@@ -548,13 +548,21 @@ class Daemon:
         if now - self.feed_at < FEED_EVERY:
             return
         self.feed_at = now
-        found = self.pipeline.grouping.catch_up(wait=False)
+        grouping = self.pipeline.grouping
+        found = grouping.catch_up(wait=False)
         if found:
             log.info("grouped_by_other_hosts", count=len(found))
             self._act(found)
+        # pixels other hosts asked of this host's files, and files placed again
+        # with those this host asked for (dedupd/exchange.py)
+        grouping.exchange.share()
+        again = grouping.take_answers()
+        if again:
+            self._act(again)
         if now - self.pruned_at >= PRUNE_EVERY:
             self.pruned_at = now
             self.store.prune_changes()
+            grouping.exchange.prune()
 
     def _forget(self, path: Path) -> None:
         forgotten = self.pipeline.forget(path)

@@ -477,9 +477,13 @@ class SqlStore(ABC):
             [file_id, other_id, *_match_values(match), time.time()],
         )
 
-    def clear_similar(self, file_id: int) -> None:
-        """Forget every similar pair ``file_id`` is part of (its content changed)."""
-        self._sql("DELETE FROM similar_pairs WHERE file_id = ? OR other_id = ?", [file_id, file_id])
+    def clear_similar(self, file_id: int, *, placed_only: bool = False) -> None:
+        """Forget every similar pair ``file_id`` is part of (its content changed), or
+        with ``placed_only`` those found when it was placed (it is placed again)."""
+        if placed_only:
+            self._sql("DELETE FROM similar_pairs WHERE file_id = ?", [file_id])
+        else:
+            self._sql("DELETE FROM similar_pairs WHERE file_id = ? OR other_id = ?", [file_id, file_id])
 
     def similar_of(self, file_id: int) -> list[tuple[int, Match]]:
         """The files ``file_id`` was found similar to, with the verdict."""
@@ -491,6 +495,81 @@ class SqlStore(ABC):
                 [file_id],
             )
         ]
+
+    # --- pixels between hosts (a shared store; see dedupd/exchange.py) -----------
+
+    def ask_pixels(self, file_id: int, sha256: str, side: int, waiting_id: int) -> None:
+        """Ask the host of ``file_id`` (the version with these bytes) for its pixels at
+        ``side``; ``waiting_id`` is the file to place again once they are shared."""
+        self._sql(
+            "INSERT INTO pixels_asked (file_id, sha256, side, host, waiting_id, asked_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (file_id, side, host, waiting_id) DO NOTHING",
+            [file_id, sha256, side, self.host, waiting_id, time.time()],
+        )
+
+    def shared_pixels(self, sha256: str, side: int) -> bytes | None:
+        """The pixels (a PNG) a host shared of a file with these bytes at ``side``, if any."""
+        if not self._has("pixels_shared"):
+            return None
+        row = self._sql("SELECT pixels FROM pixels_shared WHERE sha256 = ? AND side = ?", [sha256, side]).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def pixels_asked_here(self, limit: int) -> list[tuple[int, str, int]]:
+        """What other hosts asked of this host's files and nobody shared yet:
+        (file id, its SHA-256 when asked, side), oldest first."""
+        return [
+            (int(r[0]), str(r[1]), int(r[2]))
+            for r in self._sql(
+                "SELECT a.file_id, a.sha256, a.side FROM pixels_asked a JOIN files f ON f.id = a.file_id"
+                f" WHERE {self._hostcol('f.')} = ? AND NOT EXISTS (SELECT 1 FROM pixels_shared s"
+                " WHERE s.sha256 = a.sha256 AND s.side = a.side)"
+                " GROUP BY a.file_id, a.sha256, a.side ORDER BY MIN(a.asked_at) LIMIT ?",
+                [self.host, limit],
+            )
+        ]
+
+    def share_pixels(self, sha256: str, side: int, png: bytes) -> None:
+        """Answer every host that asked for the pixels of a file with these bytes at ``side``."""
+        self._sql(
+            "INSERT INTO pixels_shared (sha256, side, pixels, host, shared_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (sha256, side) DO UPDATE SET pixels = excluded.pixels, host = excluded.host,"
+            " shared_at = excluded.shared_at",
+            [sha256, side, png, self.host, time.time()],
+        )
+
+    def drop_asked(self, file_id: int, sha256: str, side: int) -> None:
+        """Withdraw what was asked of a file version that cannot be shared (changed, gone, unreadable)."""
+        self._sql("DELETE FROM pixels_asked WHERE file_id = ? AND sha256 = ? AND side = ?", [file_id, sha256, side])
+
+    def answered(self) -> list[tuple[int, int, int]]:
+        """What this host asked for that is shared now: (file id, side, waiting file id)."""
+        if not self._has("pixels_asked"):
+            return []
+        return [
+            (int(r[0]), int(r[1]), int(r[2]))
+            for r in self._sql(
+                "SELECT a.file_id, a.side, a.waiting_id FROM pixels_asked a JOIN pixels_shared s"
+                " ON s.sha256 = a.sha256 AND s.side = a.side WHERE a.host = ? ORDER BY a.asked_at",
+                [self.host],
+            )
+        ]
+
+    def drop_answered(self, rows: list[tuple[int, int, int]]) -> None:
+        """Take what :meth:`answered` returned off the list of questions."""
+        for file_id, side, waiting_id in rows:
+            self._sql(
+                "DELETE FROM pixels_asked WHERE file_id = ? AND side = ? AND host = ? AND waiting_id = ?",
+                [file_id, side, self.host, waiting_id],
+            )
+
+    def prune_pixels(self, kept: float, asked_kept: float) -> None:
+        """Drop pixels shared more than ``kept`` seconds ago (the host that asked
+        has taken them in, or is down and they are shared again when it asks
+        again), and questions older than ``asked_kept`` (from a host gone for good)."""
+        now = time.time()
+        with self.atomic():
+            self._sql("DELETE FROM pixels_shared WHERE shared_at < ?", [now - kept])
+            self._sql("DELETE FROM pixels_asked WHERE asked_at < ?", [now - asked_kept])
 
     # --- roots a scan was given ------------------------------------------------
 

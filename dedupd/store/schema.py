@@ -930,6 +930,37 @@ END;""",
             ),
         ),
     ),
+    step(
+        "m017_pixels_between_hosts",
+        # A host cannot read another host's files, so it asks that host for the
+        # pixels the verifier compares (dedupd/exchange.py): one row per file
+        # version (by content), size asked and file waiting for the answer ...
+        Table(
+            "pixels_asked",
+            (
+                Column("file_id", BIGINT, not_null=True, references=("files", "id"), cascade=True),
+                Column("sha256", TEXT, not_null=True),
+                Column("side", INT, not_null=True),
+                Column("host", TEXT, not_null=True),  # the host that asked
+                Column("waiting_id", BIGINT, not_null=True, references=("files", "id"), cascade=True),
+                Column("asked_at", REAL, not_null=True),
+            ),
+            pk=("file_id", "side", "host", "waiting_id"),
+        ),
+        Index("pixels_asked", ("host",)),
+        # ... and the answers, by content: any file with these bytes has these pixels
+        Table(
+            "pixels_shared",
+            (
+                Column("sha256", TEXT, not_null=True),
+                Column("side", INT, not_null=True),
+                Column("pixels", BYTES, not_null=True),  # a PNG
+                Column("host", TEXT, not_null=True),  # the host that read them
+                Column("shared_at", REAL, not_null=True),
+            ),
+            pk=("sha256", "side"),
+        ),
+    ),
 ]
 
 #: What each step name a PostgreSQL store recorded before :data:`STEPS` stands
