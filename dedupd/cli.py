@@ -517,14 +517,17 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
 
 @cli.command()
 @click.option("--to", "to", required=True, help="The PostgreSQL store to fill: postgresql://user@host/dbname "
-              "(an empty database; the password from ~/.pgpass, PGPASSFILE or PGPASSWORD).")
+              "(empty, or shared by other hosts; the password from ~/.pgpass, PGPASSFILE or PGPASSWORD).")
 @db_option
 @config_option
 @log_options
 def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None:
-    """Copy a SQLite store (--db, else the config's or the default one) into an empty
-    PostgreSQL store, ids and all, in one transaction. Stop the daemon first: both
-    stores are held as their writer while it runs. Then set 'db:' in the config to the URL."""
+    """Copy a SQLite store (--db, else the config's or the default one) into a
+    PostgreSQL store, in one transaction: an empty one (ids kept), or one other
+    hosts share already (ids moved past theirs; this host's files are then placed
+    among theirs). Stop the daemon first: both stores are held as their writer
+    while it runs. Then set 'db:' (and 'host:', if not the machine's name) in the
+    config to the URL."""
     from dedupd.store.postgres import PostgresStore
     from dedupd.store.sqlite import Store
     from dedupd.store.transfer import copy_sqlite_to_postgres
@@ -537,16 +540,46 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
         raise errors.InputPathError(f"--to {to}: must be a postgresql:// URL")
     source = Store.open(ctx.db_path, readonly=True)
     dest = PostgresStore.open(target, host=ctx.config.host)  # the copied rows are this host's
+    joined = 0
     try:
         source.lock_writer()
         dest.lock_writer()
+        shared = dest.counts()["files"] + dest.counts()["errors"] > 0  # other hosts' files already
         copied = copy_sqlite_to_postgres(source, dest)
+        log.info("store_migrated", source=ctx.db_path, dest=target, **copied)
+        click.echo(", ".join(f"{table}: {n}" for table, n in copied.items()))
+        click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
+        if shared:
+            joined = _regroup_migrated(dest, ctx.config)
     finally:
         dest.close()
         source.close()
-    log.info("store_migrated", source=ctx.db_path, dest=target, **copied)
-    click.echo(", ".join(f"{table}: {n}" for table, n in copied.items()))
-    click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
+    if shared:
+        click.echo(
+            f"placed among the other hosts' files: {joined} grouped with theirs; the copies of their "
+            "pictures that need their pixels are verified once those hosts share them (their daemons do), "
+            "and acted on by this host's daemon"
+        )
+
+
+def _regroup_migrated(store: AnyStore, config: Config) -> int:
+    """Place the originals just copied into a shared store among every host's
+    files (they were grouped among this host's only); how many were found copies
+    of (or originals of) another host's files."""
+    from tqdm import tqdm
+
+    from dedupd.grouping import Grouping
+
+    grouping = Grouping(store, config)
+    joined, after = 0, 0
+    with tqdm(total=store.counts()["files"], desc="regrouping", unit="file", disable=None, leave=False) as bar:
+        while ids := store.originals_here(after):
+            for file_id in ids:
+                joined += bool(grouping.regroup([file_id]))
+                bar.update(1)
+            after = ids[-1]
+    log.info("migrated_files_regrouped", joined=joined)
+    return joined
 
 
 @cli.command("check-config")

@@ -211,6 +211,14 @@ class Grouping:
             log.info("placed_again_on_shared_pixels", count=len(ids))
             return self._settle(ids)
 
+    def regroup(self, ids: list[int]) -> list[Duplicate]:
+        """Place these originals again among every file of the store: files copied
+        into a store other hosts share (``dedupd migrate``) were grouped among
+        their own host's only.  Each joins a group of another host's file it is
+        a copy of, its own duplicates with it (each verified again)."""
+        with self.store.atomic():
+            return self._settle(ids)
+
     # --- operations ---------------------------------------------------------
 
     def changed(self, record: Record, previous: Record | None) -> list[Duplicate]:

@@ -93,7 +93,7 @@ def test_migrate_copies_a_sqlite_store_into_postgresql(tmp_path: Path, run_cli: 
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert (root / "a_copy.jpg").read_bytes() == (root / "a.jpg").read_bytes()
     refused = run_cli("migrate", "--to", pg_url, "--config", config)
-    assert refused.returncode == 74 and "not empty" in refused.stderr, refused.stderr
+    assert refused.returncode == 74 and "this host shares it already" in refused.stderr, refused.stderr
 
 
 def test_the_daemon_against_postgresql(tmp_path: Path, pg_url: str) -> None:
@@ -249,3 +249,61 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
     (row,) = [r for r in json.loads(audit.stdout) if r["action"] == "quarantine"]
     assert row["original"] == str(roots["alpha"] / "picture.jpg") and row["original_host"] == "alpha", row
     assert "on host alpha" not in row["reason"], row  # verified on pixels, not on hashes
+
+
+def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
+    """Beta's SQLite store migrates into the PostgreSQL store alpha fills already: beta's
+    ids and seniority move past alpha's, its audit row and intent still hold together (its
+    quarantined copy restores from the shared store); beta's files are placed among
+    alpha's: an exact copy of alpha's picture joins its group at once, a half-size copy
+    once alpha has shared its pixels (a scan on each host), then quarantined by beta."""
+    from dedupd.models import PostgresUrl
+    from dedupd.store import open_store
+
+    roots = {host: tmp_path / host for host in ("alpha", "beta")}
+    p, q, r = (H.photo(n, size=(800, 600)) for n in (70, 71, 72))
+    H.save(p, roots["alpha"] / "p.jpg", quality=92)
+    H.save(q, roots["alpha"] / "q.jpg", quality=92)
+    shutil.copyfile(roots["alpha"] / "p.jpg", H.save(r, roots["beta"] / "r.jpg").with_name("p2.jpg"))
+    shutil.copyfile(roots["beta"] / "r.jpg", roots["beta"] / "r2.jpg")
+    half = H.save(q.resize((400, 300), Image.Resampling.LANCZOS), roots["beta"] / "q_half.jpg", quality=85)
+    configs = {}
+    for host, root in roots.items():
+        configs[host] = tmp_path / f"{host}.yaml"
+        configs[host].write_text(
+            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
+            f"db: {tmp_path / (host + '.db')}\nactions:\n  exact: quarantine\n  near: quarantine\n"
+        )
+    assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0
+    lite = tmp_path / "beta.db"
+    first = run_cli("scan", roots["beta"], "--config", configs["beta"], db=lite)
+    assert first.returncode == 0 and "quarantine_done: 1" in first.stdout, first.stdout + first.stderr
+    assert not (roots["beta"] / "r2.jpg").exists()
+    moved = run_cli("migrate", "--to", pg_url, "--config", configs["beta"], db=lite)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "files: 3, audit: 1, intents: 1" in moved.stdout and "placed among the other hosts' files: 1 grouped" in moved.stdout, moved.stdout
+    stores = {host: open_store(PostgresUrl(pg_url), readonly=True, host=host) for host in roots}
+    try:
+        alpha, beta = stores["alpha"], stores["beta"]
+        theirs = {name: alpha.record_for_path(roots["alpha"] / name) for name in ("p.jpg", "q.jpg")}
+        ours = {name: beta.record_for_path(roots["beta"] / name) for name in ("r.jpg", "p2.jpg", "q_half.jpg")}
+        assert min(rec.id for rec in ours.values()) > max(rec.id for rec in theirs.values())
+        assert min(rec.seq for rec in ours.values()) > max(rec.seq for rec in theirs.values())
+        groups = {str(orig): [(str(path), m.tier.value) for path, m, _ in members] for orig, members in beta.groups()}
+        # the exact copy of alpha's picture: in its group at once (no pixels needed)
+        assert groups.get(f"alpha:{roots['alpha'] / 'p.jpg'}") == [(str(roots["beta"] / "p2.jpg"), "exact")], groups
+        # the half-size copy: similar until alpha shares its pixels
+        assert ours["q_half.jpg"].original_id is None
+        assert beta.similar_of(ours["q_half.jpg"].id) != []
+    finally:
+        for store in stores.values():
+            store.close()
+    # beta's move came along whole (its audit row and intent, ids moved together):
+    # restored from the shared store
+    restored = run_cli("restore", "--all", "--config", configs["beta"], db=pg_url)
+    assert restored.returncode == 0 and (roots["beta"] / "r2.jpg").exists(), restored.stdout + restored.stderr
+    assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0  # shares
+    last = run_cli("scan", roots["beta"], "--config", configs["beta"], db=pg_url)
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert "near: 1" in last.stdout and not half.exists(), last.stdout
+    assert (tmp_path / "beta-quarantine" / half.name).exists()

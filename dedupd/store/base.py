@@ -496,6 +496,17 @@ class SqlStore(ABC):
             )
         ]
 
+    def originals_here(self, after: int = 0, limit: int = 1000) -> list[int]:
+        """This host's fingerprinted files that are nobody's duplicate, by id, after ``after``."""
+        return [
+            int(r[0])
+            for r in self._sql(
+                f"SELECT f.id FROM files f WHERE {self._hostcol('f.')} = ? AND f.id > ? AND f.error IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM matches m WHERE m.file_id = f.id) ORDER BY f.id LIMIT ?",
+                [self.host, after, limit],
+            )
+        ]
+
     # --- pixels between hosts (a shared store; see dedupd/exchange.py) -----------
 
     def ask_pixels(self, file_id: int, sha256: str, side: int, waiting_id: int) -> None:

@@ -1,12 +1,17 @@
-"""``dedupd migrate``: copy a SQLite store into an empty PostgreSQL store;
-and back, into a private SQLite file, for ``scan --dry-run`` on a PostgreSQL store.
+"""``dedupd migrate``: copy a SQLite store into a PostgreSQL store, empty or
+shared with other hosts already; and back, into a private SQLite file, for
+``scan --dry-run`` on a PostgreSQL store.
 
-Row for row, ids kept (so matches, similar pairs, audit rows and intents still
-point at the same files), in one PostgreSQL transaction: a copy that fails
-leaves the destination as empty as it was.  The counters are recomputed from
-the copied rows; the daemon's status row is not copied (it described the
-daemon that used the SQLite store).  Both stores are held as their writer
-for the whole copy, so no daemon writes to either meanwhile.
+Row for row, in one PostgreSQL transaction: a copy that fails leaves the
+destination as it was.  Into an empty store the ids are kept; into one that
+other hosts already fill, every id (files, audit rows, intents, decisions)
+and seniority (``seq``) is moved past the highest there, and each reference
+to them with it, so matches, similar pairs, audit rows and intents still
+point at the same files, and the copied files are junior to the store's.  A
+host whose rows the store already holds is refused: it shares the store
+already.  The counters are recomputed; the daemon's status row is not copied
+(it described the daemon that used the SQLite store).  Both stores are held
+as their writer for the whole copy, so no daemon writes to either meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ TABLES = (
 )
 BATCH = 10_000
 
+#: the columns that hold an id (or a seniority), by table, and whose ids they are:
+#: moved past the destination's highest of those when it is not empty
+MOVED: dict[str, dict[str, str]] = {
+    "files": {"id": "files", "seq": "seq"},
+    "audit": {"id": "audit", "intent_id": "intents"},
+    "intents": {"id": "intents", "audit_id": "audit"},
+    "decisions": {"id": "decisions"},
+    "matches": {"file_id": "files", "original_id": "files"},
+    "similar_pairs": {"file_id": "files", "other_id": "files"},
+}
+
 
 def _columns(store: PostgresStore, table: str) -> list[str]:
     """The columns of one of the PostgreSQL store's tables, in their order."""
@@ -47,7 +63,7 @@ def _columns(store: PostgresStore, table: str) -> list[str]:
 
 
 class StoreNotEmptyError(StoreError):
-    """The destination store is not empty (dedupd migrate copies into an empty store only)."""
+    """The destination store holds this host's rows already: it shares the store (dedupd migrate copies a host in once)."""
 
 
 def copy_sqlite_to_postgres(
@@ -56,9 +72,23 @@ def copy_sqlite_to_postgres(
     """Copy every row of ``source`` into ``dest``; returns the rows copied per table."""
     copied: dict[str, int] = {}
     with dest.atomic(pipeline=False):  # COPY cannot run in a pipeline
-        busy = [t for t in TABLES if dest._one(f"SELECT EXISTS (SELECT 1 FROM {t})")[0]]
-        if busy:
-            raise StoreNotEmptyError(f"{dest.url} already has rows in {', '.join(busy)}")
+        mine = [
+            t for t in ("files", "audit", "intents")
+            if dest._one(f"SELECT EXISTS (SELECT 1 FROM {t} WHERE host = %s)", [dest.host])[0]
+        ]  # fmt: skip
+        if mine:
+            raise StoreNotEmptyError(
+                f"{dest.url} already has rows of host {dest.host} in {', '.join(mine)}: this host shares it already"
+            )
+        # into a store other hosts fill: ids past theirs (0: an empty store, ids kept)
+        offsets = {
+            "files": _highest(dest, "SELECT MAX(id) FROM files"),
+            "seq": _highest(dest, "SELECT MAX(seq) FROM files"),
+            "audit": _highest(dest, "SELECT MAX(id) FROM audit"),
+            "intents": _highest(dest, "SELECT MAX(id) FROM intents"),
+            "decisions": _highest(dest, "SELECT MAX(id) FROM decisions"),
+        }
+        chosen_there = {r[0] for r in dest._x("SELECT sha256 FROM chosen_originals")}
         for table in TABLES:
             columns = _columns(dest, table)
             have = set(source.db.table(table).columns_dict) if table in source.db.table_names() else set()
@@ -67,10 +97,23 @@ def copy_sqlite_to_postgres(
                 continue
             # a SQLite store is one host's (host ''): its rows become the migrating host's
             own = "'" + dest.host.replace("'", "''") + "'"
-            chosen = ", ".join(
-                f"{own} AS host" if c == "host" else c if c in have else f"NULL AS {c}" for c in columns
-            )
-            rows = source.db.execute(f"SELECT {chosen} FROM {table} ORDER BY rowid")
+
+            def chosen(c: str, table: str = table) -> str:
+                if c == "host":
+                    return f"{own} AS host"
+                if c not in have:
+                    return f"NULL AS {c}"
+                moved = MOVED.get(table, {}).get(c)
+                if moved is not None and offsets[moved]:
+                    return f"{c} + {offsets[moved]} AS {c}"
+                if table == "audit" and c == "dedup_key":
+                    # as a host of a shared store writes its keys (actions.py): the same
+                    # finding is still recorded once after the move
+                    return f"CASE WHEN dedup_key IS NULL THEN NULL ELSE {own} || ':' || dedup_key END AS dedup_key"
+                return c
+
+            rows = source.db.execute(f"SELECT {', '.join(chosen(c) for c in columns)} FROM {table} ORDER BY rowid")
+            skip = columns.index("sha256") if table == "chosen_originals" else None
             n = 0
             if table in ("files", "matches"):
                 # the feed is for what hosts write as they run: a copy would add a
@@ -85,8 +128,10 @@ def copy_sqlite_to_postgres(
             with dest._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 while batch := rows.fetchmany(BATCH):
                     for row in batch:
+                        if skip is not None and row[skip] in chosen_there:
+                            continue  # another host's person chose this content already
                         copy.write_row(row)
-                    n += len(batch)
+                        n += 1
                     if progress is not None:
                         progress(table, n)
             if table == "audit":
@@ -105,6 +150,10 @@ def copy_sqlite_to_postgres(
         # (a number taken from the feed's own sequence: the rows written next come after it)
         dest._x("UPDATE file_changes_pruned SET below = nextval(pg_get_serial_sequence('file_changes', 'rev'))")
     return copied
+
+
+def _highest(store: PostgresStore, query: str) -> int:
+    return int(store._one(query)[0] or 0)
 
 
 def copy_postgres_to_sqlite(source: PostgresStore, dest: Store) -> dict[str, int]:
