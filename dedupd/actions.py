@@ -355,7 +355,7 @@ class Actor:
         linked = link_target is not None
         replaced = False
         sidecar.write(dest, self._sidecar(intent.id, None, dest, path, intent.root, step, fp.sha256, dup.original.path,
-                                          intent.original_sha256, link_target))
+                                          intent.original_sha256, link_target, dup.original.host))
         faults.point(f"{step}.after_record", path)
         # 1. the copy, from the path: a hard link (checked to be the fingerprinted
         #    inode) or a copy verified against the fingerprint's SHA-256
@@ -425,7 +425,7 @@ class Actor:
     @staticmethod
     def _sidecar(
         intent_id: int, audit_id: int | None, dest: Path, path: Path, root: Path | None, action: str,
-        sha256: str, original: Path, original_sha256: str, link_target: Path | None,
+        sha256: str, original: Path, original_sha256: str, link_target: Path | None, original_host: str | None,
     ) -> sidecar.QuarantineRecord:
         return sidecar.QuarantineRecord(
             file=dest.name,
@@ -439,6 +439,7 @@ class Actor:
             intent_id=intent_id,
             audit_id=audit_id,
             at=time.time(),
+            original_host=original_host,
         )
 
     @staticmethod

@@ -543,6 +543,7 @@ def adopt_records(store: AnyStore, audit: Audit, quarantine: Path | None) -> int
                     original_sha256=rec.original_sha256,
                     link_target=None if rec.link_target is None else Path(rec.link_target),
                     root=None if rec.root is None else Path(rec.root),
+                    original_host=rec.original_host,
                 )
             if rows:  # the audit row survived, its intent did not: linked, not written again
                 audit_id: int | None = rows[-1].id
@@ -559,6 +560,7 @@ def adopt_records(store: AnyStore, audit: Audit, quarantine: Path | None) -> int
                     detail="re-recorded from its quarantine record: the store had lost this move",
                     destination=quarantined,
                     intent_id=intent_id,
+                    original_host=rec.original_host,
                 )
             audit.finish(intent_id, "done", audit_id)
         adopted += 1

@@ -43,6 +43,9 @@ class QuarantineRecord:
     audit_id: int | None  # known only when the record is adopted from a lost store
     at: float
     version: int = VERSION
+    #: the original's host, in a store several hosts share (None: this host's;
+    #: records written before hosts have no such key)
+    original_host: str | None = None
 
 
 def record_path(quarantined: Path) -> Path:

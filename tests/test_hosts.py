@@ -303,6 +303,9 @@ def test_two_daemons_share_one_store_and_a_server_restart_loses_nothing(tmp_path
         daemons["alpha"].kill()
         shutil.copy(a_env.root / "upload 6.jpg", b_env.root / "again 6.jpg")
         wait_until(lambda: (b_env.quarantine / "again 6.jpg").exists(), "beta's copy of alpha's picture quarantined")
+        # the record beside it names the original's host too (restore --from-quarantine reads it)
+        record = json.loads((b_env.quarantine / "again 6.jpg.dedupd.json").read_text())
+        assert (record["original"], record["original_host"]) == (str(a_env.root / "upload 6.jpg"), "alpha"), record
         # an edited copy of alpha's picture: alpha's file cannot be read here to verify
         # it, so it is judged on its hashes alone: similar, listed for review, not moved
         smaller = b_env.root / "smaller 6.jpg"
