@@ -73,7 +73,9 @@ class Exchange:
             try:
                 return decode(png)
             except ValueError as exc:
+                # not asked again: the answer is there, and would come back the same
                 log.warning("shared_pixels_unreadable", path=record.path, host=record.host, error=str(exc))
+                return None
         if self.waiting is not None:
             self.store.ask_pixels(record.id, sha, side, self.waiting)
             log.info("pixels_asked", path=record.path, host=record.host, side=side, waiting=self.waiting)

@@ -81,6 +81,10 @@ MAX_GROUPS_VERIFIED = 32
 #: more for the member that passes; most files never get here.
 MAX_MEMBERS_VERIFIED = 8
 
+#: seconds between two reads of the other hosts' reference_dirs (they change
+#: when a host reloads its config)
+REFERENCES_EVERY = 5.0
+
 #: files still to place: (file id, None) to find its group, (file id, root id)
 #: to bring it into that group (a twin of one of its files)
 Todo = collections.deque[tuple[int, int | None]]
@@ -111,6 +115,8 @@ class Grouping:
         self._mark = 0
         #: the pixels of other hosts' files, asked of them (a store several hosts share)
         self.exchange = Exchange(store)
+        #: when the other hosts' reference_dirs were read, and what they were
+        self._references: tuple[float, dict[str, tuple[Path, ...]]] | None = None
 
     def build_index_in_background(self) -> None:
         """Start building the index from a read-only snapshot of the store, beside
@@ -720,7 +726,15 @@ class Grouping:
         a, b = self.store.is_chosen(new.fingerprint.sha256), self.store.is_chosen(old.fingerprint.sha256)
         if a != b:
             return (Decision.KEEP_NEW if a else Decision.KEEP_OLD), CHOSEN_RULE
-        return choose_original(new, old, self.config)
+        return choose_original(new, old, self.config, self._references_elsewhere())
+
+    def _references_elsewhere(self) -> dict[str, tuple[Path, ...]]:
+        """The other hosts' ``reference_dirs`` (a store several hosts share), read
+        again at most every :data:`REFERENCES_EVERY` seconds."""
+        now = time.monotonic()
+        if self._references is None or now - self._references[0] >= REFERENCES_EVERY:
+            self._references = (now, self.store.references_elsewhere())
+        return self._references[1]
 
     # --- helpers ------------------------------------------------------------
 

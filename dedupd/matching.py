@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -343,8 +343,14 @@ def is_under(path: Path, dirs: tuple[Path, ...]) -> bool:
     return any(path == d or path.is_relative_to(d) for d in dirs)
 
 
-def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision, str]:
+def choose_original(
+    new: Record, old: Record, config: Config, references_elsewhere: Mapping[str, tuple[Path, ...]] | None = None
+) -> tuple[Decision, str]:
     """Apply the configured keep rules in order; the first that decides wins.
+
+    ``reference`` asks each file's own host: this host's ``reference_dirs``
+    for its files, ``references_elsewhere`` (by host name, each host's as it
+    recorded them in a store several hosts share) for another host's.
 
     ``first_seen`` compares ``Record.seq``, which belongs to the path (kept
     across new versions and renames), so touching, re-tagging or a remount
@@ -359,9 +365,13 @@ def choose_original(new: Record, old: Record, config: Config) -> tuple[Decision,
 
     for rule in config.keep:
         if rule is KeepRule.REFERENCE:
-            # reference_dirs are this host's directories: another host's path
-            # under the same name is not one of them
-            a, b = (r.host is None and is_under(r.path, config.reference_dirs) for r in (new, old))
+            # reference_dirs are each host's own: another host's path under the
+            # same name as one of this host's is not in it, but in its host's
+            a, b = (
+                is_under(r.path, config.reference_dirs) if r.host is None
+                else is_under(r.path, (references_elsewhere or {}).get(r.host, ()))
+                for r in (new, old)
+            )  # fmt: skip
             key_new, key_old = (0 if a else 1), (0 if b else 1)
         elif rule is KeepRule.HIGHEST_RESOLUTION:
             key_new, key_old = -nf.pixels, -of.pixels

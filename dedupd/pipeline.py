@@ -97,6 +97,8 @@ class Pipeline:
     def __init__(self, store: StoreBackend, config: Config) -> None:
         self.store = store
         self.grouping = Grouping(store, config)
+        # for the other hosts sharing the store: their keep rules ask it
+        store.set_reference_dirs(config.reference_dirs)
         self.grouping.build_index_in_background()
 
     @property
@@ -106,6 +108,7 @@ class Pipeline:
     @config.setter
     def config(self, config: Config) -> None:
         self.grouping.config = config
+        self.store.set_reference_dirs(config.reference_dirs)
 
     @property
     def index(self) -> HashIndex:

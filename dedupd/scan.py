@@ -288,6 +288,7 @@ def scan(
         # (dedupd/exchange.py; a host's daemon does both as it runs)
         pipeline.grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
         hand_on(pipeline.grouping.take_answers())
+        pipeline.grouping.exchange.prune()
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -640,3 +641,37 @@ def test_a_better_copy_on_another_host_becomes_the_original_once_verified(hosts:
     assert alpha.pixels_asked_here(10) == [(h_id, "0" * 64, 512)]
     assert groupings["alpha"].exchange.share() == 0
     assert alpha.pixels_asked_here(10) == []
+
+
+def test_another_hosts_reference_directory_keeps_its_file_the_original(hosts: Any, tmp_path: Path) -> None:
+    """Alpha keeps a half-size copy in its reference_dirs; the full-size picture arrives
+    on beta, whose config has none. Verified on the pixels alpha shares, beta's keep
+    rules read alpha's reference_dirs from the store: alpha's file stays the original
+    (rule reference), beta's is the duplicate, although highest_resolution, next in the
+    rules, would have chosen beta's. A path under the same name on beta is not alpha's
+    reference."""
+    import helpers as H
+    from dedupd.matching import Decision, choose_original
+
+    alpha, beta = hosts
+    reference = tmp_path / "alpha" / "ref"
+    reference.mkdir(parents=True)
+    (tmp_path / "beta").mkdir()
+    a_config = Config(reference_dirs=(reference,))
+    alpha.set_reference_dirs(a_config.reference_dirs)
+    groupings = {"alpha": Grouping(alpha, a_config), "beta": Grouping(beta, Config())}
+    assert beta.references_elsewhere() == {"alpha": (reference,)} and alpha.references_elsewhere() == {}
+    picture = H.photo(11, size=(1024, 768))
+    half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), reference / "half.jpg", quality=85)
+    full = H.save(picture, tmp_path / "beta" / "full.jpg", quality=92)
+    h_id, _ = _stored(alpha, groupings["alpha"], half)
+    f_id, _ = _stored(beta, groupings["beta"], full)
+    assert groupings["alpha"].exchange.share() == 1
+    found = groupings["beta"].take_answers()
+    assert [(d.duplicate.id, d.original.id, d.rule) for d in found] == [(f_id, h_id, "kept by rule reference")], found
+    # the same paths as this host's own files are not in alpha's reference_dirs
+    mine, theirs = beta.record(f_id), beta.record(h_id)
+    assert choose_original(theirs, mine, Config())[0] is Decision.KEEP_OLD  # not told: highest resolution, beta's
+    assert choose_original(theirs, mine, Config(), {"alpha": (reference,)})[0] is Decision.KEEP_NEW
+    local = replace(theirs, host=None)
+    assert choose_original(local, mine, Config(), {"alpha": (reference,)})[0] is Decision.KEEP_OLD

@@ -507,6 +507,24 @@ class SqlStore(ABC):
             )
         ]
 
+    # --- each host's reference directories -------------------------------------
+
+    def set_reference_dirs(self, dirs: Iterable[Path]) -> None:
+        """Record this host's ``reference_dirs`` (its config's, as it runs now)."""
+        with self.atomic():
+            self._sql("DELETE FROM host_references WHERE host = ?", [self.host])
+            for d in dict.fromkeys(dirs):
+                self._sql("INSERT INTO host_references (host, path) VALUES (?, ?)", [self.host, _path_key(d)])
+
+    def references_elsewhere(self) -> dict[str, tuple[Path, ...]]:
+        """The other hosts' ``reference_dirs``, by host (a host that never said has none)."""
+        if not self._has("host_references"):
+            return {}
+        out: dict[str, list[Path]] = {}
+        for host, path in self._sql("SELECT host, path FROM host_references WHERE host <> ? ORDER BY host, path", [self.host]):
+            out.setdefault(str(host), []).append(Path(os.fsdecode(bytes(path))))
+        return {host: tuple(paths) for host, paths in out.items()}
+
     # --- pixels between hosts (a shared store; see dedupd/exchange.py) -----------
 
     def ask_pixels(self, file_id: int, sha256: str, side: int, waiting_id: int) -> None:

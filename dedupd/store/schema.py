@@ -931,7 +931,7 @@ END;""",
         ),
     ),
     step(
-        "m017_pixels_between_hosts",
+        "m017_between_hosts",
         # A host cannot read another host's files, so it asks that host for the
         # pixels the verifier compares (dedupd/exchange.py): one row per file
         # version (by content), size asked and file waiting for the answer ...
@@ -959,6 +959,13 @@ END;""",
                 Column("shared_at", REAL, not_null=True),
             ),
             pk=("sha256", "side"),
+        ),
+        # each host's reference_dirs: its files there are originals whatever host
+        # places a copy of them (a host reads the others' from here)
+        Table(
+            "host_references",
+            (Column("host", TEXT, not_null=True), Column("path", BYTES, not_null=True)),
+            pk=("host", "path"),
         ),
     ),
 ]
