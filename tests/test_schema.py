@@ -180,6 +180,22 @@ def test_a_postgresql_store_of_the_old_migrations_opens_unchanged(pg_cluster: An
     assert postgres_schema(url) == postgres_schema(fresh)
 
 
+def test_audit_keys_from_before_hosts_get_their_hosts_name(pg_url: str) -> None:
+    """A PostgreSQL store from before hosts holds dedup keys without a host's name, which
+    its host writes in front of every key since: at the next open they get it, so the same
+    finding met again is still recorded once; a key recorded again already is left as is
+    (no second row with the same key), as is one that has the name already."""
+    legacy_schema.apply_postgres(pg_url, host="nas")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for key in ("log:done:a", "log:done:b", "nas:log:done:b", "nas:log:done:c"):
+            conn.execute("INSERT INTO audit (at, action, outcome, path, dedup_key, host) VALUES (1, 'log', 'done', %s, %s, 'nas')",
+                         [b"/p", key])  # fmt: skip
+    PostgresStore.open(PostgresUrl(pg_url), host="nas").close()
+    with psycopg.connect(pg_url) as conn:
+        keys = sorted(r[0] for r in conn.execute("SELECT dedup_key FROM audit"))
+    assert keys == ["log:done:b", "nas:log:done:a", "nas:log:done:b", "nas:log:done:c"]
+
+
 def test_a_sqlite_store_part_way_through_the_old_migrations_is_brought_to_the_fresh_schema(tmp_path: Path) -> None:
     """A SQLite store the old migrations left at m012 gets m013-m016 from the description:
     the fresh store's schema, every step recorded once, its file kept."""

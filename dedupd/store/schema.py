@@ -967,6 +967,18 @@ END;""",
             (Column("host", TEXT, not_null=True), Column("path", BYTES, not_null=True)),
             pk=("host", "path"),
         ),
+        # A host of a shared store writes its audit rows' dedup keys with its name
+        # in front (two hosts may find the same about their own files at one
+        # path); rows written before hosts have none, so the same finding, met
+        # again, would be recorded twice.  They get their host's name too, unless
+        # that finding was recorded again already.
+        Dialects(
+            postgres=(
+                "UPDATE audit SET dedup_key = host || ':' || dedup_key WHERE dedup_key IS NOT NULL"
+                " AND host <> '' AND NOT starts_with(dedup_key, host || ':') AND NOT EXISTS"
+                " (SELECT 1 FROM audit b WHERE b.dedup_key = audit.host || ':' || audit.dedup_key)",
+            )
+        ),
     ),
 ]
 
