@@ -1159,25 +1159,39 @@ def _overlay_stats(
     lighter_inside = int((cv2.erode(lighter.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0).sum())
     ys, xs = np.nonzero(differing)
     pa, pb = warped[ys, xs].astype(np.float32), base[ys, xs].astype(np.float32)
-    light = _one_layer(_translucent(pa, pb), _translucent(pb, pa))
-    opaque = _opaque(pa, pb) | _opaque(pb, pa)
     interior = cv2.erode(differing.astype(np.uint8), np.ones((3, 3), np.uint8))[ys, xs] > 0
     # judged per pixel, over its three channels, so only where there is colour underneath: a
     # region-wide fit on grey was tried and fits a smooth patch pasted over a smooth area too
     coloured = (pb.var(axis=1) >= OVERLAY_MIN_SPREAD**2) | (pa.var(axis=1) >= OVERLAY_MIN_SPREAD**2)
     judged = interior & coloured
+    light, layers = _one_layer(_translucent(pa, pb), _translucent(pb, pa), judged)
+    opaque = _opaque(pa, pb) | _opaque(pb, pa)
+    # The layers the coloured insides showed, their grey and opacity known, judge every
+    # inside again: one with no colour underneath (grey, black, white), which the fit
+    # above cannot, and one over a dark colour, where that fit trades grey for opacity
+    # (white at 0.66 over brown reads as light grey at 0.8).  Known, the layer leaves
+    # nothing to fit a pasted or changed patch with.
+    grey_judged = interior & ~coloured & bool(layers)
+    under = _under_layers(pa, pb, layers)
+    shown_px, fit_px = judged | grey_judged, ((light | under) & judged) | (grey_judged & under)
     where = cell_of[ys, xs]
-    cell_judged = np.bincount(where[judged], minlength=cells + 1)[1:]
-    cell_light = np.bincount(where[judged & light], minlength=cells + 1)[1:]
+    cell_judged = np.bincount(where[shown_px], minlength=cells + 1)[1:]
+    cell_light = np.bincount(where[fit_px], minlength=cells + 1)[1:]
+    # What fits no layer, where the lightness differs too: a pixel that differs in colour
+    # alone, a little, is JPEG's colour at half resolution bleeding past a stroke's edge.
+    bleed = ~lighter[ys, xs] & (np.maximum(apart[ys, xs, 1], apart[ys, xs, 2]) <= 2 * CHROMA_TOLERANCE)
+    unfit_px = shown_px & ~fit_px & ~bleed
     unfit_map = np.zeros((h, w), dtype=np.uint8)
-    unfit_map[ys[judged & ~light], xs[judged & ~light]] = 1
+    unfit_map[ys[unfit_px], xs[unfit_px]] = 1
     # a change is a blob of its own; what a watermark leaves unfit is slivers along its strokes'
     # edges (another opacity, JPEG's colour at half resolution): a blob survives one erosion
     blobs = np.asarray(cv2.erode(unfit_map, np.ones((3, 3), np.uint8)), dtype=np.uint8)
     _, _, pieces, _ = cv2.connectedComponentsWithStats(blobs, connectivity=8)
     unfit = int(pieces[1:, cv2.CC_STAT_AREA].max()) if len(pieces) > 1 else 0
     return (
-        int(judged.sum()), int((judged & light).sum()), int((judged & opaque).sum()),
+        # an opaque grey fits where a known translucent layer does too (white at 0.66 over
+        # black is an opaque grey of 168): only what the layers do not explain counts opaque
+        int(judged.sum()), int((judged & (light | under)).sum()), int((judged & opaque & ~under).sum()),
         int(lighter.sum()), lighter_inside, cell_judged, cell_light, unfit,
     )  # fmt: skip
 
@@ -1202,23 +1216,59 @@ def _translucent(top: np.ndarray, under: np.ndarray) -> tuple[np.ndarray, np.nda
 LAYER_ALPHA_SPREAD = 0.1
 
 
+#: a layer is learned (for the pixels with no colour underneath) from at least this many
+#: insides that fit it
+LAYER_LEARNED_FROM = 100
+
+#: a layer the insides showed: whether the first picture is the one on top, its grey, its opacity
+Layer = tuple[bool, float, float]
+
+
 def _one_layer(
-    first: tuple[np.ndarray, np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> np.ndarray:
+    first: tuple[np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray],
+    judged: np.ndarray,
+) -> tuple[np.ndarray, list[Layer]]:
     """The pixels that fit a translucent layer (either picture on top: ``first`` or ``second``
     from :func:`_translucent`) whose opacity is the one most pixels of that grey have: a layer
     of white, one of black, one of any other grey, each with one opacity.  A picture's own
-    content pasted or changed fits a layer pixel by pixel now and then, at opacities all over."""
+    content pasted or changed fits a layer pixel by pixel now and then, at opacities all over.
+    With the layers themselves, as the ``judged`` pixels that fit them show them (at least
+    :data:`LAYER_LEARNED_FROM` each): which picture is on top, the grey, the opacity."""
     ok = first[0] | second[0]
     alpha = np.where(first[0], first[1], second[1])
     grey = np.where(first[0], first[2], second[2])
     kind = np.where(grey >= 224.0, 2, np.where(grey <= 32.0, 0, 1))
     kept = np.zeros_like(ok)
+    layers: list[Layer] = []
     for k in (0, 1, 2):
         members = ok & (kind == k)
         if members.any():
-            kept |= members & (np.abs(alpha - float(np.median(alpha[members]))) <= LAYER_ALPHA_SPREAD)
-    return np.asarray(kept)
+            fit = members & (np.abs(alpha - float(np.median(alpha[members]))) <= LAYER_ALPHA_SPREAD)
+            kept |= fit
+            shown = fit & judged
+            if k != 1 and shown.sum() >= LAYER_LEARNED_FROM:  # white or black: one grey
+                layers.append(
+                    (bool(first[0][shown].mean() >= 0.5), float(np.median(grey[shown])), float(np.median(alpha[shown])))
+                )
+    return np.asarray(kept), layers
+
+
+#: how far (grey levels, in any channel) a pixel may be from what a known layer over the
+#: other picture gives: a little more than a free fit's 8, since nothing is fitted (JPEG
+#: errs by 10-12 at a stroke's edge, over a saturated colour)
+KNOWN_LAYER_MISFIT = 12.0
+
+
+def _under_layers(first: np.ndarray, second: np.ndarray, layers: list[Layer]) -> np.ndarray:
+    """Which pixels are the other picture seen through one of ``layers`` (known grey and
+    opacity: no freedom left to fit a pasted or changed patch), within the misfit a
+    translucent fit allows."""
+    out = np.zeros(len(first), dtype=bool)
+    for first_on_top, grey, alpha in layers:
+        top, under = (first, second) if first_on_top else (second, first)
+        out |= np.abs(top - (under + alpha * (grey - under))).max(axis=1) <= KNOWN_LAYER_MISFIT
+    return out
 
 
 def _opaque(top: np.ndarray, under: np.ndarray) -> np.ndarray:

@@ -477,3 +477,30 @@ def test_a_small_change_beside_a_watermark_keeps_the_pair_similar(side: int) -> 
     assert judge(alone, old, "JPEG", quality=90).match.tier is Tier.SIMILAR  # type: ignore[union-attr]
     verdict = judge(new, old, "JPEG", quality=90)
     assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
+
+
+@pytest.mark.skipif(not (PHOTOS / "Storm.jpg").is_file(), reason="the shared photos are not here")
+@pytest.mark.parametrize("name", ["Storm.jpg", "FreshFlower.jpg"])
+def test_a_watermark_partly_over_grey_is_near_and_a_grey_change_beside_it_is_not(name: str) -> None:
+    """Half the watermark's words lie over a grey area (no colour underneath to judge a
+    stroke by): judged against the layer the other half shows (its grey and opacity known),
+    they are the photo under the watermark, and the pair is near. A light grey dot beside
+    them in that area fits no such layer and keeps the pair similar (taken as fitting
+    unchecked, the grey pixels would make it near)."""
+    photo = _full_size(name)
+    probe, (x0, top, x1, bottom) = H.corner_words(photo, (255, 255, 255, 170), (0, 0, 0, 120))
+    grey_box = ((x0 + x1) // 2, top - 60, photo.width, photo.height)
+    old = photo.copy()
+    old.paste(photo.crop(grey_box).convert("L").convert("RGB"), grey_box[:2])
+    new, _ = H.corner_words(old, (255, 255, 255, 170), (0, 0, 0, 120))
+    verdict = judge(new, old, "JPEG", quality=90)
+    assert verdict.match is not None and verdict.match.tier is Tier.NEAR, verdict.reason
+    # a dot a little lighter than the grey it covers: no white layer at the watermark's
+    # opacity gives that, and no black one (a flat dot darker than a flat grey would be
+    # what a black layer gives: over a smooth area the two cannot be told apart)
+    x = (x0 + 3 * x1) // 4
+    dot = (x, top - 22, x + 16, top - 6)
+    level = min(255, round(float(np.asarray(old.crop(dot).convert("L")).mean())) + 35)
+    ImageDraw.Draw(new).ellipse(dot, fill=(level, level, level))
+    verdict = judge(new, old, "JPEG", quality=90)
+    assert verdict.match is not None and verdict.match.tier is Tier.SIMILAR, verdict.reason
