@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import time
+import zlib
 
 import numpy as np
 import structlog
@@ -73,9 +74,9 @@ class Exchange:
             try:
                 return decode(png)
             except ValueError as exc:
-                # not asked again: the answer is there, and would come back the same
+                # damaged in the store: dropped, and asked for again (read afresh by its host)
                 log.warning("shared_pixels_unreadable", path=record.path, host=record.host, error=str(exc))
-                return None
+                self.store.drop_shared(sha, side)
         if self.waiting is not None:
             self.store.ask_pixels(record.id, sha, side, self.waiting)
             log.info("pixels_asked", path=record.path, host=record.host, side=side, waiting=self.waiting)
@@ -126,5 +127,7 @@ def decode(png: bytes) -> np.ndarray:
             if im.format != "PNG" or im.size[0] * im.size[1] > MAX_SHARED_PIXELS:
                 raise ValueError(f"not a shared picture: {im.format} {im.size[0]}x{im.size[1]}")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(str(exc)) from exc
+    # what Pillow raises for damaged data: OSError (truncated, unidentified), SyntaxError (a
+    # broken chunk), EOFError, zlib's error, a bomb's
+    except (OSError, SyntaxError, EOFError, zlib.error, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc

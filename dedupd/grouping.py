@@ -81,6 +81,10 @@ MAX_GROUPS_VERIFIED = 32
 #: more for the member that passes; most files never get here.
 MAX_MEMBERS_VERIFIED = 8
 
+#: files placed again on shared pixels in one call of :meth:`Grouping.take_answers` at most
+#: (each a verification: a pass of the daemon's loop stays short)
+ANSWERS_AT_ONCE = 16
+
 #: seconds between two reads of the other hosts' reference_dirs (they change
 #: when a host reloads its config)
 REFERENCES_EVERY = 5.0
@@ -196,17 +200,24 @@ class Grouping:
         ours = {file_id for file_id, host, kind in changes if host == here and kind == "match"}
         return self._report(dict.fromkeys(sorted(ours), "grouped by another host"))
 
-    def take_answers(self) -> list[Duplicate]:
+    def take_answers(self, at_most: int = ANSWERS_AT_ONCE) -> list[Duplicate]:
         """Place again the files that waited for pixels of another host's files,
         now that it shared them: verified on pixels this time (see
-        :mod:`dedupd.exchange`).  What their first placement found similar is
-        judged again."""
+        :mod:`dedupd.exchange`), at most ``at_most`` files (the rest at the next
+        call).  What their first placement found similar is judged again.
+
+        The answers are taken off the list in a transaction of their own first:
+        should placing fail, the next call does not meet the same answers again
+        (the files stay as they were: similar, never acted on)."""
+        if self._index is None and self._building is not None:
+            return []  # the index is still being built: not waited for here
         if not self.store.answered():
             return []  # a read, no write lock taken: most passes of the daemon's loop
         with self.store.atomic():
             answers = self.store.answered()
-            self.store.drop_answered(answers)
-            waiting = list(dict.fromkeys(waiting_id for _, _, waiting_id in answers))
+            waiting = list(dict.fromkeys(waiting_id for _, _, waiting_id in answers))[:at_most]
+            self.store.drop_answered([row for row in answers if row[2] in waiting])
+        with self.store.atomic():
             found = self.store.records(waiting)
             ids = [
                 file_id for file_id in waiting

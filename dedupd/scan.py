@@ -286,9 +286,14 @@ def scan(
         # a store several hosts share: answer what the others asked of this host's
         # files, and place again the files that waited for pixels of theirs
         # (dedupd/exchange.py; a host's daemon does both as it runs)
-        pipeline.grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
-        hand_on(pipeline.grouping.take_answers())
-        pipeline.grouping.exchange.prune()
+        grouping = pipeline.grouping
+        grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
+        for _ in range(SHARE_AT_MOST):
+            if not store.answered():
+                break
+            grouping.index  # noqa: B018 - built (waited for) before the answers are taken
+            hand_on(grouping.take_answers())
+        grouping.exchange.prune()
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ class QuarantineRecord:
     #: the original's host, in a store several hosts share (None: this host's;
     #: records written before hosts have no such key)
     original_host: str | None = None
+
+
+_FIELDS = frozenset(f.name for f in fields(QuarantineRecord))
 
 
 def record_path(quarantined: Path) -> Path:
@@ -91,7 +94,8 @@ def read(path: Path) -> QuarantineRecord | None:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return None
     try:
-        return QuarantineRecord(**data)
+        # keys a later dedupd adds (optional ones, the version unchanged) are left aside
+        return QuarantineRecord(**{k: v for k, v in data.items() if k in _FIELDS})
     except TypeError:
         return None
 

@@ -675,3 +675,67 @@ def test_another_hosts_reference_directory_keeps_its_file_the_original(hosts: An
     assert choose_original(theirs, mine, Config(), {"alpha": (reference,)})[0] is Decision.KEEP_NEW
     local = replace(theirs, host=None)
     assert choose_original(local, mine, Config(), {"alpha": (reference,)})[0] is Decision.KEEP_OLD
+
+
+def _half_copy_asked(hosts: Any, tmp_path: Path) -> tuple[dict[str, Grouping], Path, int, int]:
+    """Alpha's picture and beta's half-size copy of it, placed: beta has asked for alpha's pixels."""
+    import helpers as H
+
+    alpha, beta = hosts
+    groupings = {store.host: Grouping(store, Config()) for store in hosts}
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "beta").mkdir()
+    picture = H.photo(5, size=(1024, 768))
+    original = H.save(picture, tmp_path / "alpha" / "original.jpg", quality=92)
+    half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), tmp_path / "beta" / "half.jpg", quality=85)
+    a_id, _ = _stored(alpha, groupings["alpha"], original)
+    h_id, _ = _stored(beta, groupings["beta"], half)
+    assert alpha.pixels_asked_here(10) != []
+    return groupings, original, a_id, h_id
+
+
+def test_a_damaged_answer_is_asked_for_again_not_a_crash(hosts: Any, tmp_path: Path) -> None:
+    """Shared pixels damaged in the store (a broken PNG chunk: Pillow raises SyntaxError)
+    are dropped and asked for again; alpha shares them afresh and beta's copy is then near."""
+    from dedupd.exchange import encode
+    from dedupd.hashing import verification_pixels
+
+    alpha, beta = hosts
+    groupings, original, a_id, h_id = _half_copy_asked(hosts, tmp_path)
+    png = bytearray(encode(verification_pixels(original, side=512)))
+    second = png.index(b"IDAT", png.index(b"IDAT") + 4)
+    png[second] = 0x87  # the second IDAT chunk's name broken
+    with alpha.atomic():
+        alpha.share_pixels(alpha.record(a_id).fingerprint.sha256, 512, bytes(png))
+    assert groupings["beta"].take_answers() == []  # no crash: judged on hashes again, asked again
+    assert beta.record(h_id).original_id is None and alpha.pixels_asked_here(10) != []
+    assert groupings["beta"].take_answers() == []  # the same damaged answer is not met twice
+    assert groupings["alpha"].exchange.share() == 1
+    found = groupings["beta"].take_answers()
+    assert [(d.duplicate.id, d.original.id, d.match.tier.value) for d in found] == [(h_id, a_id, "near")], found
+
+
+def test_a_question_is_of_the_version_asked_last_and_waits_for_its_answer(hosts: Any, tmp_path: Path) -> None:
+    """Asked again after alpha's file changed, the question names the new version (alpha
+    answers it, not dropping it as stale); an answer no host has taken yet is kept past the
+    hour shared pixels are kept (not read and shared again every hour), and goes with the
+    question."""
+    import helpers as H
+    from dedupd.exchange import ASKED_KEPT
+    from dedupd.hashing import fingerprint_file
+
+    alpha, beta = hosts
+    groupings, original, a_id, h_id = _half_copy_asked(hosts, tmp_path)
+    H.save(H.photo(6, size=(1024, 768)), original, quality=92)
+    st, fp = fingerprint_file(original)
+    with alpha.atomic():
+        assert alpha.upsert_file(original, st, fp) == a_id
+    with beta.atomic():
+        beta.ask_pixels(a_id, fp.sha256, 512, h_id)  # as placing the copy again would
+    assert alpha.pixels_asked_here(10) == [(a_id, fp.sha256, 512)]
+    assert groupings["alpha"].exchange.share() == 1
+    for _ in range(3):  # hours pass, beta does not take its answer
+        alpha.prune_pixels(-1.0, ASKED_KEPT)
+        assert groupings["alpha"].exchange.share() == 0 and beta.shared_pixels(fp.sha256, 512) is not None
+    alpha.prune_pixels(-1.0, -1.0)  # a week later: the question and its answer go
+    assert beta.shared_pixels(fp.sha256, 512) is None and beta.answered() == []

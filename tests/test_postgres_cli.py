@@ -4,6 +4,7 @@ for scan, groups, status and audit, with the same results as a SQLite store."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -252,58 +253,93 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
 
 
 def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
-    """Beta's SQLite store migrates into the PostgreSQL store alpha fills already: beta's
-    ids and seniority move past alpha's, its audit row and intent still hold together (its
-    quarantined copy restores from the shared store); beta's files are placed among
-    alpha's: an exact copy of alpha's picture joins its group at once, a half-size copy
-    once alpha has shared its pixels (a scan on each host), then quarantined by beta."""
+    """Beta's SQLite store migrates into the PostgreSQL store alpha fills already (files,
+    a quarantine move with its audit row and intent): beta's ids and seniority move past
+    alpha's and every reference with them (audit to intent and back, a restore to the
+    move it undid, a match, a similar pair), and a person's decision still holds (the
+    restored copy is not moved again). Beta's quarantined copy restores from the shared
+    store. Beta's files are placed among alpha's: an exact copy of alpha's picture joins
+    its group at once, a half-size copy once alpha has shared its pixels (a scan on each
+    host), then quarantined by beta."""
+    import psycopg  # noqa: PLC0415 - only the PostgreSQL tests need it
+
     from dedupd.models import PostgresUrl
     from dedupd.store import open_store
 
     roots = {host: tmp_path / host for host in ("alpha", "beta")}
     p, q, r = (H.photo(n, size=(800, 600)) for n in (70, 71, 72))
     H.save(p, roots["alpha"] / "p.jpg", quality=92)
+    shutil.copyfile(roots["alpha"] / "p.jpg", roots["alpha"] / "p_dup.jpg")
     H.save(q, roots["alpha"] / "q.jpg", quality=92)
-    shutil.copyfile(roots["alpha"] / "p.jpg", H.save(r, roots["beta"] / "r.jpg").with_name("p2.jpg"))
-    shutil.copyfile(roots["beta"] / "r.jpg", roots["beta"] / "r2.jpg")
+    H.save(r, roots["beta"] / "r.jpg", quality=92)
+    for name in ("p2.jpg",):
+        shutil.copyfile(roots["alpha"] / "p.jpg", roots["beta"] / name)
+    for name in ("r2.jpg", "r3.jpg"):
+        shutil.copyfile(roots["beta"] / "r.jpg", roots["beta"] / name)
+    H.save(r.resize((400, 300), Image.Resampling.LANCZOS), roots["beta"] / "r_half.jpg", quality=85)
+    # strongly recoloured: similar, listed for review
+    H.save(r.convert("L").convert("RGB"), roots["beta"] / "r_grey.jpg", quality=92)
     half = H.save(q.resize((400, 300), Image.Resampling.LANCZOS), roots["beta"] / "q_half.jpg", quality=85)
     configs = {}
     for host, root in roots.items():
         configs[host] = tmp_path / f"{host}.yaml"
+        near = "quarantine" if host == "alpha" else "log"
         configs[host].write_text(
             f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
-            f"db: {tmp_path / (host + '.db')}\nactions:\n  exact: quarantine\n  near: quarantine\n"
+            f"db: {tmp_path / (host + '.db')}\nactions:\n  exact: quarantine\n  near: {near}\n"
         )
-    assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0
+    first = run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url)
+    assert first.returncode == 0 and "quarantine_done: 1" in first.stdout, first.stdout + first.stderr
     lite = tmp_path / "beta.db"
     first = run_cli("scan", roots["beta"], "--config", configs["beta"], db=lite)
-    assert first.returncode == 0 and "quarantine_done: 1" in first.stdout, first.stdout + first.stderr
-    assert not (roots["beta"] / "r2.jpg").exists()
+    assert first.returncode == 0 and "quarantine_done: 2" in first.stdout, first.stdout + first.stderr
+    moves = {Path(r["path"]).name: r["id"] for r in json.loads(run_cli("audit", "--format", "json", db=lite).stdout)
+             if r["action"] == "quarantine"}  # fmt: skip
+    assert sorted(moves) == ["r2.jpg", "r3.jpg"], moves
+    assert run_cli("restore", str(moves["r2.jpg"]), "--config", configs["beta"], db=lite).returncode == 0
+    assert (roots["beta"] / "r2.jpg").exists()
     moved = run_cli("migrate", "--to", pg_url, "--config", configs["beta"], db=lite)
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert "files: 3, audit: 1, intents: 1" in moved.stdout and "placed among the other hosts' files: 1 grouped" in moved.stdout, moved.stdout
+    assert "placed among the other hosts' files: 1 grouped" in moved.stdout, moved.stdout
+    with psycopg.connect(pg_url) as conn:
+        alpha_top = conn.execute("SELECT MAX(id) FROM audit WHERE host = 'alpha'").fetchone()[0]
+        audit = {row[0]: row for row in conn.execute(
+            "SELECT id, action, path, intent_id, restores FROM audit WHERE host = 'beta'")}  # fmt: skip
+        intents = {row[0]: row for row in conn.execute("SELECT id, path, audit_id FROM intents WHERE host = 'beta'")}
+        decided = conn.execute("SELECT host_a, host_b FROM decisions").fetchall()
+    assert alpha_top is not None and min(audit) > alpha_top and min(intents) > alpha_top
+    by_path = {(row[1], Path(os.fsdecode(row[2])).name): row for row in audit.values()}
+    undone = by_path[("quarantine", "r2.jpg")]
+    assert by_path[("restore", "r2.jpg")][4] == undone[0]  # the restore names the move it undid
+    for name in ("r2.jpg", "r3.jpg"):
+        row = by_path[("quarantine", name)]
+        assert intents[row[3]][2] == row[0] and Path(os.fsdecode(intents[row[3]][1])).name == name
+    assert decided and all(h in (None, "beta") for pair in decided for h in pair), decided
     stores = {host: open_store(PostgresUrl(pg_url), readonly=True, host=host) for host in roots}
     try:
         alpha, beta = stores["alpha"], stores["beta"]
         theirs = {name: alpha.record_for_path(roots["alpha"] / name) for name in ("p.jpg", "q.jpg")}
-        ours = {name: beta.record_for_path(roots["beta"] / name) for name in ("r.jpg", "p2.jpg", "q_half.jpg")}
+        ours = {n: beta.record_for_path(roots["beta"] / n) for n in ("r.jpg", "r_half.jpg", "r_grey.jpg", "p2.jpg", "q_half.jpg")}
         assert min(rec.id for rec in ours.values()) > max(rec.id for rec in theirs.values())
         assert min(rec.seq for rec in ours.values()) > max(rec.seq for rec in theirs.values())
+        assert beta.match_of(ours["r_half.jpg"].id)[0] == ours["r.jpg"].id
+        assert [other for other, _ in beta.similar_of(ours["r_grey.jpg"].id)] == [ours["r.jpg"].id]
         groups = {str(orig): [(str(path), m.tier.value) for path, m, _ in members] for orig, members in beta.groups()}
         # the exact copy of alpha's picture: in its group at once (no pixels needed)
         assert groups.get(f"alpha:{roots['alpha'] / 'p.jpg'}") == [(str(roots["beta"] / "p2.jpg"), "exact")], groups
         # the half-size copy: similar until alpha shares its pixels
-        assert ours["q_half.jpg"].original_id is None
-        assert beta.similar_of(ours["q_half.jpg"].id) != []
+        assert ours["q_half.jpg"].original_id is None and beta.similar_of(ours["q_half.jpg"].id) != []
     finally:
         for store in stores.values():
             store.close()
-    # beta's move came along whole (its audit row and intent, ids moved together):
-    # restored from the shared store
+    # beta's move came along whole: restored from the shared store
     restored = run_cli("restore", "--all", "--config", configs["beta"], db=pg_url)
-    assert restored.returncode == 0 and (roots["beta"] / "r2.jpg").exists(), restored.stdout + restored.stderr
+    assert restored.returncode == 0 and (roots["beta"] / "r3.jpg").exists(), restored.stdout + restored.stderr
     assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0  # shares
+    beta_q = tmp_path / "beta-quarantine"
+    configs["beta"].write_text(configs["beta"].read_text().replace("near: log", "near: quarantine"))
     last = run_cli("scan", roots["beta"], "--config", configs["beta"], db=pg_url)
     assert last.returncode == 0, last.stdout + last.stderr
-    assert "near: 1" in last.stdout and not half.exists(), last.stdout
-    assert (tmp_path / "beta-quarantine" / half.name).exists()
+    assert not half.exists() and (beta_q / half.name).exists(), last.stdout
+    # the person's restore holds across the move: r2 stays; r3, restored by --all, too
+    assert (roots["beta"] / "r2.jpg").exists() and (roots["beta"] / "r3.jpg").exists(), last.stdout

@@ -197,7 +197,8 @@ def test_a_restore_refuses_a_parent_replaced_by_a_symlink_to_elsewhere(env: Env)
 
 def test_with_the_store_lost_restore_from_quarantine_brings_every_file_back(env: Env) -> None:
     """Every quarantined file has a record beside it; with the store (and its WAL) deleted,
-    `restore --from-quarantine DIR` puts each file back byte-identical."""
+    `restore --from-quarantine DIR` puts each file back byte-identical (a record with a key
+    from a later dedupd too)."""
     files = {}
     for i in range(3):
         data = picture(7550 + i)
@@ -206,6 +207,9 @@ def test_with_the_store_lost_restore_from_quarantine_brings_every_file_back(env:
     env.write_config(actions={"exact": "quarantine"})
     assert scan(env)[0] == 0
     assert len(env.moves()) == 3
+    # one record as a later dedupd may write it: a key this one does not know, left aside
+    record = next(env.quarantine.rglob("*.dedupd.json"))
+    record.write_text(json.dumps({**json.loads(record.read_text()), "written_later": {"x": 1}}))
     for p in env.db.parent.iterdir():
         p.unlink()
     code, out, err = cli(env, "restore", "--from-quarantine", str(env.quarantine))

@@ -532,7 +532,9 @@ class SqlStore(ABC):
         ``side``; ``waiting_id`` is the file to place again once they are shared."""
         self._sql(
             "INSERT INTO pixels_asked (file_id, sha256, side, host, waiting_id, asked_at) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (file_id, side, host, waiting_id) DO NOTHING",
+            # asked again: of the version it is now
+            " ON CONFLICT (file_id, side, host, waiting_id) DO UPDATE SET sha256 = excluded.sha256,"
+            " asked_at = excluded.asked_at",
             [file_id, sha256, side, self.host, waiting_id, time.time()],
         )
 
@@ -566,6 +568,10 @@ class SqlStore(ABC):
             [sha256, side, png, self.host, time.time()],
         )
 
+    def drop_shared(self, sha256: str, side: int) -> None:
+        """Drop shared pixels that cannot be read (damaged in the store)."""
+        self._sql("DELETE FROM pixels_shared WHERE sha256 = ? AND side = ?", [sha256, side])
+
     def drop_asked(self, file_id: int, sha256: str, side: int) -> None:
         """Withdraw what was asked of a file version that cannot be shared (changed, gone, unreadable)."""
         self._sql("DELETE FROM pixels_asked WHERE file_id = ? AND sha256 = ? AND side = ?", [file_id, sha256, side])
@@ -592,13 +598,18 @@ class SqlStore(ABC):
             )
 
     def prune_pixels(self, kept: float, asked_kept: float) -> None:
-        """Drop pixels shared more than ``kept`` seconds ago (the host that asked
-        has taken them in, or is down and they are shared again when it asks
-        again), and questions older than ``asked_kept`` (from a host gone for good)."""
+        """Drop pixels shared more than ``kept`` seconds ago that no question waits
+        for any more (a host that is down, or only scans now and then, takes its
+        answer when it runs: not read and shared again every hour meanwhile), and
+        questions older than ``asked_kept`` (from a host gone for good)."""
         now = time.time()
         with self.atomic():
-            self._sql("DELETE FROM pixels_shared WHERE shared_at < ?", [now - kept])
             self._sql("DELETE FROM pixels_asked WHERE asked_at < ?", [now - asked_kept])
+            self._sql(
+                "DELETE FROM pixels_shared WHERE shared_at < ? AND NOT EXISTS (SELECT 1 FROM pixels_asked a"
+                " WHERE a.sha256 = pixels_shared.sha256 AND a.side = pixels_shared.side)",
+                [now - kept],
+            )
 
     # --- roots a scan was given ------------------------------------------------
 

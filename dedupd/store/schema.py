@@ -933,8 +933,9 @@ END;""",
     step(
         "m017_between_hosts",
         # A host cannot read another host's files, so it asks that host for the
-        # pixels the verifier compares (dedupd/exchange.py): one row per file
-        # version (by content), size asked and file waiting for the answer ...
+        # pixels the verifier compares (dedupd/exchange.py): one row per file,
+        # size asked and file waiting for the answer, with the file's version
+        # (by content) when asked ...
         Table(
             "pixels_asked",
             (
@@ -948,6 +949,7 @@ END;""",
             pk=("file_id", "side", "host", "waiting_id"),
         ),
         Index("pixels_asked", ("host",)),
+        Index("pixels_asked", ("waiting_id",)),  # a file deleted: its questions with it
         # ... and the answers, by content: any file with these bytes has these pixels
         Table(
             "pixels_shared",

@@ -42,7 +42,7 @@ BATCH = 10_000
 #: moved past the destination's highest of those when it is not empty
 MOVED: dict[str, dict[str, str]] = {
     "files": {"id": "files", "seq": "seq"},
-    "audit": {"id": "audit", "intent_id": "intents"},
+    "audit": {"id": "audit", "intent_id": "intents", "restores": "audit"},
     "intents": {"id": "intents", "audit_id": "audit"},
     "decisions": {"id": "decisions"},
     "matches": {"file_id": "files", "original_id": "files"},
@@ -106,6 +106,9 @@ def copy_sqlite_to_postgres(
                 moved = MOVED.get(table, {}).get(c)
                 if moved is not None and offsets[moved]:
                     return f"{c} + {offsets[moved]} AS {c}"
+                if table == "decisions" and c in ("host_a", "host_b"):
+                    # a SQLite store's files are host '' (NULL: any host's, kept so)
+                    return f"CASE WHEN {c} = '' THEN {own} ELSE {c} END AS {c}"
                 if table == "audit" and c == "dedup_key":
                     # as a host of a shared store writes its keys (actions.py): the same
                     # finding is still recorded once after the move
