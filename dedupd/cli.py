@@ -465,6 +465,7 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
         pid = store.writer_pid()
         daemon = read_daemon_status(store)
         hosts = store.daemon_hosts() if store.host else []  # a store several hosts share
+        questions = store.pixel_questions() if store.host else None
         counts = store.counts()
         actions = store.action_counts()
         last = [r.as_json() for r in Audit(store).rows(not_log=True, newest=5)] if actions else []
@@ -488,6 +489,8 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
              "started_at": iso_time(h["started_at"]), "heartbeat_at": iso_time(h["heartbeat_at"])}
             for h in hosts
         ]
+    if questions is not None:
+        out["pixels"] = questions
     if fmt == "json":
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -507,6 +510,10 @@ def status(db: StoreLocation | None, config_path: Path | None, fmt: str) -> None
         for h in hosts:
             age = time.time() - h["heartbeat_at"]
             click.echo(f"  {h['host']}: {h['state']}, pid {h['pid']}, last heartbeat {age:.0f}s ago")
+    if questions is not None and (questions["waiting"] or questions["to_answer"]):
+        waiting = ", ".join(f"{n} on {host}" for host, n in questions["waiting"].items()) or "none"
+        click.echo(f"pixels:   files here waiting for another host's pixels: {waiting}; "
+                   f"questions of other hosts to answer here: {questions['to_answer']}")
     click.echo(f"files:    {counts['files']} indexed, {counts['errors']} errors")
     click.echo(f"groups:   {counts['groups']} ({counts['duplicates']} duplicates: exact {counts['duplicates_exact']}, "
                f"pixel {counts['duplicates_pixel']}, near {counts['duplicates_near']})")

@@ -220,7 +220,8 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
     """``dedupd scan`` on beta finds a half-size copy of alpha's picture only similar
     (alpha's file is not read on beta) and asks alpha for its pixels; alpha's next scan
     shares them; beta's next scan places the copy again, verified on them: near, and
-    quarantined by beta (``near: quarantine``), the audit naming alpha's original."""
+    quarantined by beta (``near: quarantine``), the audit naming alpha's original; ``status``
+    says what waits for which host's pixels, and what a host has yet to answer."""
     roots = {host: tmp_path / host for host in ("alpha", "beta")}
     picture = H.photo(60, size=(1024, 768))
     H.save(picture, roots["alpha"] / "picture.jpg", quality=92)
@@ -238,13 +239,24 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
+    def pixels(host: str) -> dict[str, Any]:
+        proc = run_cli("status", "--format", "json", "--config", configs[host], db=pg_url)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["pixels"]  # type: ignore[no-any-return]
+
     scan("alpha")
     first = scan("beta")
     assert "duplicates found: none" in first and small.exists(), first  # similar: listed for review
+    assert pixels("beta") == {"waiting": {"alpha": 1}, "to_answer": 0}
+    assert pixels("alpha") == {"waiting": {}, "to_answer": 1}
+    text = run_cli("status", "--config", configs["beta"], db=pg_url).stdout
+    assert "files here waiting for another host's pixels: 1 on alpha" in text, text
     scan("alpha")  # shares what beta asked for
+    assert pixels("alpha") == {"waiting": {}, "to_answer": 0}
     second = scan("beta")
     assert "near: 1" in second and "quarantine_done: 1" in second, second
     assert not small.exists() and (tmp_path / "beta-quarantine" / "small.jpg").exists()
+    assert pixels("beta") == {"waiting": {}, "to_answer": 0}
     audit = run_cli("audit", "--format", "json", "--config", configs["beta"], db=pg_url)
     assert audit.returncode == 0, audit.stderr
     (row,) = [r for r in json.loads(audit.stdout) if r["action"] == "quarantine"]

@@ -568,6 +568,22 @@ class SqlStore(ABC):
             [sha256, side, png, self.host, time.time()],
         )
 
+    def pixel_questions(self) -> dict[str, Any]:
+        """For ``status``: this host's files waiting for other hosts' pixels, by the host
+        asked (``waiting``), and the questions of other hosts this host has yet to answer
+        (``to_answer``)."""
+        if not self._has("pixels_asked"):
+            return {"waiting": {}, "to_answer": 0}
+        waiting = {
+            str(r[0]): int(r[1])
+            for r in self._sql(
+                "SELECT f.host, COUNT(DISTINCT a.waiting_id) FROM pixels_asked a JOIN files f ON f.id = a.file_id"
+                " WHERE a.host = ? GROUP BY f.host ORDER BY f.host",
+                [self.host],
+            )
+        }
+        return {"waiting": waiting, "to_answer": len(self.pixels_asked_here(1_000_000))}
+
     def drop_shared(self, sha256: str, side: int) -> None:
         """Drop shared pixels that cannot be read (damaged in the store)."""
         self._sql("DELETE FROM pixels_shared WHERE sha256 = ? AND side = ?", [sha256, side])
