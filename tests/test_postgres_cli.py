@@ -355,3 +355,31 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
     assert not half.exists() and (beta_q / half.name).exists(), last.stdout
     # the person's restore holds across the move: r2 stays; r3, restored by --all, too
     assert (roots["beta"] / "r2.jpg").exists() and (roots["beta"] / "r3.jpg").exists(), last.stdout
+
+
+def test_a_dry_run_on_a_shared_store_judges_with_the_pixels_other_hosts_shared(
+    tmp_path: Path, run_cli: RunCli, pg_url: str
+) -> None:
+    """Alpha has shared its picture's pixels for a copy beta asked about; beta's
+    ``scan --dry-run`` then works on a copy of the store that holds them: the copy that
+    waited and a new one are both near, and would be quarantined, as the real scan's
+    would; nothing moves and the store does not change."""
+    roots = {host: tmp_path / host for host in ("alpha", "beta")}
+    picture = H.photo(61, size=(1024, 768))
+    H.save(picture, roots["alpha"] / "picture.jpg", quality=92)
+    H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), roots["beta"] / "small.jpg", quality=85)
+    configs = {}
+    for host, root in roots.items():
+        configs[host] = tmp_path / f"{host}.yaml"
+        configs[host].write_text(
+            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
+            "actions:\n  exact: quarantine\n  near: quarantine\n"
+        )
+    for host in ("alpha", "beta", "alpha"):  # beta asks, alpha shares
+        assert run_cli("scan", roots[host], "--config", configs[host], db=pg_url).returncode == 0
+    H.save(picture.resize((600, 450), Image.Resampling.LANCZOS), roots["beta"] / "other.jpg", quality=85)
+    before, rows_before = H.file_state(roots["beta"]), _rows(pg_url)
+    dry = run_cli("scan", roots["beta"], "--config", configs["beta"], "--dry-run", db=pg_url)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "near: 2" in dry.stdout and "quarantine_dry_run: 2" in dry.stdout, dry.stdout
+    assert H.file_state(roots["beta"]) == before and _rows(pg_url) == rows_before

@@ -38,6 +38,10 @@ TABLES = (
 )
 BATCH = 10_000
 
+#: what a dry run's copy holds besides: what hosts asked of each other and shared,
+#: and each host's reference_dirs, so that it judges as the real run would
+SNAPSHOT_ALSO = ("host_references", "pixels_asked", "pixels_shared")
+
 #: the columns that hold an id (or a seniority), by table, and whose ids they are:
 #: moved past the destination's highest of those when it is not empty
 MOVED: dict[str, dict[str, str]] = {
@@ -167,7 +171,7 @@ def copy_postgres_to_sqlite(source: PostgresStore, dest: Store) -> dict[str, int
     large store is never held in memory whole."""
     copied: dict[str, int] = {}
     with dest.atomic(), source._conn.transaction():
-        for table in TABLES:
+        for table in (*TABLES, *SNAPSHOT_ALSO):
             have = set(dest.db.table(table).columns_dict)
             columns = [c for c in _columns(source, table) if c in have]
             names = ", ".join(columns)
