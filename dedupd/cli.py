@@ -532,8 +532,8 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     """Copy a SQLite store (--db, else the config's or the default one) into a
     PostgreSQL store, in one transaction: an empty one (ids kept), or one other
     hosts share already (ids moved past theirs; this host's files are then placed
-    among theirs). Stop the daemon first: both stores are held as their writer
-    while it runs. Then set 'db:' (and 'host:', if not the machine's name) in the
+    among theirs, and a run cut short while placing them resumes when run again).
+    Stop the daemon first: both stores are held as their writer while it runs. Then set 'db:' (and 'host:', if not the machine's name) in the
     config to the URL."""
     from dedupd.store.postgres import PostgresStore
     from dedupd.store.sqlite import Store
@@ -551,11 +551,16 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     try:
         source.lock_writer()
         dest.lock_writer()
-        shared = dest.counts()["files"] + dest.counts()["errors"] > 0  # other hosts' files already
-        copied = copy_sqlite_to_postgres(source, dest)
-        log.info("store_migrated", source=ctx.db_path, dest=target, **copied)
-        click.echo(", ".join(f"{table}: {n}" for table, n in copied.items()))
-        click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
+        resumed = dest.regroup_pending()
+        if resumed is not None:  # copied by a migrate cut short while it placed the files
+            click.echo(f"{display_path(str(ctx.db_path))} was copied into {target} already: "
+                       "placing its files among the other hosts' where that stopped")
+        else:
+            copied = copy_sqlite_to_postgres(source, dest)
+            log.info("store_migrated", source=ctx.db_path, dest=target, **copied)
+            click.echo(", ".join(f"{table}: {n}" for table, n in copied.items()))
+            click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
+        shared = dest.regroup_pending() is not None  # other hosts' files there
         if shared:
             joined = _regroup_migrated(dest, ctx.config)
     finally:
@@ -578,13 +583,17 @@ def _regroup_migrated(store: AnyStore, config: Config) -> int:
     from dedupd.grouping import Grouping
 
     grouping = Grouping(store, config)
-    joined, after = 0, 0
+    joined, after = 0, store.regroup_pending() or 0
     with tqdm(total=store.counts()["files"], desc="regrouping", unit="file", disable=None, leave=False) as bar:
-        while ids := store.originals_here(after):
+        while ids := store.originals_here(after, limit=100):
             for file_id in ids:
                 joined += bool(grouping.regroup([file_id]))
                 bar.update(1)
             after = ids[-1]
+            with store.atomic():  # where this stands, should it be cut short
+                store.set_regroup_pending(after)
+    with store.atomic():
+        store.set_regroup_pending(None)
     log.info("migrated_files_regrouped", joined=joined)
     return joined
 

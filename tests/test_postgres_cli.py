@@ -383,3 +383,49 @@ def test_a_dry_run_on_a_shared_store_judges_with_the_pixels_other_hosts_shared(
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "near: 2" in dry.stdout and "quarantine_dry_run: 2" in dry.stdout, dry.stdout
     assert H.file_state(roots["beta"]) == before and _rows(pg_url) == rows_before
+
+
+def test_a_migrate_cut_short_while_placing_resumes_where_it_stopped(
+    tmp_path: Path, run_cli: RunCli, pg_url: str
+) -> None:
+    """A migrate into a shared store that died after its copy committed (the copy made
+    here through the same function, and nothing placed) is finished by running it again:
+    the rows are not copied twice, the files are placed among the other host's (an exact
+    copy of alpha's picture joins its group); a third run is refused, nothing pending."""
+    from dedupd.models import PostgresUrl
+    from dedupd.store import open_store
+    from dedupd.store.postgres import PostgresStore
+    from dedupd.store.sqlite import Store
+    from dedupd.store.transfer import copy_sqlite_to_postgres
+
+    roots = {host: tmp_path / host for host in ("alpha", "beta")}
+    H.save(H.photo(80), roots["alpha"] / "p.jpg")
+    H.save(H.photo(81), roots["beta"] / "own.jpg")
+    shutil.copyfile(roots["alpha"] / "p.jpg", roots["beta"] / "p2.jpg")
+    configs = {}
+    for host, root in roots.items():
+        configs[host] = tmp_path / f"{host}.yaml"
+        configs[host].write_text(f"host: {host}\nroots: [{root}]\ndb: {tmp_path / (host + '.db')}\n")
+    assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0
+    lite = tmp_path / "beta.db"
+    assert run_cli("scan", roots["beta"], "--config", configs["beta"], db=lite).returncode == 0
+    source, dest = Store.open(lite, readonly=True), PostgresStore.open(PostgresUrl(pg_url), host="beta")
+    try:
+        copy_sqlite_to_postgres(source, dest)
+        assert dest.regroup_pending() == 0
+    finally:
+        dest.close()
+        source.close()
+    again = run_cli("migrate", "--to", pg_url, "--config", configs["beta"], db=lite)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "copied into" in again.stdout and "already" in again.stdout and "audit:" not in again.stdout, again.stdout
+    assert "placed among the other hosts' files: 1 grouped" in again.stdout, again.stdout
+    store = open_store(PostgresUrl(pg_url), readonly=True, host="beta")
+    try:
+        assert store.regroup_pending() is None and store.counts()["files"] == 3
+        groups = {str(orig): [str(path) for path, _, _ in members] for orig, members in store.groups()}
+        assert groups == {f"alpha:{roots['alpha'] / 'p.jpg'}": [str(roots["beta"] / "p2.jpg")]}, groups
+    finally:
+        store.close()
+    third = run_cli("migrate", "--to", pg_url, "--config", configs["beta"], db=lite)
+    assert third.returncode == 74 and "this host shares it already" in third.stderr, third.stderr

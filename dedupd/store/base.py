@@ -496,6 +496,20 @@ class SqlStore(ABC):
             )
         ]
 
+    def regroup_pending(self) -> int | None:
+        """Where placing this host's migrated files among the other hosts' stands (the
+        last id placed), or None when nothing is pending."""
+        if not self._has("regroup_pending"):
+            return None
+        row = self._sql("SELECT after FROM regroup_pending WHERE host = ?", [self.host]).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_regroup_pending(self, after: int | None) -> None:
+        """Record where placing this host's migrated files stands; None: done."""
+        self._sql("DELETE FROM regroup_pending WHERE host = ?", [self.host])
+        if after is not None:
+            self._sql("INSERT INTO regroup_pending (host, after) VALUES (?, ?)", [self.host, after])
+
     def originals_here(self, after: int = 0, limit: int = 1000) -> list[int]:
         """This host's fingerprinted files that are nobody's duplicate, by id, after ``after``."""
         return [

@@ -969,6 +969,13 @@ END;""",
             (Column("host", TEXT, not_null=True), Column("path", BYTES, not_null=True)),
             pk=("host", "path"),
         ),
+        # a host's files copied into a store others share (dedupd migrate), still to be
+        # placed among theirs: the id placed up to, so that a migrate cut short resumes
+        Table(
+            "regroup_pending",
+            (Column("host", TEXT, not_null=True), Column("after", BIGINT, not_null=True)),
+            pk=("host",),
+        ),
         # A host of a shared store writes its audit rows' dedup keys with its name
         # in front (two hosts may find the same about their own files at one
         # path); rows written before hosts have none, so the same finding, met

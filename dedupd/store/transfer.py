@@ -153,6 +153,8 @@ def copy_sqlite_to_postgres(
                     f" FROM {table}"
                 )
         dest.recount()
+        if offsets["files"]:  # other hosts' files there: this host's to be placed among them
+            dest.set_regroup_pending(0)
         # a host whose index was read before the copy reads it afresh
         # (a number taken from the feed's own sequence: the rows written next come after it)
         dest._x("UPDATE file_changes_pruned SET below = nextval(pg_get_serial_sequence('file_changes', 'rev'))")
