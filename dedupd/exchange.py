@@ -36,7 +36,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from dedupd import errors
+from dedupd import errors, faults
 from dedupd.backend import StoreBackend
 from dedupd.hashing import verification_pixels
 from dedupd.models import Record
@@ -51,6 +51,8 @@ ASKED_KEPT = 7 * 86400.0
 #: spent on them (a read and a PNG of each: 0.05-0.5 s)
 SHARE_AT_MOST = 8
 SHARE_BUDGET = 1.0
+#: seconds before a file that could not be read is tried again
+RETRY_AFTER = 300.0
 #: the largest picture taken from a shared PNG (the verifier's closer looks
 #: read at most 3072 px a side)
 MAX_SHARED_PIXELS = 4096 * 4096
@@ -97,8 +99,17 @@ class Exchange:
                     self.store.drop_asked(file_id, sha, side)
                 continue
             try:
+                faults.point("exchange.share", rec.path)
                 png = encode(verification_pixels(rec.path, expected=rec.stat, side=side))
+            except (errors.UnreadableFile, errors.OutOfMemory, OSError) as exc:
+                # for a moment, it may be (a permission, a server, memory): tried again later
+                log.warning("pixels_not_shared_yet", path=rec.path, side=side, reason=str(exc), retry_in=RETRY_AFTER)
+                with self.store.atomic():
+                    self.store.retry_asked(file_id, sha, side, time.time() + RETRY_AFTER)
+                continue
             except errors.FileSkipped as exc:
+                # gone, changed, not an image: the asking host places its file again when
+                # this one is stored again, and asks anew if it needs to
                 log.warning("pixels_not_shared", path=rec.path, side=side, reason=str(exc))
                 with self.store.atomic():
                     self.store.drop_asked(file_id, sha, side)

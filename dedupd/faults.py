@@ -60,6 +60,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "worker": ("worker.fingerprint",),
     "pipeline": ("pipeline.ingest",),
     "sweep": ("sweep.before_look",),
+    "exchange": ("exchange.share",),
 }
 
 

@@ -739,3 +739,29 @@ def test_a_question_is_of_the_version_asked_last_and_waits_for_its_answer(hosts:
         assert groupings["alpha"].exchange.share() == 0 and beta.shared_pixels(fp.sha256, 512) is not None
     alpha.prune_pixels(-1.0, -1.0)  # a week later: the question and its answer go
     assert beta.shared_pixels(fp.sha256, 512) is None and beta.answered() == []
+
+
+def test_a_file_unreadable_for_a_moment_is_shared_later_not_forgotten(
+    hosts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alpha cannot read its file just when beta's question comes (an I/O error): the
+    question stays, put off for RETRY_AFTER seconds (not tried on every pass meanwhile),
+    and is answered when the file can be read; beta's copy is then near."""
+    import time
+
+    from dedupd.exchange import RETRY_AFTER
+
+    alpha, beta = hosts
+    groupings, original, a_id, h_id = _half_copy_asked(hosts, tmp_path)
+    monkeypatch.setenv("DEDUPD_FAULT", "exchange.share:error")
+    assert groupings["alpha"].exchange.share() == 0
+    monkeypatch.delenv("DEDUPD_FAULT")
+    assert alpha.pixels_asked_here(10) == []  # put off
+    (asked,) = alpha.pixels_asked_here(10, now=time.time() + RETRY_AFTER + 1)
+    assert asked[0] == a_id and alpha.pixel_questions()["to_answer"] == 1
+    assert groupings["alpha"].exchange.share() == 0  # not yet
+    with alpha.atomic():
+        alpha.retry_asked(*asked, at=0.0)  # the time has come
+    assert groupings["alpha"].exchange.share() == 1
+    found = groupings["beta"].take_answers()
+    assert [(d.duplicate.id, d.original.id, d.match.tier.value) for d in found] == [(h_id, a_id, "near")], found

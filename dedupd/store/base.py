@@ -559,19 +559,27 @@ class SqlStore(ABC):
         row = self._sql("SELECT pixels FROM pixels_shared WHERE sha256 = ? AND side = ?", [sha256, side]).fetchone()
         return bytes(row[0]) if row is not None else None
 
-    def pixels_asked_here(self, limit: int) -> list[tuple[int, str, int]]:
-        """What other hosts asked of this host's files and nobody shared yet:
-        (file id, its SHA-256 when asked, side), oldest first."""
+    def pixels_asked_here(self, limit: int, now: float | None = None) -> list[tuple[int, str, int]]:
+        """What other hosts asked of this host's files and nobody shared yet, and not
+        to be tried again later than ``now``: (file id, its SHA-256 when asked, side),
+        oldest first."""
         return [
             (int(r[0]), str(r[1]), int(r[2]))
             for r in self._sql(
                 "SELECT a.file_id, a.sha256, a.side FROM pixels_asked a JOIN files f ON f.id = a.file_id"
-                f" WHERE {self._hostcol('f.')} = ? AND NOT EXISTS (SELECT 1 FROM pixels_shared s"
-                " WHERE s.sha256 = a.sha256 AND s.side = a.side)"
+                f" WHERE {self._hostcol('f.')} = ? AND (a.retry_at IS NULL OR a.retry_at <= ?)"
+                " AND NOT EXISTS (SELECT 1 FROM pixels_shared s WHERE s.sha256 = a.sha256 AND s.side = a.side)"
                 " GROUP BY a.file_id, a.sha256, a.side ORDER BY MIN(a.asked_at) LIMIT ?",
-                [self.host, limit],
+                [self.host, time.time() if now is None else now, limit],
             )
         ]
+
+    def retry_asked(self, file_id: int, sha256: str, side: int, at: float) -> None:
+        """Answer what was asked of a file that could not be read just now at ``at``, not before."""
+        self._sql(
+            "UPDATE pixels_asked SET retry_at = ? WHERE file_id = ? AND sha256 = ? AND side = ?",
+            [at, file_id, sha256, side],
+        )
 
     def share_pixels(self, sha256: str, side: int, png: bytes) -> None:
         """Answer every host that asked for the pixels of a file with these bytes at ``side``."""
@@ -596,7 +604,7 @@ class SqlStore(ABC):
                 [self.host],
             )
         }
-        return {"waiting": waiting, "to_answer": len(self.pixels_asked_here(1_000_000))}
+        return {"waiting": waiting, "to_answer": len(self.pixels_asked_here(1_000_000, now=float("inf")))}
 
     def drop_shared(self, sha256: str, side: int) -> None:
         """Drop shared pixels that cannot be read (damaged in the store)."""

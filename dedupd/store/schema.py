@@ -945,6 +945,7 @@ END;""",
                 Column("host", TEXT, not_null=True),  # the host that asked
                 Column("waiting_id", BIGINT, not_null=True, references=("files", "id"), cascade=True),
                 Column("asked_at", REAL, not_null=True),
+                Column("retry_at", REAL),  # the file could not be read for a moment: not before
             ),
             pk=("file_id", "side", "host", "waiting_id"),
         ),
