@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from dedupd.build import build_id
 from dedupd.errors import StoreLockedError
 from dedupd.models import (
     Decision,
@@ -252,7 +253,17 @@ class SqlStore(ABC):
         return self._upsert(_file_row(self.host, path, st, seq) | _fingerprint_columns(fp))
 
     def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
-        return self._upsert(_file_row(self.host, path, st, seq) | {"error": reason, "error_detail": detail})
+        """Store a file that could not be read, with the build that judged it."""
+        return self._upsert(
+            _file_row(self.host, path, st, seq) | {"error": reason, "error_detail": detail, "build": build_id()}
+        )
+
+    def error_build(self, file_id: int) -> str | None:
+        """The build that recorded ``file_id`` as unreadable (None: before builds were recorded)."""
+        if not self._has("files", "build"):
+            return None
+        row = self._sql("SELECT build FROM files WHERE id = ?", [file_id]).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def _upsert(self, values: dict[str, Any]) -> int:
         """Insert the file row, or update the one stored at its path; its id.  One
@@ -815,17 +826,19 @@ class SqlStore(ABC):
     def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
         """One more crash on this version of ``path``; returns its count.  ``cause``:
         what went wrong this time (an exception's text), None for a worker's death."""
-        key = _path_key(path)
+        key, build = _path_key(path), build_id()
         with self.atomic():
             row = self._sql(
-                "SELECT size, mtime_ns, count FROM crashes WHERE host = ? AND path = ?", [self.host, key]
+                "SELECT size, mtime_ns, count, build FROM crashes WHERE host = ? AND path = ?", [self.host, key]
             ).fetchone()
-            count = int(row[2]) + 1 if row is not None and (row[0], row[1]) == (st.size, st.mtime_ns) else 1
+            same = row is not None and (row[0], row[1], row[3]) == (st.size, st.mtime_ns, build)
+            count = int(row[2]) + 1 if same else 1
             self._sql(
-                "INSERT INTO crashes (host, path, size, mtime_ns, count, at, cause) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO crashes (host, path, size, mtime_ns, count, at, cause, build)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (host, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                " count = excluded.count, at = excluded.at, cause = excluded.cause",
-                [self.host, key, st.size, st.mtime_ns, count, time.time(), cause],
+                " count = excluded.count, at = excluded.at, cause = excluded.cause, build = excluded.build",
+                [self.host, key, st.size, st.mtime_ns, count, time.time(), cause, build],
             )
         return count
 
@@ -833,10 +846,13 @@ class SqlStore(ABC):
         return self.crash_of(path, st)[0]
 
     def crash_of(self, path: Path, st: FileStat) -> tuple[int, str | None]:
-        """Crashes of this version of ``path`` so far, and the cause of the last (None: a worker's death)."""
+        """Crashes of this version of ``path`` so far, under this build (another build,
+        an upgrade, counts afresh), and the cause of the last (None: a worker's death)."""
+        if not self._has("crashes", "build"):  # a reader of a store no writer has migrated yet
+            return 0, None
         row = self._sql(
-            "SELECT count, cause FROM crashes WHERE host = ? AND path = ? AND size = ? AND mtime_ns = ?",
-            [self.host, _path_key(path), st.size, st.mtime_ns],
+            "SELECT count, cause FROM crashes WHERE host = ? AND path = ? AND size = ? AND mtime_ns = ? AND build = ?",
+            [self.host, _path_key(path), st.size, st.mtime_ns, build_id()],
         ).fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
 
@@ -1249,6 +1265,7 @@ def _file_row(host: str, path: Path, st: FileStat, seq: int | None) -> dict[str,
         **dict.fromkeys(_FINGERPRINT_COLUMNS),
         "error": None,
         "error_detail": None,
+        "build": None,
         "indexed_at": time.time(),
     }
 

@@ -970,6 +970,10 @@ END;""",
             (Column("host", TEXT, not_null=True), Column("path", BYTES, not_null=True)),
             pk=("host", "path"),
         ),
+        # the build (dedupd/build.py) that recorded a file as unreadable or counted its
+        # crashes: another build reads it once more, and counts afresh
+        AddColumn("files", Column("build", TEXT)),
+        AddColumn("crashes", Column("build", TEXT)),
         # a host's files copied into a store others share (dedupd migrate), still to be
         # placed among theirs: the id placed up to, so that a migrate cut short resumes
         Table(
