@@ -17,8 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from dedupd import errors, faults
-from dedupd.build import build_id
+from dedupd import build, errors, faults
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
 from dedupd.grouping import Grouping
@@ -122,7 +121,7 @@ class Pipeline:
         st = FileStat.from_path(path)
         rec = self.store.record_for_path(path)
         # a file recorded as unreadable by another build (an upgrade) is read once more
-        if rec is not None and rec.stat == st and (rec.error is None or self.store.error_build(rec.id) == build_id()):
+        if rec is not None and rec.stat == st and (rec.error is None or self.store.error_build(rec.id) == build.build_id()):
             return Plan(Step.UNCHANGED, path, st, rec)
         for other in self.store.records_by_inode(st):
             if other.path != path and not _same_inode(other.path, st):

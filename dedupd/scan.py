@@ -286,14 +286,15 @@ def scan(
         # a store several hosts share: answer what the others asked of this host's
         # files, and place again the files that waited for pixels of theirs
         # (dedupd/exchange.py; a host's daemon does both as it runs)
-        grouping = pipeline.grouping
-        grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
-        for _ in range(SHARE_AT_MOST):
-            if not store.answered():
-                break
+        if store.host:
+            grouping = pipeline.grouping
+            grouping.exchange.share(budget=SHARE_BUDGET, at_most=SHARE_AT_MOST)
             grouping.index  # noqa: B018 - built (waited for) before the answers are taken
-            hand_on(grouping.take_answers())
-        grouping.exchange.prune()
+            for _ in range(SHARE_AT_MOST):
+                if not store.answered():
+                    break
+                hand_on(grouping.take_answers())
+            grouping.exchange.prune()
         summary.errors["unreadable_directory"] += len(unreadable)
         if not unreadable:
             del summary.errors["unreadable_directory"]

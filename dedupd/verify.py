@@ -73,6 +73,8 @@ CELL = 16
 CELL_CHANGED_PIXELS = 3
 #: the most opaque white or black overlay still taken as a light watermark
 MAX_OVERLAY_ALPHA = 0.75
+#: how far (grey levels, in any channel) a pixel may be from the layer fitted to it
+FIT_MISFIT = 8.0
 #: spread of the channels (grey levels) a pixel needs under an overlay for its opacity to be measured
 OVERLAY_MIN_SPREAD = 5.0
 #: at most this share of the compared area may be covered by an overlay, for ``near``
@@ -615,7 +617,7 @@ def _overlay(top: np.ndarray, under: np.ndarray) -> np.ndarray:
         (var >= OVERLAY_MIN_SPREAD**2)
         & (alpha >= 0.05)
         & (alpha <= MAX_OVERLAY_ALPHA)
-        & (misfit <= 8.0)
+        & (misfit <= FIT_MISFIT)
         & (colour >= -16.0)
         & (colour <= 271.0)
     )
@@ -1207,7 +1209,7 @@ def _translucent(top: np.ndarray, under: np.ndarray) -> tuple[np.ndarray, np.nda
     d = top - under
     alpha = (d * towards).sum(axis=1) / np.maximum((towards**2).sum(axis=1), 1e-6)
     misfit = np.abs(d - alpha[:, None] * towards).max(axis=1)
-    ok = (var >= OVERLAY_MIN_SPREAD**2) & (alpha >= 0.05) & (alpha <= MAX_OVERLAY_ALPHA) & (misfit <= 8.0)
+    ok = (var >= OVERLAY_MIN_SPREAD**2) & (alpha >= 0.05) & (alpha <= MAX_OVERLAY_ALPHA) & (misfit <= FIT_MISFIT)
     return np.asarray(ok), alpha, c
 
 
@@ -1255,8 +1257,8 @@ def _one_layer(
 
 
 #: how far (grey levels, in any channel) a pixel may be from what a known layer over the
-#: other picture gives: a little more than a free fit's 8, since nothing is fitted (JPEG
-#: errs by 10-12 at a stroke's edge, over a saturated colour)
+#: other picture gives: a little more than a free fit's :data:`FIT_MISFIT`, since nothing
+#: is fitted (JPEG errs by 10-12 at a stroke's edge, over a saturated colour)
 KNOWN_LAYER_MISFIT = 12.0
 
 
@@ -1275,4 +1277,4 @@ def _opaque(top: np.ndarray, under: np.ndarray) -> np.ndarray:
     """Which pixels of ``top`` fit an opaque layer of one grey over ``under`` (opacity at
     least :data:`OPAQUE_ALPHA`), solved as :func:`_overlay` solves a translucent one."""
     alpha, misfit, _, var = _layer(top, under)
-    return np.asarray((var >= OVERLAY_MIN_SPREAD**2) & (alpha >= OPAQUE_ALPHA) & (misfit <= 8.0))
+    return np.asarray((var >= OVERLAY_MIN_SPREAD**2) & (alpha >= OPAQUE_ALPHA) & (misfit <= FIT_MISFIT))

@@ -23,8 +23,7 @@ tqdm.tqdm.monitor_interval = 0  # no monitor thread left behind by the in-proces
 
 def _another_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """As after an upgrade: every place that asks which build this is gets another answer."""
-    for where in ("dedupd.store.base.build_id", "dedupd.pipeline.build_id"):
-        monkeypatch.setattr(where, lambda: "another-build")
+    monkeypatch.setattr("dedupd.build.build_id", lambda: "another-build")
 
 
 def test_the_build_is_a_digest_of_the_sources_and_the_decoders() -> None:

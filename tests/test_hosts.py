@@ -561,6 +561,13 @@ def test_decisions_name_files_by_host(hosts: Any) -> None:
     assert beta.is_ignored("c" * 64, sy, path_a=z, path_b=y, host_b="alpha")
 
 
+def _placing(hosts: Any, tmp_path: Path, configs: dict[str, Config] | None = None) -> dict[str, Grouping]:
+    """A Grouping per host (its config, else the default) and a directory per host under ``tmp_path``."""
+    for store in hosts:
+        (tmp_path / store.host).mkdir()
+    return {store.host: Grouping(store, (configs or {}).get(store.host, Config())) for store in hosts}
+
+
 def _stored(store: PostgresStore, grouping: Grouping, path: Path) -> tuple[int, list[Any]]:
     """``path`` fingerprinted, stored by ``store``'s host and placed by its grouping."""
     from dedupd.hashing import fingerprint_file
@@ -583,10 +590,7 @@ def test_a_copy_of_another_hosts_picture_is_verified_on_the_pixels_that_host_sha
     import helpers as H
 
     alpha, beta = hosts
-    config = Config()
-    groupings = {store.host: Grouping(store, config) for store in hosts}
-    (tmp_path / "alpha").mkdir()
-    (tmp_path / "beta").mkdir()
+    groupings = _placing(hosts, tmp_path)
     picture = H.photo(5, size=(1024, 768))
     original = H.save(picture, tmp_path / "alpha" / "original.jpg", quality=92)
     half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), tmp_path / "beta" / "half.jpg", quality=85)
@@ -619,10 +623,7 @@ def test_a_better_copy_on_another_host_becomes_the_original_once_verified(hosts:
     import helpers as H
 
     alpha, beta = hosts
-    config = Config()
-    groupings = {store.host: Grouping(store, config) for store in hosts}
-    (tmp_path / "alpha").mkdir()
-    (tmp_path / "beta").mkdir()
+    groupings = _placing(hosts, tmp_path)
     picture = H.photo(8, size=(1024, 768))
     half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), tmp_path / "alpha" / "half.jpg", quality=85)
     full = H.save(picture, tmp_path / "beta" / "full.jpg", quality=92)
@@ -657,11 +658,10 @@ def test_another_hosts_reference_directory_keeps_its_file_the_original(hosts: An
 
     alpha, beta = hosts
     reference = tmp_path / "alpha" / "ref"
-    reference.mkdir(parents=True)
-    (tmp_path / "beta").mkdir()
     a_config = Config(reference_dirs=(reference,))
     alpha.set_reference_dirs(a_config.reference_dirs)
-    groupings = {"alpha": Grouping(alpha, a_config), "beta": Grouping(beta, Config())}
+    groupings = _placing(hosts, tmp_path, {"alpha": a_config})
+    reference.mkdir()
     assert beta.references_elsewhere() == {"alpha": (reference,)} and alpha.references_elsewhere() == {}
     picture = H.photo(11, size=(1024, 768))
     half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), reference / "half.jpg", quality=85)
@@ -684,9 +684,7 @@ def _half_copy_asked(hosts: Any, tmp_path: Path) -> tuple[dict[str, Grouping], P
     import helpers as H
 
     alpha, beta = hosts
-    groupings = {store.host: Grouping(store, Config()) for store in hosts}
-    (tmp_path / "alpha").mkdir()
-    (tmp_path / "beta").mkdir()
+    groupings = _placing(hosts, tmp_path)
     picture = H.photo(5, size=(1024, 768))
     original = H.save(picture, tmp_path / "alpha" / "original.jpg", quality=92)
     half = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), tmp_path / "beta" / "half.jpg", quality=85)

@@ -214,6 +214,21 @@ def test_ignore_and_apply_against_postgresql(tmp_path: Path, run_cli: RunCli, pg
     assert not (root / "a_copy.jpg").exists() and (root / "sub" / "b_small.jpg").exists()
 
 
+def _host_configs(tmp_path: Path, roots: dict[str, Path], near: dict[str, str] | None = None) -> dict[str, Path]:
+    """A config per host: its name, its root, its quarantine and its SQLite store (what
+    ``migrate`` copies); exact and near copies quarantined, unless ``near`` says otherwise
+    for a host."""
+    configs = {}
+    for host, root in roots.items():
+        configs[host] = tmp_path / f"{host}.yaml"
+        configs[host].write_text(
+            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
+            f"db: {tmp_path / (host + '.db')}\nactions:\n  exact: quarantine\n"
+            f"  near: {(near or {}).get(host, 'quarantine')}\n"
+        )
+    return configs
+
+
 def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
     tmp_path: Path, run_cli: RunCli, pg_url: str
 ) -> None:
@@ -226,13 +241,7 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
     picture = H.photo(60, size=(1024, 768))
     H.save(picture, roots["alpha"] / "picture.jpg", quality=92)
     small = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), roots["beta"] / "small.jpg", quality=85)
-    configs = {}
-    for host, root in roots.items():
-        configs[host] = tmp_path / f"{host}.yaml"
-        configs[host].write_text(
-            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
-            "actions:\n  exact: quarantine\n  near: quarantine\n"
-        )
+    configs = _host_configs(tmp_path, roots)
 
     def scan(host: str) -> str:
         proc = run_cli("scan", roots[host], "--config", configs[host], db=pg_url)
@@ -292,14 +301,7 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
     # strongly recoloured: similar, listed for review
     H.save(r.convert("L").convert("RGB"), roots["beta"] / "r_grey.jpg", quality=92)
     half = H.save(q.resize((400, 300), Image.Resampling.LANCZOS), roots["beta"] / "q_half.jpg", quality=85)
-    configs = {}
-    for host, root in roots.items():
-        configs[host] = tmp_path / f"{host}.yaml"
-        near = "quarantine" if host == "alpha" else "log"
-        configs[host].write_text(
-            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
-            f"db: {tmp_path / (host + '.db')}\nactions:\n  exact: quarantine\n  near: {near}\n"
-        )
+    configs = _host_configs(tmp_path, roots, near={"beta": "log"})
     first = run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url)
     assert first.returncode == 0 and "quarantine_done: 1" in first.stdout, first.stdout + first.stderr
     lite = tmp_path / "beta.db"
@@ -368,13 +370,7 @@ def test_a_dry_run_on_a_shared_store_judges_with_the_pixels_other_hosts_shared(
     picture = H.photo(61, size=(1024, 768))
     H.save(picture, roots["alpha"] / "picture.jpg", quality=92)
     H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), roots["beta"] / "small.jpg", quality=85)
-    configs = {}
-    for host, root in roots.items():
-        configs[host] = tmp_path / f"{host}.yaml"
-        configs[host].write_text(
-            f"host: {host}\nroots: [{root}]\nquarantine_dir: {tmp_path / (host + '-quarantine')}\n"
-            "actions:\n  exact: quarantine\n  near: quarantine\n"
-        )
+    configs = _host_configs(tmp_path, roots)
     for host in ("alpha", "beta", "alpha"):  # beta asks, alpha shares
         assert run_cli("scan", roots[host], "--config", configs[host], db=pg_url).returncode == 0
     H.save(picture.resize((600, 450), Image.Resampling.LANCZOS), roots["beta"] / "other.jpg", quality=85)
@@ -402,10 +398,7 @@ def test_a_migrate_cut_short_while_placing_resumes_where_it_stopped(
     H.save(H.photo(80), roots["alpha"] / "p.jpg")
     H.save(H.photo(81), roots["beta"] / "own.jpg")
     shutil.copyfile(roots["alpha"] / "p.jpg", roots["beta"] / "p2.jpg")
-    configs = {}
-    for host, root in roots.items():
-        configs[host] = tmp_path / f"{host}.yaml"
-        configs[host].write_text(f"host: {host}\nroots: [{root}]\ndb: {tmp_path / (host + '.db')}\n")
+    configs = _host_configs(tmp_path, roots)
     assert run_cli("scan", roots["alpha"], "--config", configs["alpha"], db=pg_url).returncode == 0
     lite = tmp_path / "beta.db"
     assert run_cli("scan", roots["beta"], "--config", configs["beta"], db=lite).returncode == 0

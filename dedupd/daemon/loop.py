@@ -553,6 +553,8 @@ class Daemon:
         if found:
             log.info("grouped_by_other_hosts", count=len(found))
             self._act(found)
+        if not self.store.host:
+            return  # a store of one host: nothing asked, nothing to prune
         # pixels other hosts asked of this host's files, and files placed again
         # with those this host asked for (dedupd/exchange.py)
         grouping.exchange.share()

@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from dedupd.build import build_id
+from dedupd import build
 from dedupd.errors import StoreLockedError
 from dedupd.models import (
     Decision,
@@ -255,7 +255,7 @@ class SqlStore(ABC):
     def upsert_error(self, path: Path, st: FileStat, reason: str, detail: str, *, seq: int | None = None) -> int:
         """Store a file that could not be read, with the build that judged it."""
         return self._upsert(
-            _file_row(self.host, path, st, seq) | {"error": reason, "error_detail": detail, "build": build_id()}
+            _file_row(self.host, path, st, seq) | {"error": reason, "error_detail": detail, "build": build.build_id()}
         )
 
     def error_build(self, file_id: int) -> str | None:
@@ -826,19 +826,19 @@ class SqlStore(ABC):
     def add_crash(self, path: Path, st: FileStat, cause: str | None = None) -> int:
         """One more crash on this version of ``path``; returns its count.  ``cause``:
         what went wrong this time (an exception's text), None for a worker's death."""
-        key, build = _path_key(path), build_id()
+        key, this_build = _path_key(path), build.build_id()
         with self.atomic():
             row = self._sql(
                 "SELECT size, mtime_ns, count, build FROM crashes WHERE host = ? AND path = ?", [self.host, key]
             ).fetchone()
-            same = row is not None and (row[0], row[1], row[3]) == (st.size, st.mtime_ns, build)
+            same = row is not None and (row[0], row[1], row[3]) == (st.size, st.mtime_ns, this_build)
             count = int(row[2]) + 1 if same else 1
             self._sql(
                 "INSERT INTO crashes (host, path, size, mtime_ns, count, at, cause, build)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (host, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
                 " count = excluded.count, at = excluded.at, cause = excluded.cause, build = excluded.build",
-                [self.host, key, st.size, st.mtime_ns, count, time.time(), cause, build],
+                [self.host, key, st.size, st.mtime_ns, count, time.time(), cause, this_build],
             )
         return count
 
@@ -852,7 +852,7 @@ class SqlStore(ABC):
             return 0, None
         row = self._sql(
             "SELECT count, cause FROM crashes WHERE host = ? AND path = ? AND size = ? AND mtime_ns = ? AND build = ?",
-            [self.host, _path_key(path), st.size, st.mtime_ns, build_id()],
+            [self.host, _path_key(path), st.size, st.mtime_ns, build.build_id()],
         ).fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
 
