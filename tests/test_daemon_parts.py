@@ -126,9 +126,11 @@ def test_a_sweep_forgets_files_deleted_while_away_and_nothing_on_an_emptied_root
             rec.advance_walks(pending)
         assert set(pending) == {paths[0], paths[2], paths[3]}
         rec.finish_walks({}, [])  # every walked file handled
+        clock = 0.0
         while rec.sweeps:
             rec.advance_sweeps(roots, lambda: breakers.check(roots.values(), store.count_under, paused),
-                               frozenset(), forgotten.append, 0.0)
+                               frozenset(), forgotten.append, clock, 1.0)
+            clock += 0.5
 
     sweep()
     assert forgotten == [paths[1]]
@@ -142,8 +144,50 @@ def test_a_sweep_forgets_files_deleted_while_away_and_nothing_on_an_emptied_root
     sweep_root_emptied.finish_walks({}, [])
     while sweep_root_emptied.sweeps:
         sweep_root_emptied.advance_sweeps(
-            roots, lambda: breakers.check(roots.values(), store.count_under, paused), frozenset(), forgotten.append, 0.0
+            roots, lambda: breakers.check(roots.values(), store.count_under, paused), frozenset(), forgotten.append, 0.0, 1.0
         )
     assert forgotten == [paths[1]], "files forgotten on an emptied root"
     assert "empty" in (roots[root].tripped or "") and root in paused
+    store.close()
+
+
+def test_a_file_renamed_while_the_sweep_runs_keeps_its_record(tmp_path: Path) -> None:
+    """A file the sweep finds missing is forgotten only after the rename delay: renamed
+    while the sweep runs, its new name is followed first (its record moves) and the
+    sweep forgets nothing; one still missing after the delay is forgotten."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    store = Store.open(tmp_path / "db")
+    renamed, deleted = root / "renamed.jpg", root / "deleted.jpg"
+    with store.atomic():
+        for p in (renamed, deleted):
+            p.write_bytes(b"x" * 10)
+            store.upsert_error(p, FileStat.from_path(p), "corrupt", "test")
+    roots = {root: watched(root)}
+    paused: dict[Path, str] = {}
+    forgotten: list[Path] = []
+    rec = Reconciliation(store, lambda: Filter(Config(roots=(root,))))
+    rec.walk_root(root)
+    while rec.walks:
+        rec.advance_walks({})
+    rec.finish_walks({}, [])
+    new_name = root / "sub" / "renamed.jpg"
+    os.rename(renamed, new_name)  # while the daemon runs: the sweep looks after it
+    deleted.unlink()
+
+    def advance(now: float) -> None:
+        rec.advance_sweeps(roots, lambda: breakers.check(roots.values(), store.count_under, paused),
+                           frozenset(), forgotten.append, now, 1.5)
+
+    advance(0.0)
+    assert forgotten == [] and rec.sweeps, "forgotten before a rename could be followed"
+    assert not rec.busy, "a sweep only waiting keeps the loop busy"
+    advance(1.0)
+    assert forgotten == []
+    record = store.record_for_path(renamed)
+    assert record is not None
+    store.move_file(record.id, new_name)  # the loop followed the rename
+    advance(1.6)
+    assert forgotten == [deleted]
+    assert not rec.sweeps
     store.close()

@@ -263,7 +263,7 @@ class Daemon:
                 raise self.store_damage
             now = time.monotonic()
             every = self.config.reconcile_interval
-            if every and now - last_reconcile >= every and not self.reconcile.busy:
+            if every and now - last_reconcile >= every and not self.reconcile.in_progress():
                 last_reconcile = now
                 for root in self.roots:
                     self._queue_catch_up(root)
@@ -284,12 +284,16 @@ class Daemon:
             self._learn_of_ignores()
             self._learn_of_other_hosts(now)
             self.acting.advance(self.actor, self.pipeline.acted)
+            # a rename is followed, not forgotten, if its new name settles within this
+            rename_delay = self.config.settle_seconds + 2 * CLOSE_GRACE
             self.reconcile.process_gone(
-                now, self.config.settle_seconds + 2 * CLOSE_GRACE, self.roots, self._check_roots,
+                now, rename_delay, self.roots, self._check_roots,
                 self.acting.busy, self._forget, self.pending, self.in_flight,
             )
             self.reconcile.finish_walks(self.pending, self.in_flight)
-            self.reconcile.advance_sweeps(self.roots, self._check_roots, self.acting.busy, self._forget, time.monotonic())
+            self.reconcile.advance_sweeps(
+                self.roots, self._check_roots, self.acting.busy, self._forget, time.monotonic(), rename_delay
+            )
             if self.watchdog_every and now - last_ping >= self.watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now

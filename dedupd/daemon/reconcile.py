@@ -9,7 +9,8 @@ stays short at any store size (the loop serves the systemd watchdog):
 * the sweep that follows a whole-root walk, once every walked file was
   planned (files renamed meanwhile are followed, not forgotten): indexed
   files are looked for (:data:`SWEEP_BATCH` ``lstat``\\ s per pass), and
-  those gone are forgotten;
+  those gone are forgotten once a rename had its chance to be followed
+  (a file renamed while the sweep runs keeps its record);
 * deleted or moved-away paths, forgotten once a rename had its chance to
   be followed.
 
@@ -22,6 +23,7 @@ in hand (it is looked at again once the move is recorded).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
@@ -43,6 +45,20 @@ CATCH_UP_BATCH = 64  # files planned per pass while catching up
 SWEEP_BATCH = 2000
 #: most files waiting to settle; a walk waits while there are more
 MAX_PENDING = 10_000
+#: most files a sweep found missing and waits on (a rename may yet be followed)
+#: before it looks for more
+MAX_MISSING = 4 * SWEEP_BATCH
+
+
+@dataclasses.dataclass
+class Sweep:
+    """Where a root's sweep is: the last indexed path looked for, and the missing
+    files waiting for a rename to be followed before they are forgotten."""
+
+    after: Path | None = None
+    looked_at_all: bool = False
+    forgotten: int = 0
+    missing: dict[Path, float] = dataclasses.field(default_factory=dict)  # path -> when found missing
 
 
 class Reconciliation:
@@ -54,14 +70,17 @@ class Reconciliation:
         self.walks: collections.deque[tuple[Path, Iterator[Path], bool]] = collections.deque()
         self.gone: dict[Path, tuple[Path, float]] = {}  # path -> (root, when): forgotten later
         self.finishing: set[Path] = set()  # roots whose catch-up walk is done, files still queued
-        self.sweeps: dict[Path, tuple[Path | None, int]] = {}  # root -> (last path checked, forgotten so far)
+        self.sweeps: dict[Path, Sweep] = {}
 
     # --- what the loop asks -------------------------------------------------
 
     @property
     def busy(self) -> bool:
-        """Is a walk or a sweep under way?"""
-        return bool(self.walks or self.sweeps)
+        """Is a walk or a sweep under way with work for the next pass?  (A sweep only
+        waiting for its missing files' rename delay lets the loop sleep.)"""
+        return bool(self.walks) or any(
+            not s.looked_at_all and len(s.missing) < MAX_MISSING for s in self.sweeps.values()
+        )
 
     def in_progress(self) -> int:
         """Walks, walks waiting for their files to settle, and sweeps (for status)."""
@@ -110,7 +129,7 @@ class Reconciliation:
             ):
                 continue
             self.finishing.discard(root)
-            self.sweeps[root] = (None, 0)
+            self.sweeps[root] = Sweep()
 
     def advance_sweeps(
         self,
@@ -119,8 +138,11 @@ class Reconciliation:
         busy: frozenset[Path],
         forget: Callable[[Path], None],
         now: float,
+        delay: float,
     ) -> None:
-        """Check up to SWEEP_BATCH indexed files of the sweeping roots: forget those gone."""
+        """Check up to SWEEP_BATCH indexed files of the sweeping roots; forget those
+        gone once a rename had ``delay`` seconds to be followed (a file renamed while
+        the sweep runs keeps its record and is not read again as new)."""
         budget = SWEEP_BATCH
         for root in list(self.sweeps):
             if budget <= 0:
@@ -131,25 +153,39 @@ class Reconciliation:
             if state is None or state.tripped:
                 del self.sweeps[root]
                 continue
-            after, forgotten = self.sweeps[root]
-            rows = self.store.ids_under_after(root, after, budget)
-            budget -= len(rows)
-            if not rows:
+            sweep = self.sweeps[root]
+            due = [p for p, when in sweep.missing.items() if now - when >= delay and p not in busy]
+            if due:
+                # still recorded under that path (not followed as a rename), and still missing
+                lost = [p for path in due for _, p in self.store.ids_under(path) if missing(p)]
+                if lost and not _still_there(state, check_roots):
+                    del self.sweeps[root]
+                    continue
+                for path in due:
+                    del sweep.missing[path]
+                for path in lost:
+                    forget(path)
+                    sweep.forgotten += 1
+            if not sweep.looked_at_all and len(sweep.missing) < MAX_MISSING:
+                asked = budget
+                rows = self.store.ids_under_after(root, sweep.after, asked)
+                budget -= len(rows)
+                sweep.looked_at_all = len(rows) < asked  # fewer than asked: the last of them
+                if rows:
+                    for path in [p for _, p in rows if p in busy]:
+                        self.gone.setdefault(path, (root, now))  # looked at again after the move
+                    faults.point("sweep.before_look")  # tests only: widen the window after the check
+                    lost = [p for _, p in rows if p not in busy and missing(p)]
+                    if lost and not _still_there(state, check_roots):
+                        del self.sweeps[root]
+                        continue
+                    for path in lost:
+                        sweep.missing.setdefault(path, now)
+                    sweep.after = rows[-1][1]
+            if sweep.looked_at_all and not sweep.missing:
                 del self.sweeps[root]
                 state.vouched = False
-                log.info("catch_up_finished", root=root, forgotten=forgotten, indexed=self.store.count_under(root))
-                continue
-            for path in [p for _, p in rows if p in busy]:
-                self.gone.setdefault(path, (root, now))  # looked at again after the move
-            faults.point("sweep.before_look")  # tests only: widen the window after the check
-            lost = [p for _, p in rows if p not in busy and missing(p)]
-            if lost and not _still_there(state, check_roots):
-                del self.sweeps[root]
-                continue
-            for path in lost:
-                forget(path)
-                forgotten += 1
-            self.sweeps[root] = (rows[-1][1], forgotten)
+                log.info("catch_up_finished", root=root, forgotten=sweep.forgotten, indexed=self.store.count_under(root))
 
     def process_gone(
         self,
