@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 from tqdm import tqdm
 
-from dedupd import errors
+from dedupd import errors, fileops
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
 from dedupd.models import Duplicate
@@ -159,6 +159,8 @@ def scan(
                 )
             if on_duplicate is not None:
                 on_duplicate(dup)
+                if not fileops.is_regular(dup.duplicate.path):
+                    moved_here.add(dup.duplicate.path)  # the walk may list it still: not "vanished"
                 todo += pipeline.acted(dup)
 
     def consume(outcome: Outcome) -> None:
@@ -172,6 +174,7 @@ def scan(
         hand_on(outcome.duplicates)
 
     unreadable: list[Path] = []
+    moved_here: set[Path] = set()  # files this scan quarantined or replaced by a symlink
 
     def jobs() -> Iterator[tuple[Path, int]]:
         for root in roots:
@@ -181,6 +184,9 @@ def scan(
                 try:
                     plan = pipeline.plan(path)
                 except OSError as exc:
+                    if path in moved_here:
+                        bar.update(1)  # moved by this scan's own action after the walk listed it
+                        continue
                     consume(pipeline.record_failure(Failed(path, None, "vanished", exc.strerror or str(exc))))
                     continue
                 if plan.step is not Step.FINGERPRINT:

@@ -61,3 +61,26 @@ def test_restore_after_scan_brings_bytes_back_and_is_remembered(tmp_path: Path, 
     assert again.returncode == 0
     assert all(c.exists() for c in copies)
     assert "pair_ignored" in again.stderr
+
+
+def test_an_original_a_better_copy_demotes_later_in_the_walk_is_moved_not_vanished(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """A scan finds a full-size copy of an indexed half-size picture: the newcomer becomes
+    the original and the half-size file, which the walk lists after it, is quarantined.
+    When the walk reaches that name the file is in quarantine by the scan's own doing:
+    not a 'vanished' error, and the scan exits 0."""
+    from PIL import Image  # noqa: PLC0415
+
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    root.mkdir()
+    picture = H.photo(230, size=(1600, 1200))
+    small = H.save(picture.resize((800, 600), Image.Resampling.LANCZOS), root / "b_small.jpg", quality=90)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions: {{exact: quarantine, near: quarantine}}\n")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    H.save(picture, root / "a_big.jpg", quality=92)  # sorts first: walked before b_small.jpg
+    result = run_cli("scan", root, "--config", config)
+    assert not small.exists() and (quarantine / small.name).exists(), result.stdout + result.stderr
+    assert "vanished" not in result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
