@@ -278,6 +278,10 @@ class Audit:
         found = self.store.intent_rows(intent_id=intent_id)
         return _intent(found[0]) if found else None
 
+    def intents_at(self, destination: Path) -> list[Intent]:
+        """This host's intents that put a file at ``destination``, oldest first."""
+        return [_intent(r) for r in self.store.intent_rows(destination=destination)]
+
     def intent_for_audit(self, audit_id: int) -> Intent | None:
         intent_id = self.store.intent_of_audit(audit_id)
         return None if intent_id is None else self.intent(intent_id)

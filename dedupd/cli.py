@@ -535,6 +535,8 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     among theirs, and a run cut short while placing them resumes when run again).
     Stop the daemon first: both stores are held as their writer while it runs. Then set 'db:' (and 'host:', if not the machine's name) in the
     config to the URL."""
+    from dedupd.actions import resolve_intents
+    from dedupd.audit import Audit
     from dedupd.store.postgres import PostgresStore
     from dedupd.store.sqlite import Store
     from dedupd.store.transfer import copy_sqlite_to_postgres
@@ -545,12 +547,17 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     target = location_of(to)
     if not isinstance(target, PostgresUrl):
         raise errors.InputPathError(f"--to {to}: must be a postgresql:// URL")
-    source = Store.open(ctx.db_path, readonly=True)
+    source = Store.open(ctx.db_path)
     dest = PostgresStore.open(target, host=ctx.config.host)  # the copied rows are this host's
     joined = 0
     try:
         source.lock_writer()
         dest.lock_writer()
+        # a move a crash left half done is settled here first, as the daemon would at start:
+        # what is copied is what happened, and no roll-back is left to the other store
+        settled = resolve_intents(source, Audit(source, ctx.config.audit_jsonl))
+        if settled:
+            click.echo(f"settled {settled} move(s) a crash had left half done")
         resumed = dest.regroup_pending()
         if resumed is not None:  # copied by a migrate cut short while it placed the files
             click.echo(f"{display_path(str(ctx.db_path))} was copied into {target} already: "
@@ -562,6 +569,9 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
             click.echo(f"copied {display_path(str(ctx.db_path))} into {target}")
         shared = dest.regroup_pending() is not None  # other hosts' files there
         if shared:
+            renumbered = _renumber_records(dest, ctx.config)
+            if renumbered:
+                click.echo(f"{renumbered} quarantine record(s) now name their moves' ids in {target}")
             joined = _regroup_migrated(dest, ctx.config)
     finally:
         dest.close()
@@ -572,6 +582,30 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
             "pictures that need their pixels are verified once those hosts share them (their daemons do), "
             "and acted on by this host's daemon"
         )
+
+
+def _renumber_records(store: AnyStore, config: Config) -> int:
+    """Point the quarantine records beside this host's quarantined files at their
+    moves' ids in the shared store (a migrate moved them past the other hosts'):
+    a roll-back, a relink and ``restore --from-quarantine`` find their records by
+    them.  Each move is found by where it put the file and what it moved, so this
+    can run again (a migrate resumed) and changes nothing the second time."""
+    from dedupd import sidecar
+    from dedupd.audit import Audit
+
+    if config.quarantine_dir is None or not config.quarantine_dir.is_dir():
+        return 0
+    audit = Audit(store)
+
+    def ids_for(quarantined: Path, rec: sidecar.QuarantineRecord) -> tuple[int, int | None] | None:
+        moves = [i for i in audit.intents_at(quarantined) if i.sha256 == rec.sha256 and i.action == rec.action]
+        if not moves:
+            return None
+        move = moves[-1]  # the latest move to that name
+        # the record names its audit row only when it was adopted from a lost store
+        return move.id, (move.audit_id if rec.audit_id is not None else None)
+
+    return sidecar.renumber(config.quarantine_dir, ids_for)
 
 
 def _regroup_migrated(store: AnyStore, config: Config) -> int:

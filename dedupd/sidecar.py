@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +127,30 @@ def walk(top: Path) -> Iterator[tuple[Path, QuarantineRecord]]:
                 rec = read(p)
                 if rec is not None:
                     yield p.with_name(rec.file), rec
+
+
+def renumber(top: Path, ids_for: Callable[[Path, QuarantineRecord], tuple[int, int | None] | None]) -> int:
+    """Point the records under ``top`` at their moves' ids in another store, as
+    ``ids_for(quarantined, record)`` gives them (intent id, audit id; None: not
+    known there, left as it is).  ``dedupd migrate`` into a store other hosts
+    share moves every id past theirs.  Each changed record is written under a
+    new name and renamed over the old one: a crash leaves one or the other,
+    whole.  Returns how many changed."""
+    changed = 0
+    for quarantined, rec in walk(top):
+        ids = ids_for(quarantined, rec)
+        if ids is None or ids == (rec.intent_id, rec.audit_id):
+            continue
+        target = record_path(quarantined)
+        fresh = target.with_name(target.name + ".new")
+        data = json.dumps(asdict(replace(rec, intent_id=ids[0], audit_id=ids[1])), indent=1, sort_keys=True)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(fresh, target)
+        fsync_dir(target.parent)
+        changed += 1
+    return changed

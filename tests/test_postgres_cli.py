@@ -273,7 +273,9 @@ def test_scans_on_two_hosts_verify_a_copy_on_the_pixels_the_other_host_shares(
     assert "on host alpha" not in row["reason"], row  # verified on pixels, not on hashes
 
 
-def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCli, pg_url: str) -> None:
+def test_migrate_into_a_store_another_host_shares(
+    tmp_path: Path, run_cli: RunCli, pg_url: str, cli_env: dict[str, str]
+) -> None:
     """Beta's SQLite store migrates into the PostgreSQL store alpha fills already (files,
     a quarantine move with its audit row and intent): beta's ids and seniority move past
     alpha's and every reference with them (audit to intent and back, a restore to the
@@ -281,8 +283,11 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
     restored copy is not moved again). Beta's quarantined copy restores from the shared
     store. Beta's files are placed among alpha's: an exact copy of alpha's picture joins
     its group at once, a half-size copy once alpha has shared its pixels (a scan on each
-    host), then quarantined by beta."""
+    host), then quarantined by beta. A move a crash cut short is settled before the copy,
+    and the quarantine records name their moves' new ids."""
     import psycopg  # noqa: PLC0415 - only the PostgreSQL tests need it
+
+    from dedupd import sidecar
 
     from dedupd.models import PostgresUrl
     from dedupd.store import open_store
@@ -312,8 +317,14 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
     assert sorted(moves) == ["r2.jpg", "r3.jpg"], moves
     assert run_cli("restore", str(moves["r2.jpg"]), "--config", configs["beta"], db=lite).returncode == 0
     assert (roots["beta"] / "r2.jpg").exists()
+    # a move killed after its copy: a pending intent and a record in quarantine
+    shutil.copyfile(roots["beta"] / "r.jpg", roots["beta"] / "r4.jpg")
+    killed = H.run_dedupd("scan", roots["beta"], "--config", configs["beta"], db=lite, cwd=tmp_path,
+                          env={**cli_env, "DEDUPD_FAULT": "quarantine.after_copy:kill:r4.jpg"})  # fmt: skip
+    assert killed.returncode == -9, killed.stdout + killed.stderr
     moved = run_cli("migrate", "--to", pg_url, "--config", configs["beta"], db=lite)
     assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "settled 1 move(s)" in moved.stdout, moved.stdout
     assert "placed among the other hosts' files: 1 grouped" in moved.stdout, moved.stdout
     with psycopg.connect(pg_url) as conn:
         alpha_top = conn.execute("SELECT MAX(id) FROM audit WHERE host = 'alpha'").fetchone()[0]
@@ -321,6 +332,16 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
             "SELECT id, action, path, intent_id, restores FROM audit WHERE host = 'beta'")}  # fmt: skip
         intents = {row[0]: row for row in conn.execute("SELECT id, path, audit_id FROM intents WHERE host = 'beta'")}
         decided = conn.execute("SELECT host_a, host_b FROM decisions").fetchall()
+        pending = conn.execute("SELECT COUNT(*) FROM intents WHERE state = 'pending'").fetchone()[0]
+        moves_to = {Path(os.fsdecode(row[1])): row[0] for row in conn.execute(
+            "SELECT id, destination FROM intents WHERE host = 'beta' AND action = 'quarantine'")}  # fmt: skip
+    assert pending == 0
+    # each record beside a quarantined file names its move as the shared store numbers it
+    records = {Path(rec.path).name: (at, rec) for at, rec in sidecar.walk(tmp_path / "beta-quarantine")}
+    assert "r3.jpg" in records and "r2.jpg" not in records, records
+    for at, rec in records.values():
+        assert rec.intent_id == moves_to[at], (rec, moves_to)
+    assert (roots["beta"] / "r4.jpg").exists() or "r4.jpg" in records  # where it was, or moved with its record
     assert alpha_top is not None and min(audit) > alpha_top and min(intents) > alpha_top
     by_path = {(row[1], Path(os.fsdecode(row[2])).name): row for row in audit.values()}
     undone = by_path[("quarantine", "r2.jpg")]
@@ -337,7 +358,10 @@ def test_migrate_into_a_store_another_host_shares(tmp_path: Path, run_cli: RunCl
         assert min(rec.id for rec in ours.values()) > max(rec.id for rec in theirs.values())
         assert min(rec.seq for rec in ours.values()) > max(rec.seq for rec in theirs.values())
         assert beta.match_of(ours["r_half.jpg"].id)[0] == ours["r.jpg"].id
-        assert [other for other, _ in beta.similar_of(ours["r_grey.jpg"].id)] == [ours["r.jpg"].id]
+        # r, and the exact copies of it the last scan saw here (r2 restored, r4 rolled back)
+        copies = [beta.record_for_path(roots["beta"] / name) for name in ("r.jpg", "r2.jpg", "r4.jpg")]
+        similar = [other for other, _ in beta.similar_of(ours["r_grey.jpg"].id)]
+        assert ours["r.jpg"].id in similar and set(similar) <= {rec.id for rec in copies if rec}, similar
         groups = {str(orig): [(str(path), m.tier.value) for path, m, _ in members] for orig, members in beta.groups()}
         # the exact copy of alpha's picture: in its group at once (no pixels needed)
         assert groups.get(f"alpha:{roots['alpha'] / 'p.jpg'}") == [(str(roots["beta"] / "p2.jpg"), "exact")], groups
