@@ -4,7 +4,8 @@ Every step of a quarantine, a symlink and a restore calls :func:`point` with
 its name (``quarantine.after_take``, ``restore.after_copy``...), and so do
 a fingerprinting worker before it decodes a file (``worker.fingerprint``)
 the daemon's sweep between checking a root and looking for its files
-(``sweep.before_look``), and the pipeline before it stores and groups a
+(``sweep.before_look``), the daemon's check of its store (``store.check``),
+and the pipeline before it stores and groups a
 fingerprinted file (``pipeline.ingest``, on the daemon's main thread).
 Nothing happens unless ``DEDUPD_FAULT`` names that step, which only tests
 do::
@@ -61,6 +62,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "pipeline": ("pipeline.ingest",),
     "sweep": ("sweep.before_look",),
     "exchange": ("exchange.share",),
+    "store": ("store.check",),
 }
 
 

@@ -145,6 +145,11 @@ class Notifier:
         """Set the one-line status shown by ``systemctl status``: ``STATUS=text``."""
         return self.notify("STATUS=" + _clean_status(text))
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """``EXTEND_TIMEOUT_USEC``: the start (or stop) needs ``seconds`` more from
+        now; systemd (236 and later) waits that long before it gives up on it."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}")
+
     def watchdog(self) -> bool:
         """Ping the service manager's watchdog: ``WATCHDOG=1``."""
         return self.notify("WATCHDOG=1")

@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from daemon_helpers import (
     BASE_CONFIG,
+    Daemon,
     Env,
     bind_mount,
     check_settled,
@@ -305,12 +307,51 @@ def test_after_a_clean_stop_the_store_is_checked_beside_the_start(env: Env) -> N
     env.wait_indexed(env.root / "a.jpg")
     first.kill()  # not a clean stop: the next start checks first
     second = env.start()
-    assert second.events("store_checked") == [], second.tail()  # checked in the foreground: no line
+    order = [e["event"] for e in second.read_log() if e["event"] in ("store_checked", "daemon_ready")]
+    assert order == ["store_checked", "daemon_ready"], second.tail()
+    assert second.events("store_checked")[0]["before_start"] is True
     assert second.stop() == 0
     third = env.start()  # after a clean stop
     wait_until(lambda: third.events("store_checked"), "the background check")  # logged by that thread only
     assert third.events("store_checked")[0]["damaged"] is False
+    assert third.events("store_checked")[0]["before_start"] is False
     assert third.stop() == 0
+
+
+def test_a_long_check_before_the_start_keeps_systemd_waiting(env: Env, tmp_path: Path) -> None:
+    """After a kill the store is checked before READY; at tens of millions of files
+    that takes minutes, past systemd's start timeout and the watchdog. Meanwhile the
+    daemon tells systemd (a real datagram socket as NOTIFY_SOCKET) that the start goes
+    on (EXTEND_TIMEOUT_USEC), that it is alive (WATCHDOG=1) and what it does (STATUS),
+    before READY=1."""
+    import socket  # noqa: PLC0415
+
+    write(env.root / "a.jpg", picture(7585))
+    first = env.start()
+    env.wait_indexed(env.root / "a.jpg")
+    first.kill()
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(env.tmpdir / "notify.sock")
+    manager.bind(address)
+    manager.settimeout(30)
+    argv = [sys.executable, "-m", "dedupd", "run", "--config", str(env.config_path), "--db", str(env.db),
+            "--log-format", "json"]  # fmt: skip
+    slow = {**env.env, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000",
+            "DEDUPD_FAULT": "store.check:sleep=12"}  # fmt: skip
+    second = Daemon(argv, env.log_path, slow, env.base)
+    env.daemons.append(second)
+    try:
+        heard: list[bytes] = []
+        while not any(b"READY=1" in m for m in heard):
+            heard.append(manager.recv(4096))
+        before = b"\n".join(heard[:-1])
+        assert before.count(b"EXTEND_TIMEOUT_USEC=") >= 2 and before.count(b"WATCHDOG=1") >= 2, heard
+        assert b"STATUS=checking the store" in before, heard
+        assert [e["event"] for e in second.read_log() if e["event"] in ("store_checked", "daemon_ready")] == [
+            "store_checked", "daemon_ready"]  # fmt: skip
+    finally:
+        manager.close()
+    assert second.stop() == 0
 
 
 def test_a_store_damaged_after_a_clean_stop_still_stops_the_daemon_with_74(env: Env) -> None:

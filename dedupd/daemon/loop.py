@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from dedupd import config as config_module
-from dedupd import identity, relink, startup
+from dedupd import faults, identity, relink, startup
 from dedupd.actions import Actor, act_on_unhandled, is_own_symlink, resolve_intents, unhandled
 from dedupd.audit import Audit
 from dedupd.config import Config
@@ -59,6 +59,8 @@ log = structlog.get_logger()
 
 TICK = 0.25  # seconds between passes of the main loop at most
 CLOSE_GRACE = 0.5  # after close-after-write, wait this long for another write
+#: while the store is checked before the start, systemd hears from the daemon this often
+CHECK_PING = 5.0
 STATUS_EVERY = 2.0
 #: seconds between looks at what other hosts sharing the store wrote, at most
 FEED_EVERY = 0.5
@@ -184,26 +186,44 @@ class Daemon:
         files.  After a clean stop it runs on a thread of its own beside the
         start, and damage it finds stops the loop with exit 74; after anything
         else (a kill, a crash, a store never run by the daemon) it runs before
-        anything is touched."""
+        anything is touched, while systemd is told that the start goes on."""
         try:
             previous = read_daemon_status(self.store)
         except sqlite3.DatabaseError:  # unreadable: a reason to check before anything else
             previous = None
-        if previous is None or previous.get("state") != "stopped":
-            self.store.require_sound()
-            return
         reader = self.store.reader()
+        found: list[BaseException] = []
 
         def check() -> None:
             try:
+                faults.point("store.check")  # tests only: a check that takes a while
                 reader.require_sound()
-            except StoreError as exc:
-                self.store_damage = exc
+            except Exception as exc:  # noqa: BLE001 - raised by the start that waits, or kept for the loop
+                found.append(exc)
+                if isinstance(exc, StoreError):
+                    self.store_damage = exc
+                elif clean:  # nobody waits for this thread: say what went wrong
+                    log.exception("store_check_failed")
             finally:
                 reader.close()
-            log.info("store_checked", damaged=self.store_damage is not None)
+            log.info("store_checked", damaged=self.store_damage is not None, before_start=not clean)
 
-        threading.Thread(target=check, name="dedupd-store-check", daemon=True).start()
+        clean = previous is not None and previous.get("state") == "stopped"
+        thread = threading.Thread(target=check, name="dedupd-store-check", daemon=True)
+        thread.start()
+        if clean:
+            return
+        # before anything is touched: systemd is told the start goes on, so that a
+        # check that takes minutes (tens of millions of files) is not taken for a hang
+        log.info("store_check_started", why="a store the daemon has not run on" if previous is None
+                 else "the daemon did not stop cleanly last time")  # fmt: skip
+        self.notifier.status("checking the store (PRAGMA quick_check) before starting")
+        while thread.is_alive():
+            self.notifier.extend_timeout(3 * CHECK_PING)
+            self.notifier.watchdog()
+            thread.join(CHECK_PING)
+        if found:
+            raise found[0]
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop.set()
