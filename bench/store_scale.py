@@ -20,7 +20,9 @@ variants and nine crop keys, so the index holds ten keys per file.  Then, agains
   to fingerprint them on one core is added: the rate a scan sees;
 - daemon start: seconds from ``dedupd run`` to READY (``daemon_ready``) on
   the big store with an empty root, to the index built in the background
-  (``index_built``), and the daemon's peak RSS (VmHWM) then;
+  (``index_built``), and the daemon's peak RSS (VmHWM) then; after a clean
+  stop (the usual start), and after a kill, when the store is checked
+  (``PRAGMA quick_check``) before READY;
 - status: ``Store.counts()`` plus the audit action counts, what ``dedupd
   status`` reads, in milliseconds (the CLI adds Python's start-up).
 
@@ -182,9 +184,11 @@ def status_ms(path: Path, repeat: int = 20) -> float:
     return best * 1000
 
 
-def daemon_start(path: Path) -> tuple[float, float, float]:
+def daemon_start(path: Path, *, kill: bool = False) -> tuple[float, float, float]:
     """Seconds from exec to daemon_ready and to the index built (in the background),
-    and the daemon's VmHWM (MiB) then."""
+    and the daemon's VmHWM (MiB) then.  Stopped by SIGTERM (a clean stop: the next
+    start checks the store beside the start), or with ``kill`` by SIGKILL (the next
+    start checks it before READY)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
@@ -206,7 +210,7 @@ def daemon_start(path: Path) -> tuple[float, float, float]:
                 built = time.monotonic() - t0
                 hwm = next(int(line.split()[1]) for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmHWM"))
             finally:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
                 proc.wait(60)
     return ready, built, hwm / 1024
 
@@ -238,7 +242,9 @@ def main() -> None:
     b_real = ingest_rate(big, real)
     b_alone = ingest_rate(big, synthetic, lookup_answers=False)
     big.close()
-    ready, built, rss = daemon_start(args.store)
+    first, _, _ = daemon_start(args.store, kill=True)  # a store the daemon never ran on is checked first
+    after_kill, _, _ = daemon_start(args.store)  # checked before READY again
+    ready, built, rss = daemon_start(args.store)  # after a clean stop: the usual start
     ms = status_ms(args.store)
     per_fp = fp_seconds / len(real)
     e2e_empty, e2e_big = 1 / (per_fp + 1 / e_real.wall), 1 / (per_fp + 1 / b_real.wall)
@@ -262,6 +268,8 @@ def main() -> None:
     print(f"  with their fingerprinting on one core ({1000 * per_fp:.0f} ms a file): empty {e2e_empty:.1f} files/s, "
           f"{stored:,} {e2e_big:.1f} files/s (ratio {e2e_empty / e2e_big:.2f}x)")
     print(f"daemon start to READY: {ready:.2f} s; index built at {built:.2f} s; peak RSS then: {rss:,.0f} MiB")
+    print(f"  with the store checked before READY: after a kill {after_kill:.2f} s; "
+          f"the first start on this store file {first:.2f} s")
     print(f"status counts: {ms:.2f} ms")
 
 if __name__ == "__main__":
