@@ -296,10 +296,14 @@ class Actor:
     # --- doing ------------------------------------------------------------
 
     def destination(self, path: Path) -> Path:
+        """Where ``path`` goes in the quarantine: its path below the outermost root
+        directory holding it (nested roots keep the whole tree; a root given as the
+        file itself keeps its name only), under a free name."""
         assert self.quarantine is not None
-        root = self.root_of(path)
         real = identity.real_parent(path)
-        rel = real.relative_to(root) if root is not None else Path(path.name)
+        holding = [r for r in self.roots if real != r and real.is_relative_to(r)]
+        outer = min(holding, key=lambda r: len(r.parts)) if holding else None
+        rel = real.relative_to(outer) if outer is not None else Path(path.name)
         return fileops.free_name(self.quarantine / rel)
 
     def _begin(self, dup: Duplicate, action: Action) -> Move:
@@ -420,6 +424,12 @@ class Actor:
             similarity=dup.match.similarity,
             audit_id=audit_id,
         )
+        # it was perhaps the original of symlinks made earlier (a better copy took its
+        # place): they follow to the new original rather than dangle
+        from dedupd.relink import original_moved  # noqa: PLC0415 - relink imports this module
+
+        original_moved(self.store, self.config, intent.path, dup.original.path, intent.original_sha256,
+                       here=dup.original.host is None, roots=self.roots)  # fmt: skip
         return "done"
 
     @staticmethod

@@ -115,6 +115,37 @@ def original_renamed(store: AnyStore, config: Config, old: Path, new: Path) -> R
     return Repair(new, None, tuple(relinked), tuple(failed))
 
 
+def original_moved(
+    store: AnyStore, config: Config, moved: Path, new_original: Path, new_sha: str | None, *,
+    here: bool = True, roots: tuple[Path, ...] = (),
+) -> Repair | None:
+    """``moved`` was the original of symlinks dedupd made, and was itself moved away
+    (quarantined, or replaced by a symlink) as a copy of ``new_original``: a better
+    copy took its place.  Its symlinks are re-pointed at ``new_original``, so none
+    dangles and none leads through another link.  ``here`` False (the new original
+    is another host's, which a symlink cannot reach): the first link's copy is put
+    back instead, as when an original is gone."""
+    if not here:
+        return original_gone(store, config, moved, roots=roots)
+    audit = Audit(store, config.audit_jsonl)
+    links = _links_to(store, audit, moved)
+    if not links:
+        return None
+    relinked, failed = [], []
+    for link in links:
+        if link.path == new_original:
+            continue  # cannot happen for a link of ours (a link is never an original); kept safe
+        if _repoint(store, audit, config, link, new_original, new_sha,
+                    f"its original {display_path(moved)} was moved away as a copy of "
+                    f"{display_path(new_original)}; now points there"):
+            relinked.append(link.path)
+        else:
+            failed.append(link.path)
+    log.warning("original_moved_links_repaired", original=new_original, moved=moved,
+                relinked=[str(p) for p in relinked], failed=[str(p) for p in failed])
+    return Repair(new_original, None, tuple(relinked), tuple(failed))
+
+
 def _repoint(store: AnyStore, audit: Audit, config: Config, intent: Intent, target: Path, target_sha: str | None,
              why: str) -> bool:
     """Swap the symlink of ``intent`` for one to ``target``, atomically, only while it is ours.
