@@ -166,10 +166,19 @@ def scan(
     from dedupd.audit import Audit
     from dedupd.identity import resolve
     from dedupd.relink import original_gone as original_gone_repair
+    from dedupd.relink import original_renamed as original_renamed_repair
     from dedupd.scan import scan as run_scan
 
     ctx = Context(config_path, db)
     config = resolve(ctx.config, strict=False)
+    moves = any(config.actions.for_tier(t) is not Action.LOG for t in Tier)
+    if moves and not dry_run and (config.quarantine_dir is None or not config.quarantine_dir.is_dir()):
+        # an unmounted disk's mount point must not fill up in its place
+        raise errors.ConfigError(
+            f"{display_path(str(config.quarantine_dir))} does not exist: the quarantine_dir must exist "
+            "before anything is moved (dedupd never creates the directory it moves files into)",
+            source=config.source, key="quarantine_dir",
+        )  # fmt: skip
     store = ctx.store()
     store.lock_writer()
     click_ctx = click.get_current_context()
@@ -193,9 +202,14 @@ def scan(
                 # its symlinks would dangle: a quarantined copy goes back in their place
                 original_gone_repair(store, config, path, roots=roots)
 
+            def original_renamed(old: Path, new: Path) -> None:
+                # its symlinks follow it to its new name
+                original_renamed_repair(store, config, old, new)
+
             summary = run_scan(
                 list(roots), store, config, on_duplicate=actor.handle, progress=progress, workers=workers,
                 on_forgotten=None if dry_run else original_gone,
+                on_renamed=None if dry_run else original_renamed,
             )
         finally:
             store.close()
@@ -547,6 +561,8 @@ def migrate(to: str, db: StoreLocation | None, config_path: Path | None) -> None
     target = location_of(to)
     if not isinstance(target, PostgresUrl):
         raise errors.InputPathError(f"--to {to}: must be a postgresql:// URL")
+    if not ctx.db_path.is_file():
+        raise errors.InputPathError(f"{display_path(str(ctx.db_path))}: no store here to copy")
     source = Store.open(ctx.db_path)
     dest = PostgresStore.open(target, host=ctx.config.host)  # the copied rows are this host's
     joined = 0
@@ -590,11 +606,12 @@ def _renumber_records(store: AnyStore, config: Config) -> int:
     a roll-back, a relink and ``restore --from-quarantine`` find their records by
     them.  Each move is found by where it put the file and what it moved, so this
     can run again (a migrate resumed) and changes nothing the second time."""
-    from dedupd import sidecar
+    from dedupd import identity, sidecar
     from dedupd.audit import Audit
 
     if config.quarantine_dir is None or not config.quarantine_dir.is_dir():
         return 0
+    top = identity.real(config.quarantine_dir)  # the moves name it resolved
     audit = Audit(store)
 
     def ids_for(quarantined: Path, rec: sidecar.QuarantineRecord) -> tuple[int, int | None] | None:
@@ -605,7 +622,7 @@ def _renumber_records(store: AnyStore, config: Config) -> int:
         # the record names its audit row only when it was adopted from a lost store
         return move.id, (move.audit_id if rec.audit_id is not None else None)
 
-    return sidecar.renumber(config.quarantine_dir, ids_for)
+    return sidecar.renumber(top, ids_for)
 
 
 def _regroup_migrated(store: AnyStore, config: Config) -> int:

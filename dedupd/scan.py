@@ -119,13 +119,15 @@ def scan(
     *,
     on_duplicate: Callable[[Duplicate], object] | None = None,
     on_forgotten: Callable[[Path], object] | None = None,
+    on_renamed: Callable[[Path, Path], object] | None = None,
     progress: bool | None = None,
     workers: int | None = None,
 ) -> Summary:
     """Index ``paths`` (directories or single files) and match what is new or changed.
 
     ``on_duplicate`` is called with every match made; ``on_forgotten`` with
-    every indexed file found gone (after its record was dropped)."""
+    every indexed file found gone (after its record was dropped);
+    ``on_renamed`` with the old and new path of every file followed as a rename."""
     for p in paths:
         if not p.exists():
             raise errors.InputPathError(f"{errors.display_path(p)}: no such file or directory")
@@ -197,9 +199,13 @@ def scan(
                     store.mark_seen(plan.record.id)
                 elif plan.step is Step.RENAMED:
                     summary.renamed += 1
+                    assert plan.record is not None
+                    old = plan.record.path
                     moved = pipeline.follow_rename(plan)
                     assert moved.record is not None
                     store.mark_seen(moved.record.id)
+                    if on_renamed is not None:
+                        on_renamed(old, path)
                     hand_on(moved.duplicates)
                 elif crashes.poisoned(path, plan.stat):
                     # it raised (or killed a worker) CRASH_LIMIT times, in a scan or the
