@@ -52,7 +52,7 @@ from dedupd.config import Config, MatchSettings
 from dedupd.errors import display_path
 from dedupd.hashing import VARIANT_TRANSPOSES
 from dedupd.index import HashIndex
-from dedupd.matching import INVERSE, Decision, choose_original, closeness, compare, verdict_for
+from dedupd.matching import INVERSE, UNREAD, Decision, choose_original, closeness, compare, verdict_for
 from dedupd.models import Distances, Duplicate, Match, Orientation, Record, Tier, Verdict
 from dedupd.backend import StoreBackend
 from dedupd.exchange import Exchange
@@ -277,6 +277,15 @@ class Grouping:
             self.store.move_file(file_id, new_path)
             # path rules (reference directories) may now prefer another member
             out += self._recheck_root(file_id)
+            # files placed while this one was missing from its old name were judged on
+            # hashes alone (similar at most): placed again, now that it can be read
+            stale = [other for other, reason in self.store.similar_against(file_id) if UNREAD in reason]
+            found = self.store.records(stale)
+            stale = [i for i in stale if i in found and found[i].original_id is None and found[i].fingerprint]
+            for other in stale:
+                self.store.clear_similar(other, placed_only=True)
+            if stale:
+                out += self._settle(stale)
         return out
 
     def rerooted(self, file_id: int) -> list[Duplicate]:

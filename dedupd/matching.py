@@ -207,7 +207,7 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings, elsewhere: Pi
         pixels = (_pixels(new, elsewhere), _pixels(old, elsewhere))
     except errors.FileSkipped as exc:
         hashed = compare(nf, of, settings)
-        why = f"could not re-read {exc.path} to verify it ({exc.cause})"
+        why = f"{UNREAD} {exc.path} to verify it ({exc.cause})"
         if hashed.match is None:
             return Verdict(None, f"{hashed.reason}; {why}", hashed.distances)
         reason = f"{hashed.match.reason}; {why}"
@@ -217,6 +217,11 @@ def verdict_for(new: Record, old: Record, settings: MatchSettings, elsewhere: Pi
         return _read(new, side, elsewhere), _read(old, side, elsewhere)
 
     return compare(nf, of, settings, pixels, closer)
+
+
+#: the reason of a pair judged on hashes alone because a file could not be read
+#: (gone from its recorded name, say): placed again once the file is seen again
+UNREAD = "could not re-read"
 
 
 # The last few pictures decoded for the verifier, by path and file version:

@@ -507,6 +507,13 @@ class SqlStore(ABC):
             )
         ]
 
+    def similar_against(self, other_id: int) -> list[tuple[int, str]]:
+        """The files found similar to ``other_id`` when they were placed, with the reason."""
+        return [
+            (int(row[0]), row[1] or "")
+            for row in self._sql("SELECT file_id, reason FROM similar_pairs WHERE other_id = ? ORDER BY file_id", [other_id])
+        ]
+
     def regroup_pending(self) -> int | None:
         """Where placing this host's migrated files among the other hosts' stands (the
         last id placed), or None when nothing is pending."""
