@@ -269,7 +269,7 @@ def main() -> None:
           f"{stored:,} {e2e_big:.1f} files/s (ratio {e2e_empty / e2e_big:.2f}x)")
     print(f"daemon start to READY: {ready:.2f} s; index built at {built:.2f} s; peak RSS then: {rss:,.0f} MiB")
     print(f"  with the store checked before READY: after a kill {after_kill:.2f} s; "
-          f"the first start on this store file {first:.2f} s")
+          f"the run's first start {first:.2f} s (checked first only on a store file the daemon never ran on)")
     print(f"status counts: {ms:.2f} ms")
 
 if __name__ == "__main__":

@@ -13,15 +13,21 @@ Paths are stored as text with undecodable bytes kept as surrogate escapes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dedupd.fileops import NAME_MAX, fsync_dir
+import structlog
+
+from dedupd.fileops import NAME_MAX, fsync_dir, temp_name
+
+log = structlog.get_logger()
 
 SUFFIX = ".dedupd.json"
 VERSION = 1
@@ -134,23 +140,37 @@ def renumber(top: Path, ids_for: Callable[[Path, QuarantineRecord], tuple[int, i
     ``ids_for(quarantined, record)`` gives them (intent id, audit id; None: not
     known there, left as it is).  ``dedupd migrate`` into a store other hosts
     share moves every id past theirs.  Each changed record is written under a
-    new name and renamed over the old one: a crash leaves one or the other,
-    whole.  Returns how many changed."""
+    private name (with the old record's owner and mode) and renamed over the old
+    one: a crash leaves one or the other, whole.  A record that cannot be
+    rewritten keeps its old ids and is named in the log.  Returns how many changed."""
     changed = 0
     for quarantined, rec in walk(top):
         ids = ids_for(quarantined, rec)
         if ids is None or ids == (rec.intent_id, rec.audit_id):
             continue
         target = record_path(quarantined)
-        fresh = target.with_name(target.name + ".new")
+        fresh = temp_name(target)
         data = json.dumps(asdict(replace(rec, intent_id=ids[0], audit_id=ids[1])), indent=1, sort_keys=True)
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(fresh, target)
-        fsync_dir(target.parent)
+            old = os.lstat(target)
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data.encode())
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    # the daemon's user rewrites it later (a relink); only root may give it back
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, old.st_uid, old.st_gid)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(fresh, target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            if os.path.lexists(fresh):
+                os.unlink(fresh)
+            log.warning("quarantine_record_not_renumbered", record=target, intent_id=ids[0],
+                        error=exc.strerror or str(exc))  # fmt: skip
+            continue
         changed += 1
     return changed

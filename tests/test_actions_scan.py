@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ def _library(root: Path, originals: int, copies: int) -> list[Path]:
 def test_action_rate_breaker_stops_quarantining(tmp_path: Path, run_cli: RunCli) -> None:
     """With max_actions_per_minute 2, a scan quarantines two duplicates and records the rest as skipped by the breaker."""
     root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
     copies = _library(root, originals=5, copies=5)
     config = tmp_path / "c.yaml"
     config.write_text(
@@ -48,6 +50,7 @@ def test_action_rate_breaker_stops_quarantining(tmp_path: Path, run_cli: RunCli)
 def test_restore_after_scan_brings_bytes_back_and_is_remembered(tmp_path: Path, run_cli: RunCli) -> None:
     """Files a scan quarantined come back byte-identical with restore --all, and a re-scan leaves them alone."""
     root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
     copies = _library(root, originals=3, copies=3)
     before = {c: c.read_bytes() for c in copies}
     config = tmp_path / "c.yaml"
@@ -74,6 +77,7 @@ def test_an_original_a_better_copy_demotes_later_in_the_walk_is_moved_not_vanish
 
     root, quarantine = tmp_path / "lib", tmp_path / "q"
     root.mkdir()
+    quarantine.mkdir()
     picture = H.photo(230, size=(1600, 1200))
     small = H.save(picture.resize((800, 600), Image.Resampling.LANCZOS), root / "b_small.jpg", quality=90)
     config = tmp_path / "c.yaml"
@@ -84,3 +88,118 @@ def test_an_original_a_better_copy_demotes_later_in_the_walk_is_moved_not_vanish
     assert not small.exists() and (quarantine / small.name).exists(), result.stdout + result.stderr
     assert "vanished" not in result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _config(tmp_path: Path, quarantine: Path, actions: str) -> Path:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"quarantine_dir: {quarantine}\nactions: {{{actions}}}\n")
+    return config
+
+
+def test_a_file_given_as_the_scan_path_is_quarantined_inside_the_quarantine(tmp_path: Path, run_cli: RunCli) -> None:
+    """``dedupd scan lib/b.jpg`` (a file, not a directory) moves a duplicate into the
+    quarantine directory under its name, not beside the directory (``q.1``); nested
+    roots on one command line keep the whole tree below the outermost."""
+    from PIL import Image  # noqa: PLC0415
+
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    picture = H.photo(231, size=(768, 576))
+    H.save(picture, root / "a_full.jpg", quality=92)
+    config = _config(tmp_path, quarantine, "exact: quarantine, near: quarantine")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    half = H.save(picture.resize((384, 288), Image.Resampling.LANCZOS), root / "b_half.jpg", quality=90)
+    result = run_cli("scan", half, "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not half.exists() and (quarantine / "b_half.jpg").is_file(), sorted(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("q")) == ["q"]
+    nested = H.save(picture.resize((400, 300), Image.Resampling.LANCZOS), root / "sub" / "c.jpg", quality=90)
+    result = run_cli("scan", root / "sub", root, "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not nested.exists() and (quarantine / "sub" / "c.jpg").is_file(), list(quarantine.rglob("*"))
+
+
+def test_symlinks_to_an_original_a_better_copy_demotes_follow_to_the_new_original(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """An exact copy replaced by a symlink to its original; then a full-size version of
+    the picture arrives and the old original is quarantined as its near copy. The
+    symlink is re-pointed at the new original: it never dangles, and it restores."""
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    picture = H.photo(232, size=(1024, 768))
+    from PIL import Image  # noqa: PLC0415
+
+    old = H.save(picture.resize((768, 576), Image.Resampling.LANCZOS), root / "a_full.jpg", quality=92)
+    copy = root / "c_copy.jpg"
+    copy.write_bytes(old.read_bytes())
+    copy_bytes = copy.read_bytes()
+    config = _config(tmp_path, quarantine, "exact: symlink, near: quarantine")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    assert copy.is_symlink() and copy.resolve() == old.resolve()
+    big = H.save(picture, root / "0_big.png")
+    result = run_cli("scan", root, "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not old.exists(), result.stdout + result.stderr  # demoted, quarantined
+    assert copy.is_symlink() and copy.exists() and copy.resolve() == big.resolve(), os.readlink(copy)
+    assert "original_moved_links_repaired" in result.stderr
+    restored = run_cli("restore", "--all", "--config", config)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert not copy.is_symlink() and copy.read_bytes() == copy_bytes and old.exists()
+
+
+def test_a_scan_that_follows_a_renamed_original_repoints_its_symlinks(tmp_path: Path, run_cli: RunCli) -> None:
+    """The original of a symlink is moved into a subdirectory between two scans; the
+    second scan follows the rename and the symlink with it (as the daemon does)."""
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    original = H.save(H.photo(233, size=(640, 480)), root / "a_full.jpg", quality=92)
+    copy = root / "c_copy.jpg"
+    copy.write_bytes(original.read_bytes())
+    config = _config(tmp_path, quarantine, "exact: symlink")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    assert copy.is_symlink()
+    moved = root / "2024" / "a_full.jpg"
+    moved.parent.mkdir()
+    os.rename(original, moved)
+    result = run_cli("scan", root, "--config", config)
+    assert result.returncode == 0 and "1 renamed" in result.stdout, result.stdout + result.stderr
+    assert copy.exists() and copy.resolve() == moved.resolve(), os.readlink(copy)
+
+
+def test_a_scan_refuses_a_missing_quarantine_rather_than_create_it(tmp_path: Path, run_cli: RunCli) -> None:
+    """With a move configured and no quarantine directory (a disk not mounted), scan
+    exits 78 before touching anything, as apply and check-config do; a dry run and a
+    log-only config still scan."""
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    copies = _library(root, originals=2, copies=2)
+    config = _config(tmp_path, quarantine, "exact: quarantine")
+    result = run_cli("scan", root, "--config", config)
+    assert result.returncode == 78 and "quarantine_dir" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert not quarantine.exists() and all(c.exists() for c in copies)
+    assert run_cli("scan", root, "--config", config, "--dry-run").returncode == 0
+    assert run_cli("scan", root, "--config", _config(tmp_path, quarantine, "exact: log")).returncode == 0
+    assert not quarantine.exists() and all(c.exists() for c in copies)
+
+
+def test_a_copy_judged_while_its_original_was_being_renamed_is_judged_again(tmp_path: Path, run_cli: RunCli) -> None:
+    """Between two scans a half-size picture is renamed and its full-size version
+    arrives, walked first: the full-size file is compared with the half-size one at
+    its old name, which cannot be read (similar at most). Once the walk follows the
+    rename, the pair is judged again on the pixels: near, and the half-size copy is
+    quarantined in that same scan."""
+    from PIL import Image  # noqa: PLC0415
+
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    picture = H.photo(234, size=(768, 576))
+    half = H.save(picture.resize((384, 288), Image.Resampling.LANCZOS), root / "b_half.jpg", quality=90)
+    config = _config(tmp_path, quarantine, "near: quarantine")
+    assert run_cli("scan", root, "--config", config, "--workers", "1").returncode == 0
+    renamed = root / "c_half.jpg"
+    os.rename(half, renamed)
+    H.save(picture, root / "a_full.jpg", quality=92)
+    result = run_cli("scan", root, "--config", config, "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "near: 1" in result.stdout and not renamed.exists(), result.stdout + result.stderr
+    assert (quarantine / "c_half.jpg").is_file()

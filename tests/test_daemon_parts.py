@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from dedupd.daemon import breakers
 from dedupd.daemon.breakers import RootState
 from dedupd.daemon.reconcile import Reconciliation
@@ -190,4 +192,37 @@ def test_a_file_renamed_while_the_sweep_runs_keeps_its_record(tmp_path: Path) ->
     advance(1.6)
     assert forgotten == [deleted]
     assert not rec.sweeps
+    store.close()
+
+
+def test_a_slow_look_does_not_use_up_the_rename_delay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delay a missing file waits counts from after the sweep's look, not from
+    before it: a look that took longer than the delay (2,000 lstats on a slow share)
+    still leaves the rename its chance in the passes after it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    store = Store.open(tmp_path / "db")
+    gone = root / "gone.jpg"
+    gone.write_bytes(b"x" * 10)
+    with store.atomic():
+        store.upsert_error(gone, FileStat.from_path(gone), "corrupt", "test")
+    gone.unlink()
+    roots = {root: watched(root)}
+    forgotten: list[Path] = []
+    rec = Reconciliation(store, lambda: Filter(Config(roots=(root,))))
+    rec.walk_root(root)
+    while rec.walks:
+        rec.advance_walks({})
+    rec.finish_walks({}, [])
+
+    def advance(now: float) -> None:
+        rec.advance_sweeps(roots, lambda: None, frozenset(), forgotten.append, now, 0.2)
+
+    monkeypatch.setenv("DEDUPD_FAULT", "sweep.before_look:sleep=0.4")
+    advance(0.0)  # the look takes 0.4 s: the file is found missing at 0.4
+    monkeypatch.delenv("DEDUPD_FAULT")
+    advance(0.45)
+    assert forgotten == [], "forgotten in the pass right after a look longer than the delay"
+    advance(0.7)
+    assert forgotten == [gone]
     store.close()

@@ -440,3 +440,73 @@ def test_a_zero_by_zero_png_is_corrupt_and_status_reads_a_store_in_a_read_only_d
         assert "1 errors" in out, out
     finally:
         subprocess.run(["umount", str(env.db.parent)], check=False)
+
+
+def test_renumbering_keeps_records_whose_names_are_as_long_as_a_name_can_be(tmp_path: Path) -> None:
+    """``dedupd migrate`` rewrites the record beside each quarantined file with its move's
+    new ids (written under a private name, then renamed over the old): a quarantined
+    name of 250 bytes, whose record name is at NAME_MAX already, is rewritten too, with
+    the old record's mode, and nothing else is left in the directory."""
+    from dedupd import sidecar  # noqa: PLC0415
+
+    quarantine = tmp_path / "q"
+    names = ["short.jpg", "x" * 246 + ".jpg"]
+    for i, name in enumerate(names):
+        moved = quarantine / name
+        moved.parent.mkdir(exist_ok=True)
+        moved.write_bytes(b"picture")
+        sidecar.write(moved, sidecar.QuarantineRecord(
+            file=name, path=f"/lib/{name}", root="/lib", action="quarantine", sha256="ab" * 32,
+            original="/lib/o.jpg", original_sha256="cd" * 32, link_target=None, intent_id=i + 1,
+            audit_id=None, at=0.0,
+        ))  # fmt: skip
+        os.chmod(sidecar.record_path(moved), 0o640)
+    before = sorted(p.name for p in quarantine.iterdir())
+    changed = sidecar.renumber(quarantine, lambda at, rec: (rec.intent_id + 100, None))
+    assert changed == 2
+    assert sorted(p.name for p in quarantine.iterdir()) == before
+    for at, rec in sidecar.walk(quarantine):
+        assert rec.intent_id in (101, 102) and rec.path == f"/lib/{at.name}"
+        assert sidecar.record_path(at).stat().st_mode & 0o777 == 0o640
+    assert sidecar.renumber(quarantine, lambda at, rec: (rec.intent_id, None)) == 0  # again: nothing to do
+
+
+def test_migrate_from_a_store_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped --db is refused (66) before any store is opened, not created empty and copied."""
+    missing = tmp_path / "no-such-dir" / "dedupd.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "dedupd", "migrate", "--to", "postgresql://nobody@/nothing", "--db", str(missing)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 66, result.stdout + result.stderr
+    assert not missing.parent.exists()
+
+
+def test_a_reload_or_a_stop_during_the_check_before_the_start(env: Env) -> None:
+    """The check before the start may take minutes: a SIGHUP then (dedupd reload) does
+    not kill the daemon, which goes on to READY; a SIGTERM ends it with exit 0, before
+    READY and with nothing touched."""
+    import signal  # noqa: PLC0415
+
+    write(env.root / "a.jpg", picture(7587))
+    first = env.start()
+    env.wait_indexed(env.root / "a.jpg")
+    first.kill()
+    argv = [sys.executable, "-m", "dedupd", "run", "--config", str(env.config_path), "--db", str(env.db),
+            "--log-format", "json"]  # fmt: skip
+    slow = {**env.env, "DEDUPD_FAULT": "store.check:sleep=4"}
+    reloaded = Daemon(argv, env.log_path, slow, env.base)
+    env.daemons.append(reloaded)
+    reloaded.wait_event("store_check_started")
+    reloaded.proc.send_signal(signal.SIGHUP)
+    reloaded.wait_ready()
+    assert reloaded.stop() == 0
+    # the stop above was clean: killed again, so that the next start checks first
+    again = env.start()
+    again.kill()
+    stopped = Daemon(argv, env.log_path, slow, env.base)
+    env.daemons.append(stopped)
+    stopped.wait_event("store_check_started")
+    stopped.proc.send_signal(signal.SIGTERM)
+    assert stopped.proc.wait(3) == 0, stopped.tail()
+    assert stopped.events("daemon_ready") == []

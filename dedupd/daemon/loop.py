@@ -102,13 +102,20 @@ class Daemon:
     def run(self) -> int:
         self.store = open_store(self.db_path, host=self.config.host)
         self.store.lock_writer()
-        self._check_sound()
-        self.crashes = CrashTracker(self.store)
-        self.acting = ActionLane(self.store)
-        self.reconcile = Reconciliation(self.store, self._filter)
+        # before the check, which may take minutes: a reload then waits for the start,
+        # and a stop ends it with nothing touched
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        if not self._check_sound():
+            log.info("daemon_stopped", during="the check of the store before the start")
+            self.store.close()
+            return 0
+        # from here a kill is not a clean stop: the next start checks the store first
+        write_daemon_status(self.store, pid=os.getpid(), started_at=self.started_at, state="starting", data={})
+        self.crashes = CrashTracker(self.store)
+        self.acting = ActionLane(self.store)
+        self.reconcile = Reconciliation(self.store, self._filter)
         overflow_log = listen_for_overflow(self.overflow)
         workers = self.config.effective_workers()
         self.pool = self._new_pool()
@@ -181,12 +188,13 @@ class Daemon:
             if not lost:
                 raise
 
-    def _check_sound(self) -> None:
+    def _check_sound(self) -> bool:
         """``PRAGMA quick_check`` reads the whole store: seconds at a million
         files.  After a clean stop it runs on a thread of its own beside the
         start, and damage it finds stops the loop with exit 74; after anything
         else (a kill, a crash, a store never run by the daemon) it runs before
-        anything is touched, while systemd is told that the start goes on."""
+        anything is touched, while systemd is told that the start goes on.
+        False when a stop was asked for meanwhile."""
         try:
             previous = read_daemon_status(self.store)
         except sqlite3.DatabaseError:  # unreadable: a reason to check before anything else
@@ -212,18 +220,25 @@ class Daemon:
         thread = threading.Thread(target=check, name="dedupd-store-check", daemon=True)
         thread.start()
         if clean:
-            return
+            return True
         # before anything is touched: systemd is told the start goes on, so that a
         # check that takes minutes (tens of millions of files) is not taken for a hang
         log.info("store_check_started", why="a store the daemon has not run on" if previous is None
                  else "the daemon did not stop cleanly last time")  # fmt: skip
-        self.notifier.status("checking the store (PRAGMA quick_check) before starting")
-        while thread.is_alive():
+        while thread.is_alive() and not self.stop.is_set():
+            self.notifier.status("checking the store (PRAGMA quick_check) before starting")
             self.notifier.extend_timeout(3 * CHECK_PING)
             self.notifier.watchdog()
-            thread.join(CHECK_PING)
+            thread.join(CHECK_PING / 10)
+            for _ in range(9):
+                if not thread.is_alive() or self.stop.is_set():
+                    break
+                thread.join(CHECK_PING / 10)
+        if self.stop.is_set():
+            return False
         if found:
             raise found[0]
+        return True
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop.set()
@@ -312,7 +327,8 @@ class Daemon:
             )
             self.reconcile.finish_walks(self.pending, self.in_flight)
             self.reconcile.advance_sweeps(
-                self.roots, self._check_roots, self.acting.busy, self._forget, time.monotonic(), rename_delay
+                self.roots, self._check_roots, self.acting.busy, self._forget, time.monotonic(), rename_delay,
+                self.config.poll_interval,
             )
             if self.watchdog_every and now - last_ping >= self.watchdog_every:
                 self.notifier.watchdog()

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
+import time
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 
@@ -139,10 +141,13 @@ class Reconciliation:
         forget: Callable[[Path], None],
         now: float,
         delay: float,
+        poll_interval: float = 0.0,
     ) -> None:
         """Check up to SWEEP_BATCH indexed files of the sweeping roots; forget those
         gone once a rename had ``delay`` seconds to be followed (a file renamed while
-        the sweep runs keeps its record and is not read again as new)."""
+        the sweep runs keeps its record and is not read again as new), and
+        ``poll_interval`` more on a polled root, whose observer reports a rename up
+        to one poll late.  The files forgotten count against the same budget."""
         budget = SWEEP_BATCH
         for root in list(self.sweeps):
             if budget <= 0:
@@ -154,7 +159,11 @@ class Reconciliation:
                 del self.sweeps[root]
                 continue
             sweep = self.sweeps[root]
-            due = [p for p, when in sweep.missing.items() if now - when >= delay and p not in busy]
+            wait = delay + (poll_interval if state.watch is not None and state.watch.polling else 0.0)
+            due = list(itertools.islice(
+                (p for p, when in sweep.missing.items() if now - when >= wait and p not in busy), budget
+            ))  # fmt: skip
+            budget -= len(due)
             if due:
                 # still recorded under that path (not followed as a rename), and still missing
                 lost = [p for path in due for _, p in self.store.ids_under(path) if missing(p)]
@@ -174,13 +183,15 @@ class Reconciliation:
                 if rows:
                     for path in [p for _, p in rows if p in busy]:
                         self.gone.setdefault(path, (root, now))  # looked at again after the move
+                    began = time.monotonic()
                     faults.point("sweep.before_look")  # tests only: widen the window after the check
                     lost = [p for _, p in rows if p not in busy and missing(p)]
                     if lost and not _still_there(state, check_roots):
                         del self.sweeps[root]
                         continue
+                    looked = now + time.monotonic() - began  # the delay counts from after the look, however long
                     for path in lost:
-                        sweep.missing.setdefault(path, now)
+                        sweep.missing.setdefault(path, looked)
                     sweep.after = rows[-1][1]
             if sweep.looked_at_all and not sweep.missing:
                 del self.sweeps[root]
