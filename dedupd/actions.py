@@ -134,7 +134,7 @@ class Actor:
         self.roots = tuple(identity.real(r) for r in (roots or config.roots))
         self.references = tuple(identity.real(d) for d in config.reference_dirs)
         self.quarantine = None if config.quarantine_dir is None else identity.real(config.quarantine_dir)
-        self.dry_run = dry_run
+        self.dry_run = dry_run  # only ever on a private copy of the store (scan --dry-run): see handle()
         self.audit = Audit(store, config.audit_jsonl)
         self.breaker = RateBreaker(config.max_actions_per_minute)
         self.paused: dict[Path, str] = {}  # root -> why (set by the daemon's breaker)
@@ -179,6 +179,10 @@ class Actor:
         if checked.skip is not None:
             return self._record(dup, action, "skipped", checked.skip)
         if self.dry_run:
+            # a dry run works on a private copy of the store: there the file is gone as
+            # it would be, so that a later takeover does not report it a second time
+            with self.store.atomic():
+                self.store.delete_file(dup.duplicate.id)
             return self._record(dup, action, "dry_run", f"would {action.value}")
         if not self.breaker.allow():
             return self._record(dup, action, "skipped", "circuit breaker open: too many actions per minute")

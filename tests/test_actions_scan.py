@@ -203,3 +203,26 @@ def test_a_copy_judged_while_its_original_was_being_renamed_is_judged_again(tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     assert "near: 1" in result.stdout and not renamed.exists(), result.stdout + result.stderr
     assert (quarantine / "c_half.jpg").is_file()
+
+
+def test_a_dry_run_reports_what_the_scan_then_does(tmp_path: Path, run_cli: RunCli) -> None:
+    """Two half-size copies walked before the full-size picture: the full-size one takes
+    over as the original. The dry run reports each copy once, as many as the real scan
+    then moves (a copy that 'would move' is not reported again by the takeover)."""
+    from PIL import Image  # noqa: PLC0415
+
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    picture = H.photo(235, size=(768, 576))
+    half = picture.resize((384, 288), Image.Resampling.LANCZOS)
+    H.save(half, root / "a_half.jpg", quality=90)
+    H.save(half, root / "c_half.jpg", quality=60)
+    H.save(picture, root / "z_full.jpg", quality=92)
+    config = _config(tmp_path, quarantine, "near: quarantine")
+    dry = run_cli("scan", root, "--config", config, "--dry-run", "--workers", "1")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    real = run_cli("scan", root, "--config", config, "--workers", "1")
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert "quarantine_done: 2" in real.stdout, real.stdout
+    assert "near: 2" in dry.stdout and "quarantine_dry_run: 2" in dry.stdout, dry.stdout
+    assert sorted(p.name for p in quarantine.glob("*.jpg")) == ["a_half.jpg", "c_half.jpg"]
