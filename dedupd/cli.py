@@ -775,9 +775,10 @@ def restore(
     IDS are audit entry numbers (see 'dedupd audit'). Each file comes back
     byte-identical (verified by SHA-256), never over a file that now exists
     at its path, never outside its watched root (its directory resolved).
-    A restore is final: the file is kept (dedupd does not act on it again
-    until 'dedupd ignores remove ID') and the pair is remembered as "not
-    duplicates". Exits 3 if any could not be restored.
+    A restore is final: the file is kept (dedupd does not act on these bytes
+    at this path again until 'dedupd ignores remove ID'; a file edited since,
+    its metadata included, is judged afresh) and the pair is remembered as
+    "not duplicates". Exits 3 if any could not be restored.
     """
     from dedupd.audit import Audit
     from dedupd.identity import resolve

@@ -226,3 +226,4 @@ def test_a_dry_run_reports_what_the_scan_then_does(tmp_path: Path, run_cli: RunC
     assert "quarantine_done: 2" in real.stdout, real.stdout
     assert "near: 2" in dry.stdout and "quarantine_dry_run: 2" in dry.stdout, dry.stdout
     assert sorted(p.name for p in quarantine.glob("*.jpg")) == ["a_half.jpg", "c_half.jpg"]
+
