@@ -161,8 +161,10 @@ def scan(
                 )
             if on_duplicate is not None:
                 on_duplicate(dup)
-                if not fileops.is_regular(dup.duplicate.path):
-                    moved_here.add(dup.duplicate.path)  # the walk may list it still: not "vanished"
+                if not fileops.is_regular(dup.duplicate.path) or store.record(dup.duplicate.id) is None:
+                    # moved by this scan (or, in a dry run, would be: its record is gone from
+                    # the private copy): the walk may list it still, neither vanished nor new
+                    moved_here.add(dup.duplicate.path)
                 todo += pipeline.acted(dup)
 
     def consume(outcome: Outcome) -> None:
@@ -183,12 +185,12 @@ def scan(
             files = walk(root, filt, unreadable) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
             for path in files:
                 summary.seen += 1
+                if path in moved_here:
+                    bar.update(1)  # moved (or would be) by this scan's own action after the walk listed it
+                    continue
                 try:
                     plan = pipeline.plan(path)
                 except OSError as exc:
-                    if path in moved_here:
-                        bar.update(1)  # moved by this scan's own action after the walk listed it
-                        continue
                     consume(pipeline.record_failure(Failed(path, None, "vanished", exc.strerror or str(exc))))
                     continue
                 if plan.step is not Step.FINGERPRINT:

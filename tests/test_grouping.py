@@ -94,6 +94,7 @@ def test_elephants_keeps_the_3840x2160_file(run_cli: RunCli, tmp_path: Path, fir
     root.mkdir()
     conf = tmp_path / "dedupd.yaml"
     conf.write_text(f"quarantine_dir: {tmp_path / 'q'}\nactions: {{near: quarantine}}\n")
+    (tmp_path / "q").mkdir(exist_ok=True)
     second = ({"Elephants.jpg", "Elephants_3840x2160.jpg"} - {first}).pop()
     for name in (first, second):  # one scan each: the second file arrives later
         shutil.copyfile(source / name, root / name)

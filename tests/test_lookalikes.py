@@ -145,6 +145,7 @@ def test_similar_pair_is_never_moved_by_a_config_that_quarantines_near(tmp_path:
     copy = H.save(H.photo(90, (480, 360)).resize((360, 270)), root / "photo_small.jpg", quality=85)
     config = tmp_path / "c.yaml"
     config.write_text(f"quarantine_dir: {quarantine}\nactions: {{exact: quarantine, pixel: quarantine, near: quarantine}}\n")
+    quarantine.mkdir(parents=True, exist_ok=True)
     before = {f: f.read_bytes() for f in frames}
     result = run_cli("scan", root, "--config", config)
     assert result.returncode == 0, result.stderr
@@ -192,6 +193,7 @@ def test_similar_pair_is_not_a_group_membership(tmp_path: Path, run_cli: RunCli)
         small.save(root / "c_frame015_small.jpg", quality=90)
     config = tmp_path / "c.yaml"
     config.write_text(f"quarantine_dir: {quarantine}\nactions: {{near: quarantine}}\n")
+    quarantine.mkdir(parents=True, exist_ok=True)
     result = run_cli("scan", root, "--config", config)
     assert result.returncode == 0, result.stderr
     audit = json.loads(run_cli("audit", "--format", "json").stdout)

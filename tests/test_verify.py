@@ -399,6 +399,7 @@ def test_a_scan_quarantines_a_copy_of_a_page_and_never_the_changed_one(tmp_path:
     copy.resize((1240, 1754), Image.Resampling.LANCZOS).save(root / "c_invoice_copy.jpg", quality=85)
     config = tmp_path / "c.yaml"
     config.write_text(f"quarantine_dir: {quarantine}\nactions: {{near: quarantine}}\n")
+    quarantine.mkdir(parents=True, exist_ok=True)
     result = run_cli("scan", root, "--config", config)
     assert result.returncode == 0, result.stderr
     audit = run_cli("audit", "--format", "json").stdout

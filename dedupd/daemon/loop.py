@@ -228,7 +228,8 @@ class Daemon:
         while thread.is_alive() and not self.stop.is_set():
             self.notifier.status("checking the store (PRAGMA quick_check) before starting")
             self.notifier.extend_timeout(3 * CHECK_PING)
-            self.notifier.watchdog()
+            if self.watchdog_every:
+                self.notifier.watchdog()
             thread.join(CHECK_PING / 10)
             for _ in range(9):
                 if not thread.is_alive() or self.stop.is_set():
