@@ -432,8 +432,12 @@ class Actor:
         # place): they follow to the new original rather than dangle
         from dedupd.relink import original_moved  # noqa: PLC0415 - relink imports this module
 
-        original_moved(self.store, self.config, intent.path, dup.original.path, intent.original_sha256,
-                       here=dup.original.host is None, roots=self.roots)  # fmt: skip
+        try:
+            original_moved(self.store, self.config, intent.path, dup.original.path, intent.original_sha256,
+                           here=dup.original.host is None, roots=self.roots)  # fmt: skip
+        except OSError as exc:  # the move itself is done and recorded; the links are left as they were
+            log.error("original_moved_links_left", path=intent.path, original=dup.original.path,
+                      error=exc.strerror or str(exc))  # fmt: skip
         return "done"
 
     @staticmethod
