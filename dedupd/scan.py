@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import multiprocessing
+import os
+import stat as stat_module
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from dedupd import errors, fileops
 from dedupd.config import Config
 from dedupd.crashes import CrashTracker
-from dedupd.models import Duplicate
+from dedupd.models import Duplicate, FileStat
 from dedupd.pipeline import (
     Failed,
     Fingerprinted,
@@ -164,7 +166,7 @@ def scan(
                 if not fileops.is_regular(dup.duplicate.path) or store.record(dup.duplicate.id) is None:
                     # moved by this scan (or, in a dry run, would be: its record is gone from
                     # the private copy): the walk may list it still, neither vanished nor new
-                    moved_here.add(dup.duplicate.path)
+                    moved_here[dup.duplicate.path] = dup.duplicate.stat
                 todo += pipeline.acted(dup)
 
     def consume(outcome: Outcome) -> None:
@@ -178,14 +180,27 @@ def scan(
         hand_on(outcome.duplicates)
 
     unreadable: list[Path] = []
-    moved_here: set[Path] = set()  # files this scan quarantined or replaced by a symlink
+    moved_here: dict[Path, FileStat] = {}  # files this scan moved (or would): the version it took
+
+    def taken_here(path: Path) -> bool:
+        """Did this scan's own action take (or, in a dry run, would it take) the file the
+        walk listed at ``path``?  Not a new file saved at that path since."""
+        taken = moved_here.pop(path, None)
+        if taken is None:
+            return False
+        try:
+            now = os.lstat(path)
+        except OSError:
+            return True  # moved away
+        same = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (taken.dev, taken.ino, taken.size, taken.mtime_ns)
+        return same or stat_module.S_ISLNK(now.st_mode)  # still the file (a dry run), or the symlink put there
 
     def jobs() -> Iterator[tuple[Path, int]]:
         for root in roots:
             files = walk(root, filt, unreadable) if root.is_dir() else iter([root] if filt.wanted_file(root) else [])
             for path in files:
                 summary.seen += 1
-                if path in moved_here:
+                if taken_here(path):
                     bar.update(1)  # moved (or would be) by this scan's own action after the walk listed it
                     continue
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,3 +228,37 @@ def test_a_dry_run_reports_what_the_scan_then_does(tmp_path: Path, run_cli: RunC
     assert "near: 2" in dry.stdout and "quarantine_dry_run: 2" in dry.stdout, dry.stdout
     assert sorted(p.name for p in quarantine.glob("*.jpg")) == ["a_half.jpg", "c_half.jpg"]
 
+
+
+def test_a_new_file_saved_where_the_scan_just_moved_one_is_indexed(
+    tmp_path: Path, run_cli: RunCli, cli_env: dict[str, str], db_path: Path
+) -> None:
+    """The scan quarantines a demoted original the walk has listed but not reached; a
+    different picture is saved at that name meanwhile. The walk skips only the file it
+    moved: the new one is read and indexed."""
+    import threading  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    root, quarantine = tmp_path / "lib", tmp_path / "q"
+    quarantine.mkdir()
+    picture = H.photo(237, size=(1024, 768))
+    small = H.save(picture.resize((512, 384), Image.Resampling.LANCZOS), root / "b_small.jpg", quality=90)
+    config = _config(tmp_path, quarantine, "near: quarantine")
+    assert run_cli("scan", root, "--config", config).returncode == 0
+    H.save(picture, root / "a_big.png")  # walked first: b_small.jpg is demoted and moved
+    # the move held 4 s after it took the file; a new picture is saved at its name meanwhile
+    def save_once_taken() -> None:
+        deadline = time.monotonic() + 60
+        while not ((quarantine / "b_small.jpg").exists() and not small.exists()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        H.save(H.photo(238, size=(640, 480)), small, quality=90)
+
+    writer = threading.Thread(target=save_once_taken)
+    writer.start()
+    result = H.run_dedupd("scan", root, "--config", config, "--workers", "1", db=db_path,
+                          env={**cli_env, "DEDUPD_FAULT": "quarantine.after_unlink:sleep=4:b_small*"}, cwd=tmp_path)
+    writer.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (quarantine / "b_small.jpg").is_file() and small.is_file()
+    assert "2 files seen, 2 fingerprinted" in result.stdout, result.stdout

@@ -410,8 +410,11 @@ class Daemon:
             return
         if plan.step is Step.RENAMED:
             assert plan.record is not None
-            self._act(self.pipeline.follow_rename(plan).duplicates)
+            followed = self.pipeline.follow_rename(plan)
+            # its symlinks first: should the renamed file itself be moved next (a better
+            # copy placed again with it), they then follow it to its new original
             relink.original_renamed(self.store, self.config, plan.record.path, path)
+            self._act(followed.duplicates)
             return
         if self.crashes.poisoned(path, plan.stat):
             self._ingest(Failed(path, plan.stat, *self.crashes.why(path, plan.stat)))
