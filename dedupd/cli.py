@@ -170,15 +170,8 @@ def scan(
     from dedupd.scan import scan as run_scan
 
     ctx = Context(config_path, db)
-    config = resolve(ctx.config, strict=False)
-    moves = any(config.actions.for_tier(t) is not Action.LOG for t in Tier)
-    if moves and not dry_run and (config.quarantine_dir is None or not config.quarantine_dir.is_dir()):
-        # an unmounted disk's mount point must not fill up in its place
-        raise errors.ConfigError(
-            f"{display_path(str(config.quarantine_dir))} does not exist: the quarantine_dir must exist "
-            "before anything is moved (dedupd never creates the directory it moves files into)",
-            source=config.source, key="quarantine_dir",
-        )  # fmt: skip
+    # a missing quarantine (an unmounted disk) is refused: its mount point must not fill up
+    config = resolve(ctx.config, strict=False, quarantine_needed=not dry_run)
     store = ctx.store()
     store.lock_writer()
     click_ctx = click.get_current_context()

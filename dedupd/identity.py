@@ -102,11 +102,12 @@ def same_file(a: Path, b: Path) -> bool:
 # --- configured directories ----------------------------------------------------------
 
 
-def resolve(config: Config, *, strict: bool) -> Config:
+def resolve(config: Config, *, strict: bool, quarantine_needed: bool = False) -> Config:
     """The config with every path resolved and the directories checked together.
 
     ``strict`` (``run``, ``check-config``): roots, and the quarantine when an action moves files, must
-    exist.  Otherwise only what exists is checked.
+    exist.  ``quarantine_needed`` (``scan``, which takes its roots from the command line): the
+    quarantine must.  Otherwise only what exists is checked.
     """
     src = config.source
     roots = _resolve_roots(config.roots, strict=strict, source=src)
@@ -114,7 +115,7 @@ def resolve(config: Config, *, strict: bool) -> Config:
     if config.quarantine_dir is not None:
         quarantine = real(config.quarantine_dir)
         moves = any(config.actions.for_tier(t) is not Action.LOG for t in Tier)
-        if strict and moves and not quarantine.is_dir():
+        if (strict or quarantine_needed) and moves and not quarantine.is_dir():
             why = "does not exist" if not os.path.lexists(quarantine) else "is not a directory"
             raise ConfigError(
                 f"{display_path(config.quarantine_dir)} {why} (create it first; dedupd never "

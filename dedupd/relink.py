@@ -81,16 +81,11 @@ def original_gone(store: AnyStore, config: Config, original: Path, *, roots: tup
         log.error("original_gone_links_left", original=original, links=[str(p) for p in failed],
                   note="no quarantined copy could be put back; the symlinks dangle, the copies are in quarantine")
         return Repair(original, None, (), tuple(failed))
-    relinked = []
-    for other in links:
-        if other.id == restored.id or other.path in failed:
-            continue
-        if _repoint(store, audit, config, other, restored.path, restored.sha256,
-                    f"its original {display_path(original)} is gone; now points at {display_path(restored.path)}, "
-                    "the copy put back in its place"):
-            relinked.append(other.path)
-        else:
-            failed.append(other.path)
+    others = [other for other in links if other.id != restored.id and other.path not in failed]
+    relinked, left = _repoint_all(store, audit, config, others, restored.path, restored.sha256,
+                                  f"its original {display_path(original)} is gone; now points at "
+                                  f"{display_path(restored.path)}, the copy put back in its place")
+    failed += left
     log.warning("original_gone_links_repaired", original=original, restored=restored.path,
                 relinked=[str(p) for p in relinked], failed=[str(p) for p in failed])
     return Repair(original, restored.path, tuple(relinked), tuple(failed))
@@ -102,14 +97,9 @@ def original_renamed(store: AnyStore, config: Config, old: Path, new: Path) -> R
     links = _links_to(store, audit, old)
     if not links:
         return None
-    relinked, failed = [], []
-    for link in links:
-        assert link.original_sha256 is not None
-        if _repoint(store, audit, config, link, new, link.original_sha256,
-                    f"its original was renamed from {display_path(old)} to {display_path(new)}"):
-            relinked.append(link.path)
-        else:
-            failed.append(link.path)
+    # the same bytes at a new name: each link keeps the content it names
+    relinked, failed = _repoint_all(store, audit, config, links, new, None,
+                                    f"its original was renamed from {display_path(old)} to {display_path(new)}")
     log.warning("original_renamed_links_repaired", original=new, old=old,
                 relinked=[str(p) for p in relinked], failed=[str(p) for p in failed])
     return Repair(new, None, tuple(relinked), tuple(failed))
@@ -131,19 +121,27 @@ def original_moved(
     links = _links_to(store, audit, moved)
     if not links:
         return None
-    relinked, failed = [], []
-    for link in links:
-        if link.path == new_original:
-            continue  # cannot happen for a link of ours (a link is never an original); kept safe
-        if _repoint(store, audit, config, link, new_original, new_sha,
-                    f"its original {display_path(moved)} was moved away as a copy of "
-                    f"{display_path(new_original)}; now points there"):
-            relinked.append(link.path)
-        else:
-            failed.append(link.path)
+    relinked, failed = _repoint_all(store, audit, config, links, new_original, new_sha,
+                                    f"its original {display_path(moved)} was moved away as a copy of "
+                                    f"{display_path(new_original)}; now points there")
     log.warning("original_moved_links_repaired", original=new_original, moved=moved,
                 relinked=[str(p) for p in relinked], failed=[str(p) for p in failed])
     return Repair(new_original, None, tuple(relinked), tuple(failed))
+
+
+def _repoint_all(
+    store: AnyStore, audit: Audit, config: Config, links: list[Intent], target: Path, target_sha: str | None,
+    why: str,
+) -> tuple[list[Path], list[Path]]:
+    """:func:`_repoint` each of ``links`` at ``target`` (``target_sha`` None: the
+    content each link names already); the links re-pointed, and those left."""
+    relinked, failed = [], []
+    for link in links:
+        if _repoint(store, audit, config, link, target, target_sha or link.original_sha256, why):
+            relinked.append(link.path)
+        else:
+            failed.append(link.path)
+    return relinked, failed
 
 
 def _repoint(store: AnyStore, audit: Audit, config: Config, intent: Intent, target: Path, target_sha: str | None,

@@ -71,6 +71,10 @@ def is_record(path: Path) -> bool:
     return path.name.endswith(SUFFIX)
 
 
+def _encode(record: QuarantineRecord) -> bytes:
+    return json.dumps(asdict(record), indent=1, sort_keys=True).encode()
+
+
 def write(quarantined: Path, record: QuarantineRecord) -> Path:
     """Write the record of ``quarantined``; returns its path.
 
@@ -80,7 +84,7 @@ def write(quarantined: Path, record: QuarantineRecord) -> Path:
     """
     target = record_path(quarantined)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(asdict(record), indent=1, sort_keys=True).encode()
+    data = _encode(record)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
@@ -150,12 +154,12 @@ def renumber(top: Path, ids_for: Callable[[Path, QuarantineRecord], tuple[int, i
             continue
         target = record_path(quarantined)
         fresh = temp_name(target)
-        data = json.dumps(asdict(replace(rec, intent_id=ids[0], audit_id=ids[1])), indent=1, sort_keys=True)
+        data = _encode(replace(rec, intent_id=ids[0], audit_id=ids[1]))
         try:
             old = os.lstat(target)
             fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, data.encode())
+                os.write(fd, data)
                 if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
                     # the daemon's user rewrites it later (a relink); only root may give it back
                     with contextlib.suppress(PermissionError):

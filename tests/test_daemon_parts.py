@@ -153,6 +153,24 @@ def test_a_sweep_forgets_files_deleted_while_away_and_nothing_on_an_emptied_root
     store.close()
 
 
+def _indexed(store: Store, *paths: Path) -> None:
+    """Small files, recorded in the store (as unreadable: no fingerprint needed)."""
+    with store.atomic():
+        for p in paths:
+            p.write_bytes(b"x" * 10)
+            store.upsert_error(p, FileStat.from_path(p), "corrupt", "test")
+
+
+def _sweeping(store: Store, root: Path) -> Reconciliation:
+    """A reconciliation whose whole-root walk of ``root`` is planned: its sweep starts."""
+    rec = Reconciliation(store, lambda: Filter(Config(roots=(root,))))
+    rec.walk_root(root)
+    while rec.walks:
+        rec.advance_walks({})
+    rec.finish_walks({}, [])
+    return rec
+
+
 def test_a_file_renamed_while_the_sweep_runs_keeps_its_record(tmp_path: Path) -> None:
     """A file the sweep finds missing is forgotten only after the rename delay: renamed
     while the sweep runs, its new name is followed first (its record moves) and the
@@ -161,18 +179,11 @@ def test_a_file_renamed_while_the_sweep_runs_keeps_its_record(tmp_path: Path) ->
     (root / "sub").mkdir(parents=True)
     store = Store.open(tmp_path / "db")
     renamed, deleted = root / "renamed.jpg", root / "deleted.jpg"
-    with store.atomic():
-        for p in (renamed, deleted):
-            p.write_bytes(b"x" * 10)
-            store.upsert_error(p, FileStat.from_path(p), "corrupt", "test")
+    _indexed(store, renamed, deleted)
     roots = {root: watched(root)}
     paused: dict[Path, str] = {}
     forgotten: list[Path] = []
-    rec = Reconciliation(store, lambda: Filter(Config(roots=(root,))))
-    rec.walk_root(root)
-    while rec.walks:
-        rec.advance_walks({})
-    rec.finish_walks({}, [])
+    rec = _sweeping(store, root)
     new_name = root / "sub" / "renamed.jpg"
     os.rename(renamed, new_name)  # while the daemon runs: the sweep looks after it
     deleted.unlink()
@@ -203,17 +214,11 @@ def test_a_slow_look_does_not_use_up_the_rename_delay(tmp_path: Path, monkeypatc
     root.mkdir()
     store = Store.open(tmp_path / "db")
     gone = root / "gone.jpg"
-    gone.write_bytes(b"x" * 10)
-    with store.atomic():
-        store.upsert_error(gone, FileStat.from_path(gone), "corrupt", "test")
+    _indexed(store, gone)
     gone.unlink()
     roots = {root: watched(root)}
     forgotten: list[Path] = []
-    rec = Reconciliation(store, lambda: Filter(Config(roots=(root,))))
-    rec.walk_root(root)
-    while rec.walks:
-        rec.advance_walks({})
-    rec.finish_walks({}, [])
+    rec = _sweeping(store, root)
 
     def advance(now: float) -> None:
         rec.advance_sweeps(roots, lambda: None, frozenset(), forgotten.append, now, 0.2)

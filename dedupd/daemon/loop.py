@@ -225,16 +225,15 @@ class Daemon:
         # check that takes minutes (tens of millions of files) is not taken for a hang
         log.info("store_check_started", why="a store the daemon has not run on" if previous is None
                  else "the daemon did not stop cleanly last time")  # fmt: skip
+        next_ping = 0.0
         while thread.is_alive() and not self.stop.is_set():
-            self.notifier.status("checking the store (PRAGMA quick_check) before starting")
-            self.notifier.extend_timeout(3 * CHECK_PING)
-            if self.watchdog_every:
-                self.notifier.watchdog()
-            thread.join(CHECK_PING / 10)
-            for _ in range(9):
-                if not thread.is_alive() or self.stop.is_set():
-                    break
-                thread.join(CHECK_PING / 10)
+            if time.monotonic() >= next_ping:
+                self.notifier.status("checking the store (PRAGMA quick_check) before starting")
+                self.notifier.extend_timeout(3 * CHECK_PING)
+                if self.watchdog_every:
+                    self.notifier.watchdog()
+                next_ping = time.monotonic() + CHECK_PING
+            thread.join(TICK)  # a stop asked for meanwhile is seen within a tick
         if self.stop.is_set():
             return False
         if found:
